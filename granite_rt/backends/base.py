@@ -1,0 +1,55 @@
+"""The one protocol every backend implements, and the description of where a model runs.
+
+Nothing outside ``granite_rt/backends`` and ``granite_rt/devices.py`` knows which backend runs:
+the embedder and reranker hand tokenized arrays to ``Backend.run`` and get the output back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Protocol
+
+import numpy as np
+
+BackendName = Literal["onnx", "openvino"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One runnable model file in a model folder."""
+
+    path: str                      # relative to the model folder, e.g. "onnx/model_qint8.onnx"
+    backend: BackendName
+    precision: Precision           # precision of the stored weights/graph ("bf16" is never stored)
+    sha256: str | None = None      # from the manifest; checked at load when present
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A concrete choice: this artifact, on this backend and device, at this compute precision."""
+
+    backend: BackendName
+    device: str                    # user-facing name: cpu, cuda, tensorrt, directml, intel-gpu, npu
+    dtype: Precision               # compute precision (bf16 = fp32 artifact with a bf16 hint)
+    artifact: Artifact
+    # onnxruntime: providers in priority order, each a name or (name, options).
+    providers: tuple[str | tuple[str, Mapping[str, Any]], ...] = ()
+    # openvino: device string ("CPU", "GPU", "NPU") and compile-time properties.
+    ov_device: str = ""
+    ov_config: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A compiled model: named int64 inputs in, the model's one output out. Thread-safe."""
+
+    placement: Placement
+    input_names: tuple[str, ...]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Run one batch; ``inputs`` holds int64 arrays of shape (batch, sequence)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What actually runs: backend, device, providers, precision, file."""
+        ...

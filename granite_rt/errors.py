@@ -1,0 +1,27 @@
+"""Exception types: each names what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class GraniteRTError(Exception):
+    """Base class of every error granite-rt raises on purpose."""
+
+
+class ModelNotFoundError(GraniteRTError, FileNotFoundError):
+    """The model folder or Hub repo does not exist or cannot be fetched."""
+
+
+class ModelFileError(GraniteRTError):
+    """A model file is missing, truncated, or does not match the manifest's sha256."""
+
+
+class UnsupportedModelError(GraniteRTError, ValueError):
+    """The checkpoint is of an architecture or layout granite-rt cannot run or export."""
+
+
+class BackendUnavailableError(GraniteRTError, ImportError):
+    """The requested backend (onnxruntime, openvino) is not installed."""
+
+
+class DeviceUnavailableError(GraniteRTError, RuntimeError):
+    """The requested device cannot be used here (no provider, driver or library)."""

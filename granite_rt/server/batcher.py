@@ -106,6 +106,11 @@ class DynamicBatcher:
         """Requests admitted and not yet answered."""
         return self._pending
 
+    @property
+    def alive(self) -> bool:
+        """The worker thread runs and takes requests."""
+        return self._thread.is_alive() and not self._stopping
+
     def start(self) -> None:
         self._thread.start()
 

@@ -1,0 +1,404 @@
+"""``granite-rt``: embed, rerank, export, info, eval, bench and serve from the command line.
+
+Every command imports what it needs only when it runs, so ``granite-rt --help`` is instant and
+works without torch or the server extra. Exit codes: 0 success, 2 usage error, 1 runtime
+failure; an error is one line on stderr (the traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+PROG = "granite-rt"
+PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+# The export stage's dependencies: a missing one means the extra is not installed.
+EXPORT_MODULES = {"granite_export", "torch", "transformers", "onnx", "onnxscript", "nncf", "sentence_transformers"}
+SERVER_MODULES = {"starlette", "uvicorn"}
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    """Input texts with the ids written next to their outputs."""
+
+    ids: list[str | int]
+    texts: list[str]
+
+
+# ---------------------------------------------------------------------------------------- input
+
+def read_texts(args_texts: Sequence[str], input_path: str | None, input_format: str | None) -> LabelledTexts:
+    """Texts from arguments, a .txt (one per line) or .jsonl file (``text`` field), or stdin."""
+    if args_texts and input_path:
+        raise UsageError("give texts as arguments or with --input, not both")
+    if args_texts:
+        return LabelledTexts(list(range(len(args_texts))), list(args_texts))
+    if input_path is None and sys.stdin.isatty():
+        raise UsageError("no input: give texts as arguments, --input FILE, or pipe text into stdin")
+    if input_path in (None, "-"):
+        source, content = "stdin", sys.stdin.read()
+    else:
+        source = input_path
+        try:
+            content = Path(input_path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot read --input {input_path}: {err.strerror or err}") from None
+        except UnicodeDecodeError as err:
+            raise UsageError(f"--input {input_path} is not UTF-8 text: {err}") from None
+    fmt = input_format or ("jsonl" if source.endswith(".jsonl") else "txt")
+    labelled = _parse_jsonl(content, source) if fmt == "jsonl" else _parse_lines(content)
+    if not labelled.texts:
+        raise UsageError(f"no texts in {source}")
+    return labelled
+
+
+def _parse_lines(content: str) -> LabelledTexts:
+    lines = content.splitlines()
+    return LabelledTexts(list(range(len(lines))), lines)
+
+
+def _parse_jsonl(content: str, source: str) -> LabelledTexts:
+    """One JSON object per line with a string ``text`` and an optional ``id``; blank lines skipped."""
+    ids: list[str | int] = []
+    texts: list[str] = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{source} line {number} is not JSON: {err.msg}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise UsageError(f"{source} line {number} needs a string field \"text\"")
+        ids.append(record.get("id", len(texts)))
+        texts.append(record["text"])
+    return LabelledTexts(ids, texts)
+
+
+# ------------------------------------------------------------------------------------- commands
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed texts; write .npy or JSONL (id + embedding), or print a summary."""
+    out_format = _output_format(args.output, args.format)
+    inputs = read_texts(args.texts, args.input, args.input_format)
+    from granite_rt import Embedder
+
+    embedder = Embedder(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    extra = {"precision": args.precision} if args.precision else {}
+    start = time.perf_counter()
+    vectors = embedder.encode(inputs.texts, batch_size=args.batch_size, normalize=not args.no_normalize,
+                              truncate_dim=args.truncate_dim, show_progress_bar=_progress(args, len(inputs.texts)), **extra)
+    seconds = time.perf_counter() - start
+    if out_format == "npy":
+        import numpy as np
+
+        np.save(args.output, vectors)
+    elif out_format == "jsonl":
+        with _open_output(args.output) as out:
+            for ident, vector in zip(inputs.ids, vectors):
+                out.write(json.dumps({"id": ident, "embedding": vector.tolist()}) + "\n")
+    else:
+        _print_summary(inputs, vectors, seconds, embedder.info)
+    if args.output and not args.quiet:
+        print(f"wrote {len(inputs.texts)} embeddings {tuple(vectors.shape)} {vectors.dtype} to {args.output} "
+              f"in {seconds:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _output_format(output: str | None, fmt: str | None) -> str | None:
+    """npy | jsonl | None (summary), from --format or the --output suffix."""
+    if fmt is None and output:
+        fmt = {".npy": "npy", ".jsonl": "jsonl"}.get(Path(output).suffix.lower())
+        if fmt is None:
+            raise UsageError(f"cannot tell the format of --output {output}: name it .npy or .jsonl, or pass --format")
+    if fmt == "npy" and not output:
+        raise UsageError("--format npy needs --output FILE (binary output is not printed)")
+    return fmt
+
+
+class _open_output:
+    """A text file to write, or stdout for '-' / no path; closed only if we opened it."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def __enter__(self):
+        self.stream = sys.stdout if self.path in (None, "-") else open(self.path, "w", encoding="utf-8")
+        return self.stream
+
+    def __exit__(self, *exc) -> None:
+        if self.stream is not sys.stdout:
+            self.stream.close()
+
+
+def _print_summary(inputs: LabelledTexts, vectors, seconds: float, info) -> None:
+    shown = 20
+    print(f"{len(inputs.texts)} texts -> {tuple(vectors.shape)} {vectors.dtype} in {seconds:.2f} s ({_describe(info)})")
+    for ident, text, vector in list(zip(inputs.ids, inputs.texts, vectors))[:shown]:
+        head = ", ".join(f"{v:.4f}" if vectors.dtype.kind == "f" else str(v) for v in vector[:4])
+        print(f"#{ident} [{head}, ...] {_clip(text)}")
+    if len(inputs.texts) > shown:
+        print(f"... {len(inputs.texts) - shown} more; write them all with --output FILE.npy|FILE.jsonl")
+
+
+def _describe(info) -> str:
+    if isinstance(info, dict):
+        return ", ".join(f"{k}={v}" for k, v in info.items() if isinstance(v, (str, int, float)))
+    return str(info)
+
+
+def _clip(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    """Rank documents for a query: ``- #id (score): text`` lines, or JSON with --json."""
+    inputs = read_texts(args.documents, args.input, args.input_format)
+    from granite_rt import Reranker
+
+    reranker = Reranker(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    ranking = reranker.rank(args.query, inputs.texts, top_k=args.top_k, return_documents=True,
+                            batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps([{"corpus_id": inputs.ids[r["corpus_id"]], "score": float(r["score"]), "text": r["text"]}
+                          for r in ranking], ensure_ascii=False, indent=2))
+    else:
+        for r in ranking:
+            print(f"- #{inputs.ids[r['corpus_id']]} ({r['score']:.2f}): {r['text']}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Devices and backends available here, and where MODEL would run."""
+    from granite_rt.devices import info_report
+
+    print(info_report(args.model))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the TEI- and OpenAI-compatible HTTP server until SIGINT/SIGTERM."""
+    if not (args.embedder or args.reranker):
+        raise UsageError("serve needs --embedder MODEL, --reranker MODEL or both")
+    try:
+        from granite_rt.server import serve
+        from granite_rt.server.app import ServerConfig
+        from granite_rt.server.batcher import BatcherConfig
+        from granite_rt.server.schemas import Limits
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] in SERVER_MODULES:
+            raise _ExtraMissing("server", err.name) from None
+        raise
+    config = ServerConfig(
+        host=args.host, port=args.port, api_key=args.api_key or os.environ.get("GRANITE_RT_API_KEY") or None,
+        auto_truncate=args.auto_truncate, model_id=args.model_id,
+        limits=Limits(max_request_bytes=args.max_request_bytes, max_inputs=args.max_client_batch_size),
+        batcher=BatcherConfig(max_batch_tokens=args.max_batch_tokens, max_wait_s=args.max_wait_ms / 1000,
+                              max_pending=args.max_concurrent_requests, request_timeout_s=args.request_timeout),
+        log_level="warning" if args.quiet else args.log_level,
+    )
+    serve(config, embedder=args.embedder, reranker=args.reranker, backend=args.backend, device=args.device,
+          dtype=args.dtype, batch_size=args.batch_size)
+    return 0
+
+
+class _ExtraMissing(Exception):
+    def __init__(self, extra: str, module: str | None) -> None:
+        super().__init__(f"this command needs the {extra} extra (missing module {module}): "
+                         f"pip install 'granite-rt[{extra}]'")
+
+
+def run_export(argv: list[str]) -> int:
+    """``granite-rt export ...`` is ``python -m granite_export ...``."""
+    try:
+        from granite_export.__main__ import main as export_main
+
+        return int(export_main(argv) or 0)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] in EXPORT_MODULES:
+            raise _ExtraMissing("export", err.name) from None
+        raise
+
+
+def run_eval(argv: list[str]) -> int:
+    from granite_rt.evaluate import main as eval_main
+
+    return int(eval_main(argv) or 0)
+
+
+def run_bench(argv: list[str]) -> int:
+    """Delegate to bench/ of a source checkout (``python -m bench`` or ``bench/run.py``)."""
+    root = Path(__file__).resolve().parents[1]
+    bench = root / "bench"
+    if (bench / "__main__.py").exists():
+        command = [sys.executable, "-m", "bench", *argv]
+    elif (bench / "run.py").exists():
+        command = [sys.executable, str(bench / "run.py"), *argv]
+    else:
+        raise RuntimeError(f"the benchmarks are not part of this installation (no {bench}); "
+                           "run 'granite-rt bench' from a source checkout of granite-rt")
+    return subprocess.call(command, cwd=root)
+
+
+# Commands whose arguments belong to another program's parser.
+PASSTHROUGH: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "export": (run_export, "export a checkpoint to ONNX/OpenVINO (see 'granite-rt export --help')"),
+    "eval": (run_eval, "retrieval fidelity against the reference (see 'granite-rt eval --help')"),
+    "bench": (run_bench, "benchmarks, from a source checkout (see 'granite-rt bench --help')"),
+}
+
+
+# -------------------------------------------------------------------------------------- parsing
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Embed, rerank, export, inspect, evaluate, benchmark and serve "
+                                            "Granite embedding models without torch.")
+    _global_flags(parser, default=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    flags = _Parser(add_help=False)
+    _global_flags(flags, default=argparse.SUPPRESS)
+    model = _Parser(add_help=False)
+    model.add_argument("--backend", default="auto", help="auto | onnx | openvino (default: auto)")
+    model.add_argument("--device", default="auto", help="auto | cpu | cuda | ... (default: auto)")
+    model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8")
+    model.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per model call (default 32)")
+    inputs = _Parser(add_help=False)
+    inputs.add_argument("--input", metavar="FILE", help=".txt (one text per line) or .jsonl (a \"text\" field); - for stdin")
+    inputs.add_argument("--input-format", choices=("txt", "jsonl"), help="override the format guessed from --input's suffix")
+
+    embed = sub.add_parser("embed", parents=[flags, model, inputs], help="embed texts",
+                           description=cmd_embed.__doc__)
+    embed.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
+    embed.add_argument("texts", metavar="TEXT", nargs="*", default=[], help="texts to embed (else --input or stdin)")
+    embed.add_argument("--output", metavar="FILE", help="write .npy or .jsonl; - for JSONL on stdout")
+    embed.add_argument("--format", choices=("npy", "jsonl"), help="output format (default: from --output's suffix)")
+    embed.add_argument("--precision", choices=PRECISIONS, help="output format of the vectors (default float32)")
+    embed.add_argument("--truncate-dim", type=_positive_int, metavar="N", help="Matryoshka: keep the first N dimensions")
+    embed.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
+    embed.set_defaults(run=cmd_embed)
+
+    rerank = sub.add_parser("rerank", parents=[flags, model, inputs], help="rank documents for a query",
+                            description=cmd_rerank.__doc__)
+    rerank.add_argument("model", metavar="MODEL", help="exported reranker folder or Hub repo id")
+    rerank.add_argument("documents", metavar="DOC", nargs="*", default=[], help="documents to rank (else --input or stdin)")
+    rerank.add_argument("--query", required=True, help="the query")
+    rerank.add_argument("--top-k", type=_positive_int, metavar="K", help="print only the K best")
+    rerank.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    rerank.set_defaults(run=cmd_rerank)
+
+    info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
+                          description=cmd_info.__doc__)
+    info.add_argument("model", metavar="MODEL", nargs="?", help="a model folder or Hub id to plan for")
+    info.set_defaults(run=cmd_info)
+
+    serve = sub.add_parser("serve", parents=[flags, model], help="TEI/OpenAI-compatible HTTP server",
+                           description=cmd_serve.__doc__)
+    serve.add_argument("--embedder", metavar="MODEL", help="embedding model to serve")
+    serve.add_argument("--reranker", metavar="MODEL", help="reranker model to serve")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (prefer env GRANITE_RT_API_KEY: "
+                                         "arguments are visible to other users in ps)")
+    serve.add_argument("--model-id", help="model name reported by /info and /v1/embeddings")
+    serve.add_argument("--auto-truncate", action="store_true",
+                       help="truncate over-long inputs when a request does not say (default: answer 413)")
+    serve.add_argument("--max-batch-tokens", type=_positive_int, default=16_384, help="token budget of one model call")
+    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
+    serve.add_argument("--max-concurrent-requests", type=_positive_int, default=512,
+                       help="requests admitted at once; more get 429 (default 512)")
+    serve.add_argument("--max-client-batch-size", type=_positive_int, default=256,
+                       help="inputs per request; more get 413 (default 256)")
+    serve.add_argument("--max-request-bytes", type=_positive_int, default=2_000_000,
+                       help="request body size; larger get 413 (default 2000000)")
+    serve.add_argument("--request-timeout", type=float, default=30.0, help="seconds before a request gets 503")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.set_defaults(run=cmd_serve)
+
+    for name, (_, help_text) in PASSTHROUGH.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _global_flags(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress or status on stderr")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _progress(args: argparse.Namespace, n_inputs: int) -> bool:
+    """A progress bar for inputs of more than one batch, on a terminal, unless --quiet."""
+    return n_inputs > args.batch_size and sys.stderr.isatty() and not args.quiet
+
+
+# ----------------------------------------------------------------------------------------- main
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``granite-rt`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command is not None and argv[command] in PASSTHROUGH:
+        args = parser.parse_args(argv[:command] + [argv[command]])
+        run_passthrough = PASSTHROUGH[argv[command]][0]
+        return _guarded(lambda: run_passthrough(argv[command + 1:]), args)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return _guarded(lambda: args.run(args), args)
+
+
+def _guarded(run: Callable[[], int], args: argparse.Namespace) -> int:
+    """Run a command: exit code 2 for usage errors, 1 with a one-line message for failures."""
+    prog = f"{PROG} {args.command}"
+    try:
+        return run()
+    except UsageError as err:
+        print(f"{prog}: error: {err} (see '{prog} --help')", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, traceback with --debug
+        if args.debug:
+            raise
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    message = " ".join(str(err).split())
+    return message if message else type(err).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

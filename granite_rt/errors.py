@@ -25,3 +25,7 @@ class BackendUnavailableError(GraniteRTError, ImportError):
 
 class DeviceUnavailableError(GraniteRTError, RuntimeError):
     """The requested device cannot be used here (no provider, driver or library)."""
+
+
+class CollectionError(GraniteRTError, ValueError):
+    """An evaluation collection (Cranfield or BEIR folder) is missing files or holds malformed records."""

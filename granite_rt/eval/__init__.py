@@ -1,0 +1,1 @@
+"""Pieces of the retrieval-fidelity evaluation: collection loaders and ranking metrics (numpy only)."""

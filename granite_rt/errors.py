@@ -29,3 +29,11 @@ class DeviceUnavailableError(GraniteRTError, RuntimeError):
 
 class CollectionError(GraniteRTError, ValueError):
     """An evaluation collection (Cranfield or BEIR folder) is missing files or holds malformed records."""
+
+
+class ExportError(GraniteRTError, RuntimeError):
+    """The export stage could not write or convert a model (output folder, converter, quantizer)."""
+
+
+class ParityError(ExportError):
+    """An exported artifact does not reproduce the torch reference within its bound."""

@@ -37,3 +37,7 @@ class ExportError(GraniteRTError, RuntimeError):
 
 class ParityError(ExportError):
     """An exported artifact does not reproduce the torch reference within its bound."""
+
+
+class OutputFolderError(ExportError):
+    """The export's --out folder cannot be created or written, or holds files that are not an export."""

@@ -1,0 +1,1 @@
+"""Benchmarks of granite-rt against sentence-transformers and fastembed (``python -m bench``)."""

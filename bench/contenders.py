@@ -1,0 +1,55 @@
+"""Who is measured: sentence-transformers, fastembed and granite-rt configurations, as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Family = Literal["st", "fastembed", "granite-rt"]
+Env = Literal["project", "bench"]   # project venv (.venv) or bench venv (bench/.venv: optimum-intel, fastembed)
+BATCH_SIZE = 32                     # sentence-transformers' default, used by every contender
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One configuration a user could pick; ``options`` are passed to its adapter in bench.worker."""
+
+    name: str
+    family: Family
+    env: Env
+    kinds: tuple[str, ...]                  # "embedder", "reranker"
+    options: dict = field(default_factory=dict)
+    default: bool = False                   # granite-rt's defaults (dtype="auto"): the one with targets
+
+
+def _granite(backend: str, dtype: str, default: bool = False) -> Contender:
+    label = "defaults (auto)" if default else f"{'ORT' if backend == 'onnx' else 'OpenVINO'} {dtype}"
+    return Contender(f"granite-rt {label}", "granite-rt", "project", ("embedder", "reranker"),
+                     {"backend": backend, "dtype": dtype}, default=default)
+
+
+CONTENDERS: tuple[Contender, ...] = (
+    Contender("ST torch", "st", "project", ("embedder", "reranker"), {"backend": "torch"}),
+    Contender("ST openvino", "st", "bench", ("embedder", "reranker"), {"backend": "openvino"}),
+    Contender("ST openvino INT8 IR", "st", "bench", ("embedder",),
+              {"backend": "openvino", "file_name": "openvino/openvino_model_qint8_quantized.xml"}),
+    Contender("fastembed fp32", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model.onnx"}),
+    Contender("fastembed INT8", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model_qint8.onnx"}),
+    _granite("auto", "auto", default=True),
+    _granite("onnx", "fp32"),
+    _granite("onnx", "int8"),
+    _granite("openvino", "fp32"),
+    _granite("openvino", "bf16"),
+    _granite("openvino", "int8"),
+)
+
+# Cold start (e): a fresh process per run, so only the configurations the targets compare.
+COLD_START = ("ST torch", "ST openvino", "fastembed INT8", "granite-rt defaults (auto)", "granite-rt ORT int8")
+
+
+def by_name(name: str) -> Contender:
+    """The contender called ``name``."""
+    for contender in CONTENDERS:
+        if contender.name == name:
+            return contender
+    raise KeyError(f"no contender named {name!r}; known: {[c.name for c in CONTENDERS]}")

@@ -1,0 +1,58 @@
+"""What the numbers were measured on, and the CPU's peak arithmetic rate for the efficiency row."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def machine_info() -> dict:
+    """CPU model, core counts, frequency and the SIMD flags that decide fp32/bf16/INT8 speed."""
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    fields = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, flags=re.M))
+    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    flags = set(re.search(r"^flags\s*:\s*(.*)$", cpuinfo, flags=re.M).group(1).split()) if "flags" in cpuinfo else set()
+    mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, flags=re.M)
+    cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
+    return {
+        "cpu": fields.get("Model name", platform.processor()),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": cores or os.cpu_count(),
+        "mhz": float(mhz.group(1)) if mhz else None,
+        "flags": {f: f in flags for f in FLAGS},
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def peak_gops(info: dict) -> dict[str, float]:
+    """Theoretical peak per precision, assuming two 512-bit FMA ports per core (AVX-512 Xeons).
+
+    fp32: 2 ports × 16 lanes × 2 (FMA) per cycle; bf16 (vdpbf16ps): 2 × 32 × 2; INT8 (VNNI
+    vpdpbusd): 2 × 64 × 2. An upper bound: turbo, port counts and the hypervisor may differ.
+    """
+    if not info["flags"].get("avx512f") or not info["mhz"]:
+        return {}
+    cycles = info["physical_cores"] * info["mhz"] * 1e6
+    peaks = {"fp32": cycles * 64 / 1e9}
+    if info["flags"].get("avx512_bf16"):
+        peaks["bf16"] = cycles * 128 / 1e9
+    if info["flags"].get("avx512_vnni"):
+        peaks["int8"] = cycles * 256 / 1e9
+    return peaks
+
+
+def encoder_gop_per_token(layers: int, hidden: int, intermediate: int, seq: int,
+                          window: int, global_every: int) -> float:
+    """Arithmetic of one ModernBERT token (2 ops per multiply-add): projections, gated MLP and
+    attention over the full sequence in global layers, over the sliding window in local ones."""
+    n_global = len(range(0, layers, global_every))
+    dense = layers * (4 * hidden * hidden + 3 * hidden * intermediate)
+    attention = 2 * hidden * (n_global * seq + (layers - n_global) * min(seq, window))
+    return 2 * (dense + attention) / 1e9

@@ -1,0 +1,93 @@
+"""Full-size random-weight Granite models for the benchmarks, exported by the project's export stage.
+
+Speed does not depend on weight values, so bench/ builds the exact published shapes with random
+weights (tokenizer trained on Cranfield + Tatoeba so real text tokenizes realistically) and caches
+them under bench/.models/, keyed by the shape and a fingerprint of the exporter's source.
+Run as ``python -m bench.models NAME OUT`` (in the project's venv) to build one model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".models"
+FORMATS = ("onnx", "onnx-int8", "openvino", "openvino-int8")
+TOKENIZER_VOCAB = 32_000
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """Where one benchmark model lives: the torch checkpoint and the exported folder."""
+
+    name: str
+    checkpoint: Path   # transformers + sentence-transformers files (for the torch contenders)
+    exported: Path     # what granite-rt export wrote (onnx/, openvino/, tokenizer, manifest)
+
+    @property
+    def tokenizer_json(self) -> Path:
+        return self.checkpoint / "tokenizer.json"
+
+
+def _shapes() -> dict:
+    from granite_export.random_models import GRANITE_97M_MULTILINGUAL_R2, GRANITE_RERANKER_ENGLISH_R2
+
+    return {"embedder": GRANITE_97M_MULTILINGUAL_R2, "reranker": GRANITE_RERANKER_ENGLISH_R2}
+
+
+def exporter_fingerprint() -> str:
+    """Hash of the export stage's source: a changed exporter re-exports the cached models."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "export").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def model_key(name: str, shape) -> str:
+    """Cache key of the random checkpoint: model name, shape and tokenizer size."""
+    payload = json.dumps([name, asdict(shape), TOKENIZER_VOCAB], sort_keys=True, default=str)
+    return f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
+
+def ensure_models(python: str = sys.executable, log=print) -> dict[str, BenchModel]:
+    """Build each random checkpoint once, export it once per exporter version; return them by name."""
+    models = {}
+    for name, shape in _shapes().items():
+        folder = CACHE / model_key(name, shape)
+        model = BenchModel(name, folder / "checkpoint", folder / f"exported-{exporter_fingerprint()}")
+        for step, target in (("checkpoint", model.checkpoint), ("export", model.exported)):
+            if not (target / ".bench-ready").exists():
+                log(f"{step}: {name} ({shape.num_hidden_layers} layers, hidden {shape.hidden_size}) "
+                    f"→ {target} (cached after the first run) ...")
+                subprocess.run([python, "-m", "bench.models", step, name, str(target)], cwd=ROOT, check=True)
+        models[name] = model
+    return models
+
+
+def build_checkpoint(name: str, target: Path) -> None:
+    """The random-weight checkpoint of ``name``, tokenizer trained on Cranfield + Tatoeba."""
+    from granite_export.random_models import build_checkpoint as build
+
+    from bench.data import tokenizer_corpus
+
+    build(target, _shapes()[name], texts=tokenizer_corpus(), tokenizer_vocab=TOKENIZER_VOCAB)
+
+
+def export(name: str, target: Path) -> None:
+    """Export the cached checkpoint with the project's export stage in every benchmarked format."""
+    from granite_export import export_model
+
+    export_model(target.parent / "checkpoint", target, formats=list(FORMATS))
+
+
+if __name__ == "__main__":
+    step, name, target = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    {"checkpoint": build_checkpoint, "export": export}[step](name, target)
+    (target / ".bench-ready").write_text(json.dumps({"name": name, "shape": asdict(_shapes()[name]),
+                                                     "exporter": exporter_fingerprint()}, default=str))

@@ -1,0 +1,162 @@
+"""Turn the measurements into results.json, results.md (tables + targets) and results.png."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.machine import encoder_gop_per_token, machine_info, peak_gops
+from bench.stats import time_ratios
+
+DEFAULT = "granite-rt defaults (auto)"
+PEERS = ("ST torch", "ST openvino", "fastembed INT8")
+# (workload, peer, comparison, bound): "speedup" = t_peer / t_default ≥ bound; "time" = t_default / t_peer ≤ bound.
+TARGETS = (
+    ("a_docs512", "ST openvino", "speedup", 1.3),
+    ("a_docs512", "fastembed INT8", "speedup", 1.5),
+    ("a_docs512", "ST torch", "speedup", 8.0),
+    ("b_cranfield", "ST openvino", "speedup", 1.3),
+    ("c_query", "ST openvino", "time", 0.5),
+    ("d_rerank256", "ST openvino", "time", 0.75),
+    ("d_rerank512", "ST openvino", "time", 0.75),
+)
+VERSIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy", "torch", "transformers",
+            "sentence-transformers", "optimum", "optimum-intel", "fastembed")
+
+
+def versions(python: str) -> dict[str, str]:
+    """Installed versions of the benchmarked libraries in one environment."""
+    code = ("import json, importlib.metadata as m\nout = {}\nfor d in %r:\n    try: out[d] = m.version(d)\n"
+            "    except m.PackageNotFoundError: pass\nprint(json.dumps(out))") % (VERSIONS,)
+    return json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True).stdout or "{}")
+
+
+def medians(workload: dict) -> dict[str, float]:
+    return {name: s["median"] for name, s in workload["seconds"].items()}
+
+
+def check_targets(results: dict) -> list[dict]:
+    """Each target of issue 8 with the achieved same-run ratio (None where a side did not run)."""
+    rows = []
+    for key, peer, how, bound in TARGETS:
+        med = medians(results["workloads"][key]) if key in results["workloads"] else {}
+        achieved = None
+        if DEFAULT in med and peer in med:
+            achieved = med[peer] / med[DEFAULT] if how == "speedup" else med[DEFAULT] / med[peer]
+        rows.append({"workload": key, "peer": peer, "comparison": how, "bound": bound, "achieved": achieved,
+                     "met": None if achieved is None else (achieved >= bound if how == "speedup" else achieved <= bound)})
+    cold = results.get("cold_start", {})
+    for metric, bound in (("seconds", 0.15), ("peak_rss_mib", 0.35)):
+        achieved = None
+        if DEFAULT in cold and "ST torch" in cold:
+            achieved = cold[DEFAULT][metric]["median"] / cold["ST torch"][metric]["median"]
+        rows.append({"workload": f"e_cold_{metric}", "peer": "ST torch", "comparison": "time" if metric == "seconds" else "rss",
+                     "bound": bound, "achieved": achieved, "met": None if achieved is None else achieved <= bound})
+    return rows
+
+
+def efficiency(results: dict, shape: dict, machine: dict) -> dict:
+    """Achieved GOP/s of each granite-rt configuration on (a) against the CPU's peak for its precision."""
+    wl = results["workloads"].get("a_docs512")
+    if not wl:
+        return {}
+    seq = wl["tokens"]["per_doc"]
+    per_doc = seq * encoder_gop_per_token(shape["num_hidden_layers"], shape["hidden_size"], shape["intermediate_size"],
+                                          seq, shape["local_attention"], shape["global_attn_every_n_layers"])
+    peaks = peak_gops(machine)
+    out = {"gop_per_doc": per_doc, "peaks_gops": peaks, "contenders": {}}
+    for name, s in wl["seconds"].items():
+        precision = next((p for p in ("int8", "bf16", "fp32") if p in name.lower()), None)
+        gops = per_doc * wl["items"] / s["median"]
+        out["contenders"][name] = {"gops": gops, "precision": precision,
+                                   "fraction_of_peak": gops / peaks[precision] if precision in peaks else None}
+    return out
+
+
+def _fmt_rate(wl: dict, s: dict) -> str:
+    if wl["unit"] == "docs/s":
+        return f"{wl['items'] / s['median']:.2f} docs/s"
+    if wl["unit"] == "ms":
+        return f"{s['median'] * 1e3:.1f} ms"
+    return f"{s['median']:.2f} s"
+
+
+def _fmt_span(wl: dict, s: dict) -> str:
+    scale, unit = (1e3, "ms") if wl["unit"] == "ms" else (1, "s")
+    return f"{s['min'] * scale:.3g}–{s['max'] * scale:.3g} {unit}"
+
+
+def markdown(results: dict) -> str:
+    """The tables: per workload, medians and same-run ratios; then the targets."""
+    m = results["machine"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
+    lines = [f"Measured {m['date']} on {m['cpu']}, {m['physical_cores']} cores ({m['logical_cpus']} logical), "
+             f"{m['mhz']} MHz, {m['memory_gib']} GiB; {flags}. "
+             f"{'QUICK smoke run — not a measurement. ' if results['quick'] else ''}"
+             f"{results['sizes']['rounds']} interleaved rounds after one warm-up call each; "
+             "'× peer' = peer's median time / this contender's median time (above 1: faster than the peer).", ""]
+    for key, wl in results["workloads"].items():
+        med = medians(wl)
+        peers = [p for p in PEERS if p in med]
+        lines += [f"### {wl['title']}", "", f"tokens: {wl['tokens']}", "",
+                  "| contender | median | min–max | " + " | ".join(f"× {p}" for p in peers) + " |",
+                  "|---|---:|---:|" + "---:|" * len(peers)]
+        for name, s in wl["seconds"].items():
+            bold = "**" if name == DEFAULT else ""
+            ratios = " | ".join("—" if p == name else f"{med[p] / s['median']:.2f}" for p in peers)
+            lines.append(f"| {bold}{name}{bold} | {_fmt_rate(wl, s)} | {_fmt_span(wl, s)} | {ratios} |")
+        for name, err in wl["failed"].items():
+            lines.append(f"| {name} | failed: {err[:120]} | | " + " | " * len(peers))
+        for name in wl["skipped"]:
+            lines.append(f"| {name} | not run (too slow for the time budget) | | " + " | " * len(peers))
+        lines.append("")
+    cold = results.get("cold_start")
+    if cold:
+        lines += ["### (e) cold start: import + load + first vector (fresh process)", "",
+                  "| contender | import+load+first vector | process wall | peak RSS | × ST torch time | × ST torch RSS |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        base = cold.get("ST torch")
+        for name, c in cold.items():
+            if name == "failed":
+                continue
+            rt = f"{c['seconds']['median'] / base['seconds']['median']:.3f}" if base else "—"
+            rr = f"{c['peak_rss_mib']['median'] / base['peak_rss_mib']['median']:.3f}" if base else "—"
+            lines.append(f"| {name} | {c['seconds']['median']:.2f} s | {c['process_wall']['median']:.2f} s | "
+                         f"{c['peak_rss_mib']['median']:.0f} MiB | {rt} | {rr} |")
+        for name, err in cold["failed"].items():
+            lines.append(f"| {name} | failed: {err} | | | | |")
+        lines.append("")
+    lines += ["### Targets (granite-rt defaults, same-run median ratios)", "",
+              "| workload | peer | target | achieved | met |", "|---|---|---|---:|---|"]
+    for t in results["targets"]:
+        sign = "≥" if t["comparison"] == "speedup" else "≤"
+        what = {"speedup": "speed ×", "time": "time ×", "rss": "peak RSS ×"}[t["comparison"]]
+        got = "not run" if t["achieved"] is None else f"{t['achieved']:.2f}"
+        met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['workload']} | {t['peer']} | {what} {sign} {t['bound']} | {got} | {met} |")
+    eff = results.get("efficiency")
+    if eff and eff.get("contenders"):
+        lines += ["", f"### Efficiency on (a): {eff['gop_per_doc']:.1f} GOP per 512-token document",
+                  "", "peak (2 FMA ports/core assumed): " + ", ".join(f"{k} {v:.0f} GOP/s" for k, v in eff["peaks_gops"].items()),
+                  "", "| contender | achieved GOP/s | of peak |", "|---|---:|---:|"]
+        for name, e in eff["contenders"].items():
+            frac = "—" if e["fraction_of_peak"] is None else f"{e['fraction_of_peak']:.1%} of {e['precision']}"
+            lines.append(f"| {name} | {e['gops']:.0f} | {frac} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict, models: dict, out: Path, bench_py: Path) -> None:
+    """results.json, results.md and results.png (drawn with the bench venv's matplotlib)."""
+    shape = json.loads((models["embedder"].checkpoint / ".bench-ready").read_text())["shape"]
+    results["machine"] = machine_info()
+    results["versions"] = {"project": versions(sys.executable), "bench": versions(str(bench_py))}
+    results["models"] = {k: str(v.exported) for k, v in models.items()}
+    results["ratios"] = {k: time_ratios(medians(w)) for k, w in results["workloads"].items()}
+    results["targets"] = check_targets(results)
+    results["efficiency"] = efficiency(results, shape, results["machine"])
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    subprocess.run([str(bench_py), "-m", "bench.chart", str(out / "results.json"), str(out / "results.png")],
+                   check=False)

@@ -1,0 +1,164 @@
+"""``python -m bench [--quick]``: build/cache the models, run every workload interleaved, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.contenders import COLD_START, CONTENDERS, Contender, by_name
+from bench.env import ensure_bench_env
+from bench.harness import interleave, warm_up
+from bench.models import ROOT, BenchModel, ensure_models
+from bench.stats import summarize
+from bench.workloads import FULL, QUICK, Sizes, Workload, build_workloads
+
+RESULTS = ROOT / "bench" / "results"
+WORKER_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+              "PYTHONPATH": str(ROOT)}
+
+
+class WorkerError(RuntimeError):
+    """A contender's process failed to load or run."""
+
+
+class Worker:
+    """A contender loaded in its own process (bench.worker), timed call by call."""
+
+    def __init__(self, contender: Contender, kind: str, model: BenchModel, python: str, log_dir: Path):
+        self.name = contender.name
+        log = open(log_dir / f"{kind}-{contender.name.replace(' ', '_')}.log", "w")
+        self.proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=ROOT, env=WORKER_ENV, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        self.load_s = self._ask({"op": "load", "contender": contender.name, "kind": kind,
+                                 "checkpoint": str(model.checkpoint), "exported": str(model.exported)})["load_s"]
+
+    def _ask(self, msg: dict) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise WorkerError(f"{self.name}: worker exited (code {self.proc.wait()}); see its log")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise WorkerError(f"{self.name}: {reply['error']}")
+        return reply
+
+    def call(self, payload: dict) -> float:
+        return self._ask({"op": "call", **payload})["seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _python(contender: Contender, bench_py: Path) -> str:
+    return sys.executable if contender.env == "project" else str(bench_py)
+
+
+def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Sizes, bench_py: Path,
+             log_dir: Path, only: set[str] | None) -> dict:
+    """Load every contender of ``kind`` once, then run its workloads interleaved."""
+    results: dict = {}
+    workers, failed = [], {}
+    for contender in CONTENDERS:
+        if kind not in contender.kinds or (only and contender.name not in only):
+            continue
+        print(f"  loading {contender.name} ...", flush=True)
+        try:
+            workers.append(Worker(contender, kind, model, _python(contender, bench_py), log_dir))
+        except WorkerError as exc:
+            failed[contender.name] = str(exc)
+            print(f"    FAILED: {exc}", flush=True)
+    try:
+        for wl in workloads:
+            print(f"{wl.title}", flush=True)
+            runners = [w for w in workers if w.name not in wl.skip]
+            ok, wl_failed = warm_up(runners, wl.payload)
+            for name, err in wl_failed.items():
+                print(f"    {name} FAILED: {err}", flush=True)
+            times = interleave(ok, wl.payload, sizes.rounds, wl.calls_per_round,
+                               on_call=lambda n, s: print(f"    {n:32s} {s:8.3f} s", flush=True))
+            results[wl.key] = {
+                "title": wl.title, "kind": kind, "unit": wl.unit, "items": wl.items, "tokens": wl.tokens,
+                "skipped": list(wl.skip), "failed": {**failed, **wl_failed},
+                "load_s": {w.name: w.load_s for w in ok},
+                "seconds": {name: asdict(summarize(ts)) for name, ts in times.items()},
+                "raw_seconds": times,
+            }
+    finally:
+        for worker in workers:
+            worker.close()
+    return results
+
+
+def cold_start(model: BenchModel, rounds: int, bench_py: Path, only: set[str] | None) -> dict:
+    """(e) import + load + first vector in a fresh process, interleaved; one warm-up (page cache)."""
+    names = [n for n in COLD_START if not only or n in only]
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    rss: dict[str, list[float]] = {n: [] for n in names}
+    failed = {}
+    for index in range(rounds + 1):
+        for name in names:
+            if name in failed:
+                continue
+            cmd = [_python(by_name(name), bench_py), "-m", "bench.coldstart", name,
+                   str(model.checkpoint), str(model.exported)]
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=WORKER_ENV, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True)
+            out = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                failed[name] = f"exit code {proc.returncode}"
+                continue
+            if index == 0:
+                continue  # warm-up: fills the page cache for every contender alike
+            seconds[name].append(json.loads(out.strip().splitlines()[-1])["seconds"])
+            wall[name].append(elapsed)
+            rss[name].append(usage.ru_maxrss / 1024)  # KiB → MiB on Linux
+            print(f"    {name:32s} {seconds[name][-1]:6.2f} s  {rss[name][-1]:7.0f} MiB", flush=True)
+    return {name: {"seconds": asdict(summarize(seconds[name])), "process_wall": asdict(summarize(wall[name])),
+                   "peak_rss_mib": asdict(summarize(rss[name]))}
+            for name in names if name not in failed} | {"failed": failed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny inputs, 2 rounds: a smoke run of a few minutes")
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this contender (repeatable)")
+    parser.add_argument("--workloads", default="abcde", help="subset of workloads, e.g. 'ac' (default abcde)")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    only = set(args.only) if args.only else None
+    out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+
+    bench_py = ensure_bench_env()
+    models = ensure_models()
+    workloads = [w for w in build_workloads(sizes, models) if w.key[0] in args.workloads]
+    started = time.time()
+    results: dict = {"quick": args.quick, "sizes": asdict(sizes), "workloads": {}}
+    for kind in ("embedder", "reranker"):
+        mine = [w for w in workloads if w.kind == kind]
+        if mine:
+            results["workloads"].update(run_kind(kind, mine, models[kind], sizes, bench_py, out / "logs", only))
+    if "e" in args.workloads:
+        print("(e) cold start: import + load + first vector, fresh process", flush=True)
+        results["cold_start"] = cold_start(models["embedder"], sizes.cold_rounds, bench_py, only)
+    results["duration_s"] = time.time() - started
+
+    from bench.report import write_report
+
+    write_report(results, models, out, bench_py)
+    print(f"results: {out}")
+    return 0

@@ -1,0 +1,70 @@
+"""The five workloads of issue 8 and the size of each in a full and a --quick run."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from bench.data import Cutter, cranfield_docs, cranfield_queries, token_lengths
+from bench.models import BenchModel
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work one run does: the full run fits in ~20 min on 2 cores, --quick in ~3."""
+
+    rounds: int = 3
+    docs512: int = 32
+    corpus: int = 300
+    query_calls: int = 20
+    passages: int = 20
+    cold_rounds: int = 3
+
+
+FULL = Sizes()
+QUICK = Sizes(rounds=2, docs512=4, corpus=24, query_calls=3, passages=4, cold_rounds=1)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One timed call shape: which model, the payload, how results are expressed."""
+
+    key: str
+    title: str
+    kind: str                       # embedder | reranker
+    payload: dict
+    items: int                      # documents or passages per call (for items/s)
+    unit: str                       # "docs/s", "ms", "s"
+    calls_per_round: int = 1
+    skip: tuple[str, ...] = ()      # contenders too slow to run it within the time budget
+    tokens: dict = field(default_factory=dict)
+
+
+def build_workloads(sizes: Sizes, models: dict[str, BenchModel]) -> list[Workload]:
+    """Texts cut from real Cranfield text with each model's tokenizer, lengths recorded."""
+    emb_tok = models["embedder"].tokenizer_json
+    rr_tok = models["reranker"].tokenizer_json
+    docs = Cutter(emb_tok).pieces(sizes.docs512, 512, seed=1)
+    corpus = cranfield_docs()
+    random.Random(0).shuffle(corpus)
+    corpus = corpus[: sizes.corpus]
+    lengths = token_lengths(emb_tok, corpus)
+    query = Cutter(emb_tok).pieces(1, 32, seed=2)
+    rr_query = cranfield_queries()[0]
+    out = [
+        Workload("a_docs512", f"(a) embedder, {len(docs)} docs × 512 tokens", "embedder",
+                 {"texts": docs}, len(docs), "docs/s", tokens={"per_doc": token_lengths(emb_tok, docs)[0]}),
+        Workload("b_cranfield", f"(b) embedder, Cranfield corpus ({len(corpus)} docs, mixed lengths)",
+                 "embedder", {"texts": corpus}, len(corpus), "docs/s", skip=("ST torch",),
+                 tokens={"total": sum(lengths), "min": min(lengths), "max": max(lengths),
+                         "mean": round(sum(lengths) / len(lengths), 1)}),
+        Workload("c_query", "(c) embedder, one 32-token query: latency", "embedder",
+                 {"texts": query}, 1, "ms", calls_per_round=sizes.query_calls,
+                 tokens={"per_doc": token_lengths(emb_tok, query)[0]}),
+    ]
+    for length in (256, 512):
+        passages = Cutter(rr_tok).pieces(sizes.passages, length, seed=3)
+        out.append(Workload(f"d_rerank{length}", f"(d) reranker, 1 query × {len(passages)} passages of {length} tokens",
+                            "reranker", {"query": rr_query, "passages": passages}, len(passages), "s",
+                            tokens={"per_passage": length, "pair": token_lengths(rr_tok, [rr_query])[0] + length - 1}))
+    return out

@@ -1,0 +1,109 @@
+"""The benchmark harness's logic on fake contenders: interleaving, statistics, ratios, targets, texts.
+
+No timing assertions: the fakes return fixed "seconds", so every figure checked here is computed
+from known inputs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.harness import interleave, round_order, warm_up
+from bench.report import DEFAULT, check_targets, markdown
+from bench.stats import summarize, time_ratios
+
+
+class FakeRunner:
+    """Returns the next of its scripted times and records every call in a shared log."""
+
+    def __init__(self, name: str, times: list[float], log: list[str], fail: bool = False):
+        self.name, self._times, self._log, self._fail = name, list(times), log, fail
+
+    def call(self, payload: dict) -> float:
+        self._log.append(self.name)
+        if self._fail:
+            raise RuntimeError("model file missing")
+        return self._times.pop(0)
+
+
+def test_round_order_rotates_so_every_contender_leads_once():
+    names = ["A", "B", "C"]
+    orders = [round_order(names, i) for i in range(3)]
+    assert orders == [["A", "B", "C"], ["B", "C", "A"], ["C", "A", "B"]]
+    assert {o[0] for o in orders} == set(names)
+
+
+def test_interleave_alternates_contenders_and_keeps_each_ones_times():
+    log: list[str] = []
+    a = FakeRunner("A", [1.0, 2.0, 3.0, 4.0], log)
+    b = FakeRunner("B", [10.0, 20.0, 30.0, 40.0], log)
+    times = interleave([a, b], {"texts": ["x"]}, rounds=2, calls_per_round=2)
+    assert log == ["A", "A", "B", "B", "B", "B", "A", "A"]
+    assert times == {"A": [1.0, 2.0, 3.0, 4.0], "B": [10.0, 20.0, 30.0, 40.0]}
+
+
+def test_warm_up_calls_each_once_and_drops_failures_with_their_error():
+    log: list[str] = []
+    good = FakeRunner("good", [0.5], log)
+    bad = FakeRunner("bad", [], log, fail=True)
+    ok, failed = warm_up([good, bad], {})
+    assert [r.name for r in ok] == ["good"] and log == ["good", "bad"]
+    assert failed == {"bad": "RuntimeError: model file missing"}
+
+
+def test_summary_is_median_min_max():
+    s = summarize([3.0, 1.0, 10.0, 2.0])
+    assert (s.median, s.min, s.max, s.n) == (2.5, 1.0, 10.0, 4)
+    with pytest.raises(ValueError, match="no measurements"):
+        summarize([])
+
+
+def test_time_ratios_compare_every_pair_both_ways():
+    r = time_ratios({"fast": 1.0, "slow": 4.0, "mid": 2.0})
+    assert r["fast"]["slow"] == 0.25 and r["slow"]["fast"] == 4.0 and r["mid"]["fast"] == 2.0
+    assert "fast" not in r["fast"]
+
+
+def _results(default_s: float, peer_s: float) -> dict:
+    seconds = {DEFAULT: {"median": default_s, "min": default_s, "max": default_s, "n": 3},
+               "ST openvino": {"median": peer_s, "min": peer_s, "max": peer_s, "n": 3}}
+    wl = {"title": "t", "unit": "docs/s", "items": 32, "tokens": {}, "failed": {}, "skipped": ["ST torch"],
+          "seconds": seconds}
+    return {"workloads": {"a_docs512": wl, "c_query": {**wl, "unit": "ms"}}, "quick": False,
+            "sizes": {"rounds": 3},
+            "machine": {"date": "d", "cpu": "c", "physical_cores": 2, "logical_cpus": 2, "mhz": 1.0,
+                        "memory_gib": 1, "flags": {"avx512_bf16": True}}}
+
+
+def test_targets_use_speedup_for_throughput_and_time_ratio_for_latency():
+    results = _results(default_s=1.0, peer_s=2.0)
+    rows = {(t["workload"], t["peer"]): t for t in check_targets(results)}
+    assert rows[("a_docs512", "ST openvino")]["achieved"] == 2.0 and rows[("a_docs512", "ST openvino")]["met"]
+    assert rows[("c_query", "ST openvino")]["achieved"] == 0.5 and rows[("c_query", "ST openvino")]["met"]
+    assert rows[("a_docs512", "ST torch")]["achieved"] is None  # not in this run: never invented
+    slower = {(t["workload"], t["peer"]): t for t in check_targets(_results(default_s=2.0, peer_s=1.5))}
+    assert slower[("a_docs512", "ST openvino")]["met"] is False
+    assert slower[("c_query", "ST openvino")]["met"] is False
+
+
+def test_markdown_shows_rates_ratios_and_unmet_targets():
+    results = _results(default_s=2.0, peer_s=1.0)
+    results["targets"] = check_targets(results)
+    text = markdown(results)
+    assert "16.00 docs/s" in text and "32.00 docs/s" in text  # 32 docs / median seconds
+    assert f"| **{DEFAULT}** | 16.00 docs/s | 2–2 s | 0.50 |" in text
+    assert "| ST torch | not run" in text
+    assert "| a_docs512 | ST openvino | speed × ≥ 1.3 | 0.50 | **no** |" in text
+
+
+def test_cutter_makes_texts_of_exact_token_counts(tiny_embedder_checkpoint):
+    from tokenizers import Tokenizer
+
+    from bench.data import Cutter
+
+    tok_path = tiny_embedder_checkpoint / "tokenizer.json"
+    texts = Cutter(tok_path).pieces(3, 64, seed=1)
+    tok = Tokenizer.from_file(str(tok_path))
+    tok.no_truncation()
+    assert [len(tok.encode(t).ids) for t in texts] == [64, 64, 64]
+    assert len(set(texts)) == 3

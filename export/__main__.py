@@ -1,0 +1,97 @@
+"""``python -m granite_export MODEL --out DIR`` (also ``granite-rt export``): export, verify, write the manifest.
+
+Exit codes: 0 done; 2 usage error (bad arguments, MODEL not found, --out unusable); 1 the export
+failed (unsupported checkpoint, converter error, parity miss). Errors are one line on stderr;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+import warnings
+
+from granite_rt.errors import GraniteRTError, ModelNotFoundError, OutputFolderError, UnsupportedModelError
+
+from .pipeline import FORMATS, parse_formats
+
+PROG = "granite-rt export"
+USAGE_ERRORS = (ModelNotFoundError, OutputFolderError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Export a checkpoint (Hub repo id or local folder) to ONNX and "
+                     "OpenVINO (fp32, fp16, INT8), verify every artifact against the torch reference, and write "
+                     "a model folder the granite_rt runtime loads.")
+    parser.add_argument("model", metavar="MODEL", help="Hugging Face repo id or local checkpoint folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output model folder (replaced atomically)")
+    parser.add_argument("--formats", default=",".join(FORMATS), metavar="LIST",
+                        help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="INT8 calibration texts, one per line (default: the set shipped with granite_export)")
+    parser.add_argument("--kind", choices=("embedder", "reranker"),
+                        help="force the model kind (default: detected from config.json architectures)")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the export CLI; returns the process exit code."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        try:
+            formats = parse_formats(args.formats)
+        except ValueError as err:
+            raise _UsageError(f"--formats: {err}") from None
+        if not debug:
+            _quiet_libraries()
+        from .pipeline import export_model
+
+        log = (lambda _msg: None) if args.quiet else print
+        export_model(args.model, args.out, formats=formats, kind=args.kind, calibration=args.calibration, log=log)
+        return 0
+    except _UsageError as err:
+        return _fail(f"usage error: {err} (see {PROG} --help)", 2, debug)
+    except UnsupportedModelError as err:
+        return _fail(f"{type(err).__name__}: {err}", 1, debug)
+    except USAGE_ERRORS as err:
+        return _fail(f"{type(err).__name__}: {err}", 2, debug)
+    except GraniteRTError as err:
+        return _fail(f"{type(err).__name__}: {err}", 1, debug)
+    except KeyboardInterrupt:
+        return _fail("interrupted; nothing was written to --out", 130, debug)
+    except Exception as err:  # a converter's own failure: still one line, with its type
+        return _fail(f"export failed: {type(err).__name__}: {err}", 1, debug)
+
+
+def _quiet_libraries() -> None:
+    """Tracer warnings and progress bars of torch/transformers are noise to a user of the CLI."""
+    warnings.simplefilter("ignore")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"{PROG}: " + " ".join(message.split()), file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""``granite_rt.json``: what the model is (read as sentence-transformers reads it), its artifacts and parity.
+
+Pooling, normalisation, max length, dimension and activation are taken from the loaded
+sentence-transformers reference object itself, so the manifest says exactly what the
+reference computes rather than a re-implementation of its file parsing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from granite_rt.errors import UnsupportedModelError
+
+from .checkpoint import Checkpoint
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "granite_rt.json"
+_VERSIONED = ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "openvino", "nncf",
+              "tokenizers", "granite-rt")
+_GRAPH_INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class ModelInfo:
+    """The model-level fields of the manifest."""
+
+    kind: str
+    source: str
+    architecture: str
+    max_seq_length: int
+    dim: int
+    matryoshka_dims: list[int]
+    pooling: str | None
+    normalize: bool
+    activation: str | None
+    inputs: list[str]
+    output: str
+
+
+@dataclass
+class ArtifactRecord:
+    """One exported artifact: where, which backend and precision, checksums, how quantised, parity."""
+
+    path: str
+    backend: str
+    precision: str
+    files: dict[str, str]
+    quantization: dict[str, Any] | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return self.files[self.path]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_artifact(folder: Path, path: str, backend: str, precision: str, quantization: dict | None = None,
+                    extra_files: tuple[str, ...] = ()) -> ArtifactRecord:
+    """An ArtifactRecord for files already written under ``folder`` (sha256 of each)."""
+    files = {p: sha256_file(folder / p) for p in (path, *extra_files)}
+    return ArtifactRecord(path=path, backend=backend, precision=precision, files=files, quantization=quantization)
+
+
+def graph_inputs(tokenizer_input_names: list[str], model) -> list[str]:
+    """Tokenizer outputs the model's forward accepts (sentence-transformers drops the others), in graph order."""
+    import inspect
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = [n for n in _GRAPH_INPUT_ORDER if n in tokenizer_input_names and n in accepted]
+    if "input_ids" not in names or "attention_mask" not in names:
+        raise UnsupportedModelError(
+            f"tokenizer inputs {tokenizer_input_names} lack input_ids/attention_mask the runtime feeds")
+    return names
+
+
+def describe_embedder(checkpoint: Checkpoint, st_model, inputs: list[str]) -> ModelInfo:
+    """Model info of a sentence-transformers bi-encoder: Transformer → Pooling [→ Normalize]."""
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    modules = list(st_model)
+    extra = [type(m).__name__ for m in modules if not isinstance(m, (Transformer, Pooling, Normalize))]
+    poolings = [m for m in modules if isinstance(m, Pooling)]
+    if extra or len(poolings) != 1:
+        raise UnsupportedModelError(
+            f"{checkpoint.folder}: sentence-transformers pipeline {[type(m).__name__ for m in modules]} is not "
+            "Transformer → Pooling [→ Normalize]; the runtime pools in numpy and cannot run other modules")
+    pooling = poolings[0].pooling_mode
+    if pooling not in ("cls", "mean", "max"):
+        raise UnsupportedModelError(f"{checkpoint.folder}: pooling mode {pooling!r} is not one of cls, mean, max")
+    return ModelInfo(
+        kind="embedder", source=checkpoint.source, architecture=checkpoint.architecture,
+        max_seq_length=int(st_model.max_seq_length), dim=int(st_model.get_sentence_embedding_dimension()),
+        matryoshka_dims=_matryoshka_dims(checkpoint.folder), pooling=pooling,
+        normalize=any(isinstance(m, Normalize) for m in modules), activation=None,
+        inputs=inputs, output="last_hidden_state",
+    )
+
+
+def describe_reranker(checkpoint: Checkpoint, cross_encoder, inputs: list[str]) -> ModelInfo:
+    """Model info of a sentence-transformers CrossEncoder: one logit per label, its default activation."""
+    activation = type(cross_encoder.activation_fn).__name__.lower()
+    if activation not in ("sigmoid", "identity"):
+        raise UnsupportedModelError(
+            f"{checkpoint.folder}: CrossEncoder activation {activation!r} is not sigmoid or identity")
+    return ModelInfo(
+        kind="reranker", source=checkpoint.source, architecture=checkpoint.architecture,
+        max_seq_length=int(cross_encoder.max_length), dim=int(cross_encoder.num_labels), matryoshka_dims=[],
+        pooling=None, normalize=False, activation=activation, inputs=inputs, output="logits",
+    )
+
+
+def _matryoshka_dims(folder: Path) -> list[int]:
+    path = folder / "config_sentence_transformers.json"
+    if not path.is_file():
+        return []
+    dims = json.loads(path.read_text(encoding="utf-8")).get("matryoshka_dims") or []
+    return [int(d) for d in dims]
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shaped the artifacts."""
+    found = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def build_manifest(info: ModelInfo, artifacts: list[ArtifactRecord], parity: dict[str, Any]) -> dict[str, Any]:
+    manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, **asdict(info)}
+    manifest["artifacts"] = [{**asdict(a), "sha256": a.sha256} for a in artifacts]
+    manifest["versions"] = versions()
+    manifest["parity"] = parity
+    return manifest
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    path = folder / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

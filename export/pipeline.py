@@ -1,0 +1,144 @@
+"""``export_model``: checkpoint → model folder (files, artifacts, verified parity, manifest), written atomically.
+
+Everything is written into a staging folder next to ``out_dir`` and renamed into place only after
+verification passed, with the manifest written last, so a failed export never leaves a folder that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from granite_rt.errors import OutputFolderError
+
+from . import checkpoint as ckpt
+from .manifest import (MANIFEST_NAME, ArtifactRecord, build_manifest, describe_embedder, describe_reranker,
+                       graph_inputs, record_artifact, write_manifest)
+from .onnx_export import export_onnx
+
+FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "openvino", "openvino-int8")
+FP32_ONNX = "onnx/model.onnx"
+# Source files never copied: weights of any framework and previously exported graphs.
+_SKIP_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".onnx", ".gguf", ".ckpt"}
+_SKIP_DIRS = {"onnx", "openvino", ".git", ".cache", "coreml"}
+
+
+def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """Validated, de-duplicated format names in canonical order ("a,b" strings accepted)."""
+    names = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format {', '.join(map(repr, unknown))}; choose from {', '.join(FORMATS)}")
+    if not names:
+        raise ValueError(f"no format given; choose from {', '.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in names)
+
+
+def export_model(
+    source: str | Path,
+    out_dir: str | Path,
+    formats: str | Iterable[str] = ("onnx",),
+    kind: str | None = None,
+    calibration: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Export ``source`` (folder or Hub id) into ``out_dir`` in ``formats``, verify it, and return the manifest."""
+    from transformers import AutoTokenizer
+
+    from .verify import load_reference, verify
+
+    wanted = parse_formats(formats)
+    out = Path(out_dir).expanduser().resolve()
+    _check_output(out)
+    checkpoint = ckpt.inspect(str(source), kind)  # type: ignore[arg-type]
+    log(f"exporting {checkpoint.source} ({checkpoint.architecture}, {checkpoint.kind}) → {out}")
+    reference = load_reference(checkpoint)
+    model = ckpt.load_model(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint.folder)
+    inputs = graph_inputs(list(tokenizer.model_input_names), model)
+    describe = describe_reranker if checkpoint.kind == "reranker" else describe_embedder
+    info = describe(checkpoint, reference, inputs)
+
+    with _staging(out) as stage:
+        copy_model_files(checkpoint.folder, stage)
+        export_onnx(model, stage / FP32_ONNX, inputs, info.output)
+        records = [record_artifact(stage, FP32_ONNX, "onnx", "fp32")]
+        records += _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration, log)
+        if "onnx" not in wanted:
+            records = [r for r in records if r.path != FP32_ONNX]
+            (stage / FP32_ONNX).unlink()
+        parity = verify(stage, info, records, reference, tokenizer, log=log)
+        manifest = build_manifest(info, records, parity)
+        write_manifest(stage, manifest)
+    log(f"wrote {out / MANIFEST_NAME}")
+    return manifest
+
+
+def _derived_formats(stage: Path, wanted: tuple[str, ...], info, checkpoint, tokenizer, calibration,
+                     log: Callable[[str], None]) -> list[ArtifactRecord]:
+    """fp16 / INT8 / OpenVINO artifacts converted from the fp32 ONNX graph."""
+    derived = [f for f in wanted if f != "onnx"]
+    if not derived:
+        return []
+    from . import quantize
+
+    return quantize.convert(stage, FP32_ONNX, derived, info, checkpoint, tokenizer, calibration, log)
+
+
+def copy_model_files(source: Path, dest: Path) -> list[str]:
+    """Copy config, tokenizer and sentence-transformers files (every non-weight file) keeping the layout."""
+    copied = []
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        if (path.is_dir() or rel.parts[0] in _SKIP_DIRS or path.suffix in _SKIP_SUFFIXES
+                or rel.name == MANIFEST_NAME or rel.name.startswith(".")):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        copied.append(rel.as_posix())
+    # Module folders without files (e.g. 2_Normalize) must exist for sentence-transformers to load the folder.
+    for folder in source.iterdir():
+        if folder.is_dir() and folder.name not in _SKIP_DIRS and not folder.name.startswith("."):
+            (dest / folder.name).mkdir(exist_ok=True)
+    return copied
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an --out that is a file, that holds something other than a previous export, or cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        raise OutputFolderError(
+            f"--out {out} is not empty and is not a previous export (no {MANIFEST_NAME}); refusing to overwrite it")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    probe = parent / f".granite-export-probe-{uuid.uuid4().hex}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        raise OutputFolderError(f"--out {out}: cannot write into {parent} ({err.strerror or err})") from None
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A fresh folder next to ``out``; renamed to ``out`` on success, removed on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -23,6 +23,8 @@ class Artifact:
     backend: BackendName
     precision: Precision           # precision of the stored weights/graph ("bf16" is never stored)
     sha256: str | None = None      # from the manifest; checked at load when present
+    # every file of the artifact with its manifest sha256 (an IR's .xml and .bin, ONNX external data)
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,14 @@ class Placement:
     # openvino: device string ("CPU", "GPU", "NPU") and compile-time properties.
     ov_device: str = ""
     ov_config: Mapping[str, Any] = field(default_factory=dict)
+    # onnxruntime: ort.SessionOptions attributes to set (enums by name, e.g. execution_mode="ORT_SEQUENTIAL").
+    session_options: Mapping[str, Any] = field(default_factory=dict)
+    # onnxruntime: bind inputs/outputs on the device with IOBinding (CUDA, TensorRT) instead of host copies.
+    io_binding: bool = False
+    # openvino: fixed (batch, sequence) shapes to compile (NPU); inputs are padded up to the smallest that fits.
+    static_shapes: tuple[tuple[int, int], ...] = ()
+    # why this placement was planned (for info); not part of its identity.
+    why: str = field(default="", compare=False)
 
 
 class Backend(Protocol):

@@ -1,0 +1,538 @@
+"""Where a model runs: plan placements over what is installed, open with fallback, report it.
+
+``select_placements`` turns (backend, device, dtype) into an ordered list of concrete
+``Placement``s over the artifacts a model folder holds and the devices present here;
+``open_with_fallback`` opens the first that works, warns once about the ones that did not and
+returns a ``Selection`` for ``info``. Backends are probed lazily through ``probe()`` (the seam the
+tests replace), so importing this module imports neither onnxruntime nor openvino.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from granite_rt.backends.base import Artifact, Backend, Placement
+from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, ModelFileError
+
+DEVICES = ("cpu", "cuda", "tensorrt", "directml", "intel-gpu", "npu")
+BACKENDS = ("auto", "onnx", "openvino")
+DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
+WORKLOADS = ("latency", "throughput")
+
+# device="auto" walks this order; the NPU is left out on purpose (static shapes cap the sequence
+# length below the model's, see docs/devices.md) and is used only when asked for by name.
+AUTO_ORDER = ("tensorrt", "cuda", "directml", "intel-gpu", "cpu")
+
+# onnxruntime execution providers and OpenVINO device strings behind each user-facing device.
+ORT_PROVIDER = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+                "directml": "DmlExecutionProvider", "cpu": "CPUExecutionProvider"}
+OV_DEVICE = {"intel-gpu": "GPU", "npu": "NPU", "cpu": "CPU"}
+PROVIDER_DEVICE = {provider: device for device, provider in ORT_PROVIDER.items()}
+
+# dtype="auto": compute precisions tried in order per device (first with a runnable artifact wins).
+AUTO_DTYPES = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16", "fp32"),
+               "directml": ("fp16", "fp32"), "intel-gpu": ("fp16", "fp32", "int8"), "npu": ("fp16", "int8")}
+
+# (backend, device, compute dtype) -> stored artifact precisions that can run it, best first.
+# TensorRT builds its own fp16 engine from the fp32 graph (trt_fp16_enable); OpenVINO computes
+# fp16/bf16 from the fp32 IR through INFERENCE_PRECISION_HINT. Absent combinations are unsupported.
+RUNNABLE = {
+    ("onnx", "cpu", "fp32"): ("fp32",), ("onnx", "cpu", "int8"): ("int8",), ("onnx", "cpu", "fp16"): ("fp16",),
+    ("onnx", "cuda", "fp32"): ("fp32",), ("onnx", "cuda", "fp16"): ("fp16",),
+    ("onnx", "tensorrt", "fp32"): ("fp32",), ("onnx", "tensorrt", "fp16"): ("fp32", "fp16"),
+    ("onnx", "directml", "fp32"): ("fp32",), ("onnx", "directml", "fp16"): ("fp16",),
+    ("openvino", "cpu", "fp32"): ("fp32",), ("openvino", "cpu", "int8"): ("int8",),
+    ("openvino", "cpu", "bf16"): ("fp32",), ("openvino", "cpu", "fp16"): ("fp32",),
+    ("openvino", "intel-gpu", "fp16"): ("fp32",), ("openvino", "intel-gpu", "fp32"): ("fp32",),
+    ("openvino", "intel-gpu", "int8"): ("int8",),
+    ("openvino", "npu", "fp16"): ("fp32",), ("openvino", "npu", "int8"): ("int8",),
+}
+OV_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
+OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}   # OPTIMIZATION_CAPABILITIES a CPU hint needs
+
+# Canonical file names first, then (int8) the ISA variants IBM's repos ship, matched to this CPU.
+CANONICAL = ("onnx/model.onnx", "onnx/model_fp16.onnx", "onnx/model_qint8.onnx",
+             "openvino/openvino_model.xml", "openvino/openvino_model_qint8_quantized.xml")
+
+# NPU: shapes compiled (lazily, one per bucket) by the OpenVINO backend; inputs are padded up.
+NPU_BUCKETS = tuple((b, s) for b in (1, 8) for s in (64, 128, 256, 512))
+
+# Python distributions that each ship the `onnxruntime` import package (installing two breaks it).
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                     "onnxruntime-qnn", "onnxruntime-rocm", "onnxruntime-migraphx", "onnxruntime-cann",
+                     "onnxruntime-silicon", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu",
+                     "ort-nightly-directml")
+
+
+class DeviceFallbackWarning(UserWarning):
+    """A planned device could not be used and the model runs on a later candidate."""
+
+
+class OnnxRuntimeConflictWarning(UserWarning):
+    """More than one onnxruntime distribution is installed; they overwrite each other's files."""
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What this machine offers: backend versions, onnxruntime providers, OpenVINO devices."""
+
+    ort_version: str | None = None
+    ort_providers: tuple[str, ...] = ()
+    ort_distributions: tuple[str, ...] = ()
+    ov_version: str | None = None
+    ov_devices: tuple[str, ...] = ()                                      # "CPU", "GPU.0", "NPU", ...
+    ov_names: Mapping[str, str] = field(default_factory=dict)            # device -> FULL_DEVICE_NAME
+    ov_capabilities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)              # backend -> why it is unusable
+
+    def has_ov(self, ov_device: str) -> bool:
+        return any(d == ov_device or d.startswith(ov_device + ".") for d in self.ov_devices)
+
+    def present(self, backend: str, device: str) -> bool:
+        """Whether ``device`` is reachable through ``backend`` here."""
+        if backend == "onnx":
+            return ORT_PROVIDER.get(device, "") in self.ort_providers
+        return device in OV_DEVICE and self.has_ov(OV_DEVICE[device])
+
+    def absent_reason(self, backend: str, device: str) -> str:
+        """Why ``device`` is not reachable through ``backend`` (with the fix)."""
+        if backend == "onnx":
+            if self.ort_version is None:
+                return f"onnxruntime is not installed ({self.errors.get('onnx', 'pip install onnxruntime')})"
+            hint = {"cuda": "install onnxruntime-gpu (instead of onnxruntime) and the CUDA 12 / cuDNN 9 libraries",
+                    "tensorrt": "install onnxruntime-gpu and TensorRT (libnvinfer) next to CUDA",
+                    "directml": "install onnxruntime-directml (Windows) instead of onnxruntime"}.get(device, "")
+            return (f"onnxruntime {self.ort_version} offers {list(self.ort_providers)}, not "
+                    f"{ORT_PROVIDER.get(device, device)}" + (f"; {hint}" if hint else ""))
+        if self.ov_version is None:
+            return f"openvino is not installed ({self.errors.get('openvino', 'pip install granite-rt[openvino]')})"
+        hint = {"intel-gpu": "install the Intel GPU driver (compute runtime / OpenCL)",
+                "npu": "install the Intel NPU driver"}.get(device, "")
+        return (f"openvino {self.ov_version} sees devices {list(self.ov_devices)}, not {OV_DEVICE.get(device, device)}"
+                + (f"; {hint}" if hint else ""))
+
+
+def onnxruntime_distributions(distributions: Callable[[], Iterable[Any]] | None = None) -> tuple[str, ...]:
+    """Installed distributions that provide the ``onnxruntime`` package (normalised names, sorted)."""
+    if distributions is None:
+        from importlib.metadata import distributions
+    names = {_normalise(d.metadata["Name"] or "") for d in distributions()}
+    return tuple(sorted(names & set(ORT_DISTRIBUTIONS)))
+
+
+def onnxruntime_conflict(dists: Sequence[str]) -> str | None:
+    """A message with the fix when more than one onnxruntime distribution is installed, else None."""
+    if len(dists) < 2:
+        return None
+    keep = next((d for d in dists if d != "onnxruntime"), dists[0])
+    return (f"{len(dists)} onnxruntime distributions are installed ({', '.join(dists)}); they overwrite each "
+            f"other's files and the result is unpredictable. Keep one: pip uninstall -y {' '.join(dists)} "
+            f"&& pip install {keep}")
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def probe() -> Inventory:
+    """Ask the installed backends what they offer (imports onnxruntime and openvino if present)."""
+    ort_version, providers, errors = None, (), {}
+    try:
+        import onnxruntime as ort
+        ort_version, providers = ort.__version__, tuple(ort.get_available_providers())
+    except ImportError as exc:  # absent or broken: the reason goes into info
+        errors["onnx"] = f"import onnxruntime failed: {exc}"
+    ov_version, ov_devices, names, caps = None, (), {}, {}
+    try:
+        import openvino as ov
+        core = ov.Core()
+        ov_version, ov_devices = ov.__version__.split("-")[0], tuple(core.available_devices)
+        for dev in ov_devices:
+            names[dev] = str(_ov_property(core, dev, "FULL_DEVICE_NAME") or dev)
+            caps[dev] = tuple(str(c) for c in (_ov_property(core, dev, "OPTIMIZATION_CAPABILITIES") or ()))
+    except ImportError as exc:
+        errors["openvino"] = f"import openvino failed: {exc}"
+    return Inventory(ort_version, providers, onnxruntime_distributions(), ov_version, ov_devices,
+                     names, caps, errors)
+
+
+def _ov_property(core: Any, device: str, name: str) -> Any:
+    try:
+        return core.get_property(device, name)
+    except Exception:  # a plugin that does not report this property
+        return None
+
+
+def default_cache_dir() -> Path:
+    """Where TensorRT engines and OpenVINO GPU/NPU blobs are cached: $GRANITE_RT_CACHE or the user cache."""
+    if os.environ.get("GRANITE_RT_CACHE"):
+        return Path(os.environ["GRANITE_RT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "granite-rt"
+
+
+@dataclass(frozen=True)
+class ShapeLimits:
+    """Largest (batch, sequence) the caller will run; bounds TensorRT optimisation profiles."""
+
+    batch: int
+    sequence: int
+    inputs: tuple[str, ...] = ("input_ids", "attention_mask")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One device reachable through one backend here."""
+
+    name: str            # cpu, cuda, tensorrt, directml, intel-gpu, npu
+    backend: str         # onnx | openvino
+    provider: str        # onnxruntime execution provider or OpenVINO device string
+    description: str = ""
+
+
+def available_devices(inventory: Inventory | None = None) -> list[DeviceInfo]:
+    """Devices usable here, in the order ``device="auto"`` prefers them (NPU last: only on request)."""
+    inv = inventory or probe()
+    out = []
+    for device in AUTO_ORDER[:-1] + ("npu", "cpu"):
+        for backend in _backends_for(device, "auto"):
+            if inv.present(backend, device):
+                provider = ORT_PROVIDER[device] if backend == "onnx" else OV_DEVICE[device]
+                desc = (f"onnxruntime {inv.ort_version}" if backend == "onnx" else
+                        "; ".join(inv.ov_names.get(d, d) for d in inv.ov_devices
+                                  if d == provider or d.startswith(provider + ".")))
+                out.append(DeviceInfo(device, backend, provider, desc))
+    return out
+
+
+def _backends_for(device: str, backend: str) -> tuple[str, ...]:
+    """Backends that can drive ``device``, preferred first (OpenVINO first on CPU: faster INT8 there)."""
+    options = {"cpu": ("openvino", "onnx"), "intel-gpu": ("openvino",), "npu": ("openvino",)}.get(device, ("onnx",))
+    return options if backend == "auto" else tuple(b for b in options if b == backend)
+
+
+def select_placements(artifacts: list[Artifact], backend: str = "auto", device: str | list = "auto",
+                      dtype: str = "auto", *, allow_fallback: bool | None = None, cache_dir: Path | None = None,
+                      folder: Path | None = None, workload: str = "latency", shapes: ShapeLimits | None = None,
+                      inventory: Inventory | None = None) -> list[Placement]:
+    """Ordered candidates for (backend, device, dtype) over ``artifacts`` and the devices present here.
+
+    ``device`` is a name from DEVICES, "auto", or a raw onnxruntime provider list (names or
+    ``(name, options)`` tuples). An explicit device that cannot be used raises
+    DeviceUnavailableError unless ``allow_fallback``; then the auto order follows it.
+    """
+    _check_choice("backend", backend, BACKENDS)
+    _check_choice("dtype", dtype, DTYPES)
+    _check_choice("workload", workload, WORKLOADS)
+    inv = inventory or probe()
+    ctx = _Context(inv, cache_dir or default_cache_dir(), folder, workload, shapes)
+    if not isinstance(device, str):
+        return [_raw_placement(artifacts, backend, list(device), dtype, ctx)]
+    _check_choice("device", device, ("auto",) + DEVICES)
+    _check_backend_installed(backend, inv)
+    if device == "auto":
+        placements = _plan(artifacts, backend, AUTO_ORDER, dtype, ctx, skip_absent=True)
+        if not placements:
+            raise DeviceUnavailableError(_nothing_runs(artifacts, backend, dtype, inv))
+        return placements
+    if not _backends_for(device, backend):
+        raise ValueError(f"device={device!r} does not run on backend={backend!r}; it runs on "
+                         f"{' or '.join(_backends_for(device, 'auto'))} (use backend='auto')")
+    fallback = device != "cpu" and bool(allow_fallback)
+    placements = _plan(artifacts, backend, (device,), dtype, ctx, skip_absent=False)
+    if not fallback:
+        absent = [p for p in placements if not inv.present(p.backend, p.device)]
+        if len(absent) == len(placements):
+            raise DeviceUnavailableError(f"device={device!r} cannot be used here: "
+                                         f"{inv.absent_reason(absent[0].backend, device)} "
+                                         "(or pass allow_fallback=True to run on the next device instead)")
+        return [p for p in placements if p not in absent]
+    rest = [p for p in _plan(artifacts, backend, AUTO_ORDER, dtype, ctx, skip_absent=True) if p not in placements]
+    return placements + rest
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _check_backend_installed(backend: str, inv: Inventory) -> None:
+    if backend == "onnx" and inv.ort_version is None:
+        raise BackendUnavailableError(f"backend='onnx' needs onnxruntime: {inv.errors.get('onnx', '')}; "
+                                      "pip install onnxruntime (or onnxruntime-gpu)")
+    if backend == "openvino" and inv.ov_version is None:
+        raise BackendUnavailableError(f"backend='openvino' needs openvino: {inv.errors.get('openvino', '')}; "
+                                      "pip install 'granite-rt[openvino]'")
+
+
+@dataclass(frozen=True)
+class _Context:
+    inv: Inventory
+    cache_dir: Path
+    folder: Path | None
+    workload: str
+    shapes: ShapeLimits | None
+
+
+def _plan(artifacts: list[Artifact], backend: str, devices: Sequence[str], dtype: str, ctx: _Context,
+          *, skip_absent: bool) -> list[Placement]:
+    """One placement per (device, backend) in order that has a runnable artifact at ``dtype``."""
+    out = []
+    for device in devices:
+        for be in _backends_for(device, backend):
+            if skip_absent and not ctx.inv.present(be, device):
+                continue
+            chosen = _choose_dtype(artifacts, be, device, dtype, ctx.inv, explicit=not skip_absent)
+            if chosen is not None:
+                out.append(_placement(be, device, *chosen, ctx))
+    if not out and not skip_absent:
+        raise _no_artifact(artifacts, backend, devices[0], dtype)
+    return out
+
+
+def _choose_dtype(artifacts: list[Artifact], backend: str, device: str, dtype: str, inv: Inventory,
+                  *, explicit: bool) -> tuple[str, Artifact, str] | None:
+    """(compute dtype, artifact, why) for ``device`` on ``backend``, or None when none is runnable."""
+    wanted = AUTO_DTYPES[device] if dtype == "auto" else (dtype,)
+    for i, dt in enumerate(wanted):
+        if backend == "openvino" and device == "cpu" and dt in OV_CPU_CAPABILITY:
+            if OV_CPU_CAPABILITY[dt] not in inv.ov_capabilities.get("CPU", ()):
+                if dtype != "auto" and explicit:
+                    raise DeviceUnavailableError(f"dtype={dt!r} on the OpenVINO CPU needs a CPU with "
+                                                 f"{OV_CPU_CAPABILITY[dt]} support; this one reports "
+                                                 f"{list(inv.ov_capabilities.get('CPU', ()))}")
+                continue
+        artifact = _pick_artifact(artifacts, backend, RUNNABLE.get((backend, device, dt), ()))
+        if artifact is None:
+            continue
+        if dtype != "auto":
+            why = f"dtype={dt} as asked"
+        elif i == 0:
+            why = f"{dt} is the preferred precision on {device}"
+        else:
+            why = f"no {'/'.join(wanted[:i])} artifact for {backend}, so {dt}"
+        if artifact.precision != dt:
+            why += f" (computed from the {artifact.precision} artifact)"
+        return dt, artifact, why
+    return None
+
+
+def _pick_artifact(artifacts: list[Artifact], backend: str, precisions: Sequence[str]) -> Artifact | None:
+    """The best artifact of ``backend`` stored at the first of ``precisions`` present."""
+    for precision in precisions:
+        found = [a for a in artifacts if a.backend == backend and a.precision == precision]
+        if found:
+            return min(found, key=_artifact_rank)
+    return None
+
+
+def _artifact_rank(artifact: Artifact) -> tuple[int, int, str]:
+    """Canonical names first, then ISA-specific variants that match this CPU, then the rest by name."""
+    canonical = CANONICAL.index(artifact.path) if artifact.path in CANONICAL else len(CANONICAL)
+    tags = _cpu_isa_tags()
+    name = Path(artifact.path).stem.lower()
+    isa = next((i for i, tag in enumerate(tags) if name.endswith("_" + tag)), len(tags))
+    return canonical, isa, artifact.path
+
+
+@functools.cache
+def _cpu_isa_tags() -> tuple[str, ...]:
+    """Suffixes of IBM's INT8 variants this CPU runs, best first (avx512_vnni, avx512, avx2 / arm64)."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return ("arm64",)
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return ("avx2",)
+    tags = [("avx512_vnni", "avx512_vnni"), ("avx512f", "avx512"), ("avx2", "avx2")]
+    return tuple(tag for flag, tag in tags if flag in flags)
+
+
+def _placement(backend: str, device: str, dtype: str, artifact: Artifact, why: str, ctx: _Context) -> Placement:
+    """The device-specific settings for one candidate (documented in docs/devices.md)."""
+    if backend == "openvino":
+        config: dict[str, Any] = {"PERFORMANCE_HINT": ctx.workload.upper(),
+                                  "INFERENCE_PRECISION_HINT": OV_PRECISION_HINT[dtype]}
+        if device != "cpu":  # GPU/NPU compilation takes seconds: cache the compiled blob
+            config["CACHE_DIR"] = str(ctx.cache_dir / "openvino")
+        return Placement(backend="openvino", device=device, dtype=dtype, artifact=artifact,
+                         ov_device=OV_DEVICE[device], ov_config=config,
+                         static_shapes=NPU_BUCKETS if device == "npu" else (), why=why)
+    cuda = ("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"})
+    if device == "tensorrt":
+        engines = str(ctx.cache_dir / "tensorrt" / _artifact_key(artifact, ctx.folder))
+        trt: dict[str, Any] = {"device_id": 0, "trt_fp16_enable": dtype == "fp16",
+                               "trt_engine_cache_enable": True, "trt_engine_cache_path": engines,
+                               "trt_timing_cache_enable": True, "trt_timing_cache_path": engines}
+        if ctx.shapes is not None:
+            trt.update(_trt_profiles(ctx.shapes))
+        providers: tuple = (("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider")
+    elif device == "cuda":
+        providers = (cuda, "CPUExecutionProvider")
+    elif device == "directml":
+        providers = (("DmlExecutionProvider", {"device_id": 0}), "CPUExecutionProvider")
+    else:
+        providers = ("CPUExecutionProvider",)
+    session = {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"} if device == "directml" else {}
+    return Placement(backend="onnx", device=device, dtype=dtype, artifact=artifact, providers=providers,
+                     session_options=session, io_binding=device in ("cuda", "tensorrt"), why=why)
+
+
+def _artifact_key(artifact: Artifact, folder: Path | None) -> str:
+    """A cache key per model file: its manifest sha256, else a hash of its resolved path."""
+    if artifact.sha256:
+        return artifact.sha256[:16]
+    where = str((folder / artifact.path).resolve()) if folder is not None else artifact.path
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
+def _trt_profiles(shapes: ShapeLimits) -> dict[str, str]:
+    """TensorRT optimisation profile covering 1x1 .. batch x sequence, so no engine rebuild per shape."""
+    def spec(b: int, s: int) -> str:
+        return ",".join(f"{name}:{b}x{s}" for name in shapes.inputs)
+    return {"trt_profile_min_shapes": spec(1, 1), "trt_profile_opt_shapes": spec(shapes.batch, min(shapes.sequence, 256)),
+            "trt_profile_max_shapes": spec(shapes.batch, shapes.sequence)}
+
+
+def _raw_placement(artifacts: list[Artifact], backend: str, providers: list, dtype: str, ctx: _Context) -> Placement:
+    """A user-given onnxruntime provider list: validated, used as is, device named after its first entry."""
+    if backend == "openvino":
+        raise ValueError("a provider list is for backend='onnx'; OpenVINO takes device='cpu'|'intel-gpu'|'npu'")
+    if not providers:
+        raise ValueError("device=[] is an empty provider list; name at least one onnxruntime execution provider")
+    names = []
+    for item in providers:
+        if isinstance(item, str):
+            names.append(item)
+        elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+              and isinstance(item[1], Mapping)):
+            names.append(item[0])
+        else:
+            raise TypeError(f"provider list item {item!r} is neither a provider name nor a (name, options) tuple")
+    _check_backend_installed("onnx", ctx.inv)
+    missing = [n for n in names if n not in ctx.inv.ort_providers]
+    if missing:
+        raise DeviceUnavailableError(f"providers {missing} are not available in onnxruntime {ctx.inv.ort_version}, "
+                                     f"which offers {list(ctx.inv.ort_providers)}")
+    device = PROVIDER_DEVICE.get(names[0], names[0].removesuffix("ExecutionProvider").lower())
+    chosen = _choose_dtype(artifacts, "onnx", device if device in AUTO_DTYPES else "cpu", dtype, ctx.inv,
+                           explicit=True)
+    if chosen is None and dtype in ("auto", "fp32"):
+        artifact = _pick_artifact(artifacts, "onnx", ("fp32",))
+        chosen = ("fp32", artifact, "fp32 for a custom provider list") if artifact else None
+    if chosen is None:
+        raise _no_artifact(artifacts, "onnx", device, dtype)
+    dt, artifact, why = chosen
+    return Placement(backend="onnx", device=device, dtype=dt, artifact=artifact,
+                     providers=tuple(tuple(p) if isinstance(p, tuple) else p for p in providers),
+                     io_binding=device in ("cuda", "tensorrt"), why=f"provider list as given; {why}")
+
+
+def _no_artifact(artifacts: list[Artifact], backend: str, device: str, dtype: str) -> Exception:
+    have = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in artifacts) or "none"
+    runs = sorted({dt for (be, dev, dt) in RUNNABLE if dev == device and backend in ("auto", be)})
+    if dtype != "auto" and dtype not in runs:
+        return ValueError(f"dtype={dtype!r} is not supported on device {device!r}"
+                          + (f" with backend={backend!r}" if backend != "auto" else "") + f"; it runs {runs}")
+    return ModelFileError(f"no model file runs on {device!r} at dtype={dtype!r} with backend={backend!r}; "
+                          f"the folder has: {have}")
+
+
+def _nothing_runs(artifacts: list[Artifact], backend: str, dtype: str, inv: Inventory) -> str:
+    have = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in artifacts) or "no model files"
+    reachable = [d.name + "/" + d.backend for d in available_devices(inv)] or ["none"]
+    return (f"no device here can run this model with backend={backend!r}, dtype={dtype!r}: devices "
+            f"{', '.join(reachable)}; model files: {have}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A candidate that could not be opened, and why."""
+
+    placement: Placement
+    error: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The placement that runs, the ones tried before it, and the backend's own description."""
+
+    placement: Placement
+    failed: tuple[Attempt, ...] = ()
+    described: Mapping[str, Any] = field(default_factory=dict)
+
+    def info(self) -> dict[str, Any]:
+        """Flat description for ``Embedder.info``: backend, device, dtype, file, why, fallbacks."""
+        p = self.placement
+        out: dict[str, Any] = {"backend": p.backend, "device": p.device, "dtype": p.dtype,
+                               "file": p.artifact.path, "why": p.why}
+        out.update({k: v for k, v in self.described.items() if k not in out})
+        out["fallbacks"] = [f"{_label(a.placement)}: {a.error}" for a in self.failed]
+        return out
+
+
+def _label(p: Placement) -> str:
+    return f"{p.device} ({p.backend}, {p.dtype}, {p.artifact.path})"
+
+
+def open_with_fallback(folder: Path, placements: list[Placement], opener: Callable[..., Backend] | None = None,
+                       *, explicit: bool, threads: int | None = None,
+                       inventory: Inventory | None = None) -> tuple[Backend, Selection]:
+    """Open the first candidate that works; warn once (DeviceFallbackWarning) if any failed before it.
+
+    With ``explicit`` the user named the device: failing over to a *different* device raises
+    DeviceUnavailableError naming every failure instead.
+    """
+    if not placements:
+        raise DeviceUnavailableError("no candidate placements to open")
+    if opener is None:
+        from granite_rt.backends import open_backend as opener
+    failed: list[Attempt] = []
+    for placement in placements:
+        if explicit and placement.device != placements[0].device:
+            break
+        try:
+            backend = opener(Path(folder), placement, threads=threads)
+            described = dict(backend.describe())
+            _check_not_silently_cpu(placement, described)
+        except (ModelFileError, BackendUnavailableError):
+            raise  # a broken file or missing package is the same on every device: say so, don't hop
+        except Exception as exc:  # session creation failed: driver, library, unsupported op
+            failed.append(Attempt(placement, f"{type(exc).__name__}: {_one_line(exc)}"))
+            continue
+        selection = Selection(placement, tuple(failed), described)
+        if failed:
+            warnings.warn(_fallback_message(selection), DeviceFallbackWarning, stacklevel=3)
+        return backend, selection
+    tried = "; ".join(f"{_label(a.placement)}: {a.error}" for a in failed)
+    hint = " (pass allow_fallback=True to run on another device instead)" if explicit else ""
+    raise DeviceUnavailableError(f"could not open the model on {placements[0].device!r}: {tried}{hint}")
+
+
+def _check_not_silently_cpu(placement: Placement, described: Mapping[str, Any]) -> None:
+    """onnxruntime drops a provider it cannot load and runs on CPU with only a log line: make it fail."""
+    active = described.get("providers")
+    if placement.backend != "onnx" or not placement.providers or active is None:
+        return
+    first = placement.providers[0]
+    wanted = first if isinstance(first, str) else first[0]
+    if wanted not in list(active):
+        raise DeviceUnavailableError(f"onnxruntime did not enable {wanted} (session runs on {list(active)})")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _fallback_message(selection: Selection) -> str:
+    tried = "; ".join(f"{_label(a.placement)} failed: {a.error}" for a in selection.failed)
+    return f"granite-rt: {tried}. Running on {_label(selection.placement)} instead."

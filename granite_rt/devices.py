@@ -9,7 +9,6 @@ tests replace), so importing this module imports neither onnxruntime nor openvin
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import platform
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from granite_rt.backends.base import Artifact, Backend, Placement
-from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, ModelFileError
+from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, GraniteRTError, ModelFileError
 
 DEVICES = ("cpu", "cuda", "tensorrt", "directml", "intel-gpu", "npu")
 BACKENDS = ("auto", "onnx", "openvino")
@@ -49,17 +48,13 @@ RUNNABLE = {
     ("onnx", "tensorrt", "fp32"): ("fp32",), ("onnx", "tensorrt", "fp16"): ("fp32", "fp16"),
     ("onnx", "directml", "fp32"): ("fp32",), ("onnx", "directml", "fp16"): ("fp16",),
     ("openvino", "cpu", "fp32"): ("fp32",), ("openvino", "cpu", "int8"): ("int8",),
-    ("openvino", "cpu", "bf16"): ("fp32",), ("openvino", "cpu", "fp16"): ("fp32",),
-    ("openvino", "intel-gpu", "fp16"): ("fp32",), ("openvino", "intel-gpu", "fp32"): ("fp32",),
+    ("openvino", "cpu", "bf16"): ("fp32",), ("openvino", "cpu", "fp16"): ("fp16", "fp32"),
+    ("openvino", "intel-gpu", "fp16"): ("fp16", "fp32"), ("openvino", "intel-gpu", "fp32"): ("fp32",),
     ("openvino", "intel-gpu", "int8"): ("int8",),
-    ("openvino", "npu", "fp16"): ("fp32",), ("openvino", "npu", "int8"): ("int8",),
+    ("openvino", "npu", "fp16"): ("fp16", "fp32"), ("openvino", "npu", "int8"): ("int8",),
 }
 OV_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
 OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}   # OPTIMIZATION_CAPABILITIES a CPU hint needs
-
-# Canonical file names first, then (int8) the ISA variants IBM's repos ship, matched to this CPU.
-CANONICAL = ("onnx/model.onnx", "onnx/model_fp16.onnx", "onnx/model_qint8.onnx",
-             "openvino/openvino_model.xml", "openvino/openvino_model_qint8_quantized.xml")
 
 # NPU: shapes compiled (lazily, one per bucket) by the OpenVINO backend; inputs are padded up.
 NPU_BUCKETS = tuple((b, s) for b in (1, 8) for s in (64, 128, 256, 512))
@@ -201,7 +196,7 @@ def available_devices(inventory: Inventory | None = None) -> list[DeviceInfo]:
     """Devices usable here, in the order ``device="auto"`` prefers them (NPU last: only on request)."""
     inv = inventory or probe()
     out = []
-    for device in AUTO_ORDER[:-1] + ("npu", "cpu"):
+    for device in DEVICES_BY_PREFERENCE:
         for backend in _backends_for(device, "auto"):
             if inv.present(backend, device):
                 provider = ORT_PROVIDER[device] if backend == "onnx" else OV_DEVICE[device]
@@ -218,7 +213,7 @@ def _backends_for(device: str, backend: str) -> tuple[str, ...]:
     return options if backend == "auto" else tuple(b for b in options if b == backend)
 
 
-def select_placements(artifacts: list[Artifact], backend: str = "auto", device: str | list = "auto",
+def select_placements(artifacts: Sequence[Artifact] | Any, backend: str = "auto", device: str | list = "auto",
                       dtype: str = "auto", *, allow_fallback: bool | None = None, cache_dir: Path | None = None,
                       folder: Path | None = None, workload: str = "latency", shapes: ShapeLimits | None = None,
                       inventory: Inventory | None = None) -> list[Placement]:
@@ -228,20 +223,21 @@ def select_placements(artifacts: list[Artifact], backend: str = "auto", device: 
     ``(name, options)`` tuples). An explicit device that cannot be used raises
     DeviceUnavailableError unless ``allow_fallback``; then the auto order follows it.
     """
+    artifacts = getattr(artifacts, "artifacts", artifacts)  # a ModelSpec is accepted too
     _check_choice("backend", backend, BACKENDS)
     _check_choice("dtype", dtype, DTYPES)
     _check_choice("workload", workload, WORKLOADS)
     inv = inventory or probe()
     ctx = _Context(inv, cache_dir or default_cache_dir(), folder, workload, shapes)
     if not isinstance(device, str):
-        return [_raw_placement(artifacts, backend, list(device), dtype, ctx)]
+        return _warn_conflict(inv, [_raw_placement(artifacts, backend, list(device), dtype, ctx)])
     _check_choice("device", device, ("auto",) + DEVICES)
     _check_backend_installed(backend, inv)
     if device == "auto":
         placements = _plan(artifacts, backend, AUTO_ORDER, dtype, ctx, skip_absent=True)
         if not placements:
             raise DeviceUnavailableError(_nothing_runs(artifacts, backend, dtype, inv))
-        return placements
+        return _warn_conflict(inv, placements)
     if not _backends_for(device, backend):
         raise ValueError(f"device={device!r} does not run on backend={backend!r}; it runs on "
                          f"{' or '.join(_backends_for(device, 'auto'))} (use backend='auto')")
@@ -253,9 +249,17 @@ def select_placements(artifacts: list[Artifact], backend: str = "auto", device: 
             raise DeviceUnavailableError(f"device={device!r} cannot be used here: "
                                          f"{inv.absent_reason(absent[0].backend, device)} "
                                          "(or pass allow_fallback=True to run on the next device instead)")
-        return [p for p in placements if p not in absent]
+        return _warn_conflict(inv, [p for p in placements if p not in absent])
     rest = [p for p in _plan(artifacts, backend, AUTO_ORDER, dtype, ctx, skip_absent=True) if p not in placements]
-    return placements + rest
+    return _warn_conflict(inv, placements + rest)
+
+
+def _warn_conflict(inv: Inventory, placements: list[Placement]) -> list[Placement]:
+    """Warn (OnnxRuntimeConflictWarning) when onnxruntime will run but two distributions of it are installed."""
+    message = onnxruntime_conflict(inv.ort_distributions)
+    if message and any(p.backend == "onnx" for p in placements):
+        warnings.warn(message, OnnxRuntimeConflictWarning, stacklevel=3)
+    return placements
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -281,7 +285,7 @@ class _Context:
     shapes: ShapeLimits | None
 
 
-def _plan(artifacts: list[Artifact], backend: str, devices: Sequence[str], dtype: str, ctx: _Context,
+def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], dtype: str, ctx: _Context,
           *, skip_absent: bool) -> list[Placement]:
     """One placement per (device, backend) in order that has a runnable artifact at ``dtype``."""
     out = []
@@ -297,7 +301,7 @@ def _plan(artifacts: list[Artifact], backend: str, devices: Sequence[str], dtype
     return out
 
 
-def _choose_dtype(artifacts: list[Artifact], backend: str, device: str, dtype: str, inv: Inventory,
+def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtype: str, inv: Inventory,
                   *, explicit: bool) -> tuple[str, Artifact, str] | None:
     """(compute dtype, artifact, why) for ``device`` on ``backend``, or None when none is runnable."""
     wanted = AUTO_DTYPES[device] if dtype == "auto" else (dtype,)
@@ -324,36 +328,16 @@ def _choose_dtype(artifacts: list[Artifact], backend: str, device: str, dtype: s
     return None
 
 
-def _pick_artifact(artifacts: list[Artifact], backend: str, precisions: Sequence[str]) -> Artifact | None:
-    """The best artifact of ``backend`` stored at the first of ``precisions`` present."""
+def _pick_artifact(artifacts: Sequence[Artifact], backend: str, precisions: Sequence[str]) -> Artifact | None:
+    """The first artifact of ``backend`` stored at the first of ``precisions`` present.
+
+    ``artifacts`` come best first (ModelSpec ranks canonical names before IBM's ISA variants).
+    """
     for precision in precisions:
-        found = [a for a in artifacts if a.backend == backend and a.precision == precision]
-        if found:
-            return min(found, key=_artifact_rank)
+        for artifact in artifacts:
+            if artifact.backend == backend and artifact.precision == precision:
+                return artifact
     return None
-
-
-def _artifact_rank(artifact: Artifact) -> tuple[int, int, str]:
-    """Canonical names first, then ISA-specific variants that match this CPU, then the rest by name."""
-    canonical = CANONICAL.index(artifact.path) if artifact.path in CANONICAL else len(CANONICAL)
-    tags = _cpu_isa_tags()
-    name = Path(artifact.path).stem.lower()
-    isa = next((i for i, tag in enumerate(tags) if name.endswith("_" + tag)), len(tags))
-    return canonical, isa, artifact.path
-
-
-@functools.cache
-def _cpu_isa_tags() -> tuple[str, ...]:
-    """Suffixes of IBM's INT8 variants this CPU runs, best first (avx512_vnni, avx512, avx2 / arm64)."""
-    machine = platform.machine().lower()
-    if machine in ("arm64", "aarch64"):
-        return ("arm64",)
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return ("avx2",)
-    tags = [("avx512_vnni", "avx512_vnni"), ("avx512f", "avx512"), ("avx2", "avx2")]
-    return tuple(tag for flag, tag in tags if flag in flags)
 
 
 def _placement(backend: str, device: str, dtype: str, artifact: Artifact, why: str, ctx: _Context) -> Placement:
@@ -402,7 +386,7 @@ def _trt_profiles(shapes: ShapeLimits) -> dict[str, str]:
             "trt_profile_max_shapes": spec(shapes.batch, shapes.sequence)}
 
 
-def _raw_placement(artifacts: list[Artifact], backend: str, providers: list, dtype: str, ctx: _Context) -> Placement:
+def _raw_placement(artifacts: Sequence[Artifact], backend: str, providers: list, dtype: str, ctx: _Context) -> Placement:
     """A user-given onnxruntime provider list: validated, used as is, device named after its first entry."""
     if backend == "openvino":
         raise ValueError("a provider list is for backend='onnx'; OpenVINO takes device='cpu'|'intel-gpu'|'npu'")
@@ -436,7 +420,7 @@ def _raw_placement(artifacts: list[Artifact], backend: str, providers: list, dty
                      io_binding=device in ("cuda", "tensorrt"), why=f"provider list as given; {why}")
 
 
-def _no_artifact(artifacts: list[Artifact], backend: str, device: str, dtype: str) -> Exception:
+def _no_artifact(artifacts: Sequence[Artifact], backend: str, device: str, dtype: str) -> Exception:
     have = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in artifacts) or "none"
     runs = sorted({dt for (be, dev, dt) in RUNNABLE if dev == device and backend in ("auto", be)})
     if dtype != "auto" and dtype not in runs:
@@ -446,7 +430,7 @@ def _no_artifact(artifacts: list[Artifact], backend: str, device: str, dtype: st
                           f"the folder has: {have}")
 
 
-def _nothing_runs(artifacts: list[Artifact], backend: str, dtype: str, inv: Inventory) -> str:
+def _nothing_runs(artifacts: Sequence[Artifact], backend: str, dtype: str, inv: Inventory) -> str:
     have = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in artifacts) or "no model files"
     reachable = [d.name + "/" + d.backend for d in available_devices(inv)] or ["none"]
     return (f"no device here can run this model with backend={backend!r}, dtype={dtype!r}: devices "
@@ -536,3 +520,92 @@ def _one_line(exc: BaseException) -> str:
 def _fallback_message(selection: Selection) -> str:
     tried = "; ".join(f"{_label(a.placement)} failed: {a.error}" for a in selection.failed)
     return f"granite-rt: {tried}. Running on {_label(selection.placement)} instead."
+
+
+def open_best(folder: Path, artifacts: Sequence[Artifact], backend: str = "auto", device: str | list = "auto",
+              dtype: str = "auto", *, allow_fallback: bool | None = None, threads: int | None = None,
+              opener: Callable[..., Backend] | None = None, **plan: Any) -> tuple[Backend, Selection]:
+    """``select_placements`` then ``open_with_fallback``: what Embedder and Reranker call at load."""
+    inventory = plan.pop("inventory", None) or probe()
+    placements = select_placements(artifacts, backend, device, dtype, allow_fallback=allow_fallback,
+                                   folder=Path(folder), inventory=inventory, **plan)
+    explicit = device != "auto" and not allow_fallback
+    return open_with_fallback(folder, placements, opener, explicit=explicit, threads=threads, inventory=inventory)
+
+
+def info_report(model: str | None = None, *, backend: str = "auto", dtype: str = "auto",
+                inventory: Inventory | None = None) -> str:
+    """The ``granite-rt info [MODEL]`` text: what is installed, and what each device would run and why."""
+    inv = inventory or probe()
+    lines = [f"granite-rt on {platform.system()} {platform.machine()}, Python {platform.python_version()}",
+             _ort_line(inv), _ov_line(inv), f"cache dir: {default_cache_dir()}"]
+    conflict = onnxruntime_conflict(inv.ort_distributions)
+    if conflict:
+        lines.append(f"WARNING: {conflict}")
+    lines += ["", "devices (auto order: " + " > ".join(AUTO_ORDER) + "; npu only when asked for):"]
+    for device in DEVICES_BY_PREFERENCE:
+        for be in _backends_for(device, "auto"):
+            provider = ORT_PROVIDER[device] if be == "onnx" else OV_DEVICE[device]
+            status = "available" if inv.present(be, device) else "absent: " + inv.absent_reason(be, device)
+            lines.append(f"  {device:<10} {be:<9} {provider:<26} {status}")
+    if model is not None:
+        lines += [""] + _model_lines(model, backend, dtype, inv)
+    return "\n".join(lines)
+
+
+# Every device, in the order info lists them: the auto order with the NPU before the CPU.
+DEVICES_BY_PREFERENCE = AUTO_ORDER[:-1] + ("npu", "cpu")
+
+
+def _ort_line(inv: Inventory) -> str:
+    if inv.ort_version is None:
+        return f"onnxruntime: not installed ({inv.errors.get('onnx', '')})"
+    return (f"onnxruntime {inv.ort_version} ({', '.join(inv.ort_distributions) or 'distribution unknown'}): "
+            f"providers {', '.join(inv.ort_providers)}")
+
+
+def _ov_line(inv: Inventory) -> str:
+    if inv.ov_version is None:
+        return f"openvino: not installed ({inv.errors.get('openvino', '')}); pip install 'granite-rt[openvino]'"
+    devices = "; ".join(f"{d} = {inv.ov_names.get(d, d)} [{' '.join(inv.ov_capabilities.get(d, ()))}]"
+                        for d in inv.ov_devices)
+    return f"openvino {inv.ov_version}: {devices or 'no devices'}"
+
+
+def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[str]:
+    """Per device: backend, dtype, file and why for MODEL; then what device='auto' picks."""
+    from granite_rt.model_folder import load_spec, resolve_model
+
+    try:
+        spec = load_spec(resolve_model(model, backend, dtype))
+    except Exception as exc:  # the report names the problem instead of failing as a whole
+        return [f"model {model}: cannot be read: {type(exc).__name__}: {_one_line(exc)}"]
+    files = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in spec.artifacts)
+    lines = [f"model {spec.folder} ({spec.kind}): {files}",
+             f"  {'device':<10} {'backend':<9} {'dtype':<6} {'file':<46} why"]
+    ctx = _Context(inv, default_cache_dir(), spec.folder, "latency", None)
+    for device in DEVICES_BY_PREFERENCE:
+        for be in _backends_for(device, backend):
+            try:
+                chosen = _choose_dtype(spec.artifacts, be, device, dtype, inv, explicit=False)
+            except GraniteRTError as exc:
+                chosen, note = None, _one_line(exc)
+            else:
+                note = f"no {be} file runs at dtype={dtype}"
+            if chosen is None:
+                lines.append(f"  {device:<10} {be:<9} {'-':<6} {'-':<46} {note}")
+                continue
+            dt, artifact, why = chosen
+            if not inv.present(be, device):
+                why = f"{why}; but absent here"
+            lines.append(f"  {device:<10} {be:<9} {dt:<6} {artifact.path:<46} {why}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OnnxRuntimeConflictWarning)
+            placements = select_placements(spec.artifacts, backend, "auto", dtype, folder=spec.folder, inventory=inv)
+    except (GraniteRTError, ValueError) as exc:
+        lines.append(f"device='auto' cannot run it: {_one_line(exc)}")
+    else:
+        lines.append(f"device='auto' runs {_label(placements[0])}"
+                     + (f"; falls back to {', '.join(_label(p) for p in placements[1:])}" if placements[1:] else ""))
+    return lines

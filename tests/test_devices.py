@@ -1,0 +1,327 @@
+"""Device selection and fallback as pure logic: faked inventories, faked openers that fail."""
+
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+
+from granite_rt import devices
+from granite_rt.backends.base import Artifact, Placement
+from granite_rt.devices import (DeviceFallbackWarning, Inventory, OnnxRuntimeConflictWarning, ShapeLimits,
+                                open_with_fallback, select_placements)
+from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, ModelFileError
+
+ONNX32 = Artifact("onnx/model.onnx", "onnx", "fp32")
+ONNX16 = Artifact("onnx/model_fp16.onnx", "onnx", "fp16")
+ONNX8 = Artifact("onnx/model_qint8.onnx", "onnx", "int8")
+OV32 = Artifact("openvino/openvino_model.xml", "openvino", "fp32")
+OV8 = Artifact("openvino/openvino_model_qint8_quantized.xml", "openvino", "int8")
+ALL = [ONNX32, ONNX16, ONNX8, OV32, OV8]
+
+CPU_ONLY = Inventory("1.32.0", ("CPUExecutionProvider",), ("onnxruntime",), "2026.4.1", ("CPU",),
+                     {"CPU": "Xeon"}, {"CPU": ("FP32", "INT8")})
+NVIDIA = Inventory("1.32.0", ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+                   ("onnxruntime-gpu",), "2026.4.1", ("CPU", "GPU.0", "NPU"), {}, {"CPU": ("FP32", "INT8", "BF16")})
+WINDOWS = Inventory("1.32.0", ("DmlExecutionProvider", "CPUExecutionProvider"), ("onnxruntime-directml",))
+NO_OPENVINO = Inventory("1.32.0", ("CPUExecutionProvider",), ("onnxruntime",), errors={"openvino": "No module"})
+
+
+def plan(inv: Inventory, artifacts=ALL, **kw) -> list[Placement]:
+    return select_placements(artifacts, inventory=inv, cache_dir=Path("/cache"), **kw)
+
+
+def summary(placements: list[Placement]) -> list[tuple[str, str, str, str]]:
+    return [(p.device, p.backend, p.dtype, p.artifact.path) for p in placements]
+
+
+# ---- selection -------------------------------------------------------------------------------------
+
+def test_auto_on_cpu_prefers_openvino_int8_then_onnxruntime_int8():
+    assert summary(plan(CPU_ONLY)) == [("cpu", "openvino", "int8", OV8.path), ("cpu", "onnx", "int8", ONNX8.path)]
+
+
+def test_auto_without_openvino_runs_onnxruntime_int8():
+    assert summary(plan(NO_OPENVINO)) == [("cpu", "onnx", "int8", ONNX8.path)]
+
+
+def test_auto_walks_tensorrt_cuda_intel_gpu_cpu_and_leaves_the_npu_out():
+    got = plan(NVIDIA)
+    assert summary(got) == [("tensorrt", "onnx", "fp16", ONNX32.path), ("cuda", "onnx", "fp16", ONNX16.path),
+                            ("intel-gpu", "openvino", "fp16", OV32.path), ("cpu", "openvino", "int8", OV8.path),
+                            ("cpu", "onnx", "int8", ONNX8.path)]
+    assert all(p.device != "npu" for p in got)
+
+
+def test_tensorrt_gets_fp16_engine_cache_and_cuda_fallback_inside_the_session():
+    trt = plan(NVIDIA, device="tensorrt", shapes=ShapeLimits(16, 512))[0]
+    (name, opts), (cuda, _), cpu = trt.providers
+    assert (name, cuda, cpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
+    assert Path(opts["trt_engine_cache_path"]).parent == Path("/cache/tensorrt")
+    assert opts["trt_profile_max_shapes"] == "input_ids:16x512,attention_mask:16x512"
+    assert trt.io_binding
+    fp32 = plan(NVIDIA, device="tensorrt", dtype="fp32")[0]
+    assert fp32.providers[0][1]["trt_fp16_enable"] is False and "trt_profile_max_shapes" not in fp32.providers[0][1]
+
+
+def test_engine_cache_is_keyed_per_model_file():
+    a = plan(NVIDIA, [Artifact("onnx/model.onnx", "onnx", "fp32", sha256="a" * 64)], device="tensorrt")[0]
+    b = plan(NVIDIA, [Artifact("onnx/model.onnx", "onnx", "fp32", sha256="b" * 64)], device="tensorrt")[0]
+    assert a.providers[0][1]["trt_engine_cache_path"] != b.providers[0][1]["trt_engine_cache_path"]
+
+
+def test_cuda_uses_io_binding_and_the_fp16_artifact():
+    cuda = plan(NVIDIA, device="cuda")[0]
+    assert cuda.providers[0][0] == "CUDAExecutionProvider" and cuda.io_binding and cuda.artifact == ONNX16
+
+
+def test_directml_carries_its_required_session_options():
+    dml = plan(WINDOWS, device="directml")[0]
+    assert dml.session_options == {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"}
+    assert (dml.dtype, dml.artifact) == ("fp16", ONNX16) and not dml.io_binding
+
+
+def test_missing_fp16_artifact_falls_back_to_fp32_and_says_why():
+    cuda = plan(NVIDIA, [ONNX32, ONNX8], device="cuda")[0]
+    assert (cuda.dtype, cuda.artifact) == ("fp32", ONNX32)
+    assert "no fp16" in cuda.why
+
+
+def test_openvino_hints_are_explicit_and_cache_dir_only_off_cpu():
+    gpu, cpu = (p for p in plan(NVIDIA, backend="openvino") if p.device in ("intel-gpu", "cpu"))
+    assert gpu.ov_device == "GPU" and gpu.ov_config["INFERENCE_PRECISION_HINT"] == "f16"
+    assert gpu.ov_config["CACHE_DIR"] == str(Path("/cache/openvino"))
+    assert cpu.ov_config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    batch = plan(CPU_ONLY, backend="openvino", workload="throughput")[0]
+    assert batch.ov_config["PERFORMANCE_HINT"] == "THROUGHPUT"
+
+
+def test_npu_only_by_name_with_static_shape_buckets():
+    npu = plan(NVIDIA, device="npu")
+    assert [p.device for p in npu] == ["npu"]
+    assert npu[0].static_shapes and all(b >= 1 and s >= 1 for b, s in npu[0].static_shapes)
+    assert npu[0].ov_config["INFERENCE_PRECISION_HINT"] == "f16"
+
+
+def test_bf16_needs_a_cpu_that_reports_it():
+    bf16 = plan(NVIDIA, backend="openvino", device="cpu", dtype="bf16")[0]
+    assert (bf16.ov_config["INFERENCE_PRECISION_HINT"], bf16.artifact) == ("bf16", OV32)
+    with pytest.raises(DeviceUnavailableError, match="BF16"):
+        plan(CPU_ONLY, backend="openvino", device="cpu", dtype="bf16")
+
+
+def test_explicit_dtype_skips_devices_that_cannot_run_it():
+    assert summary(plan(NVIDIA, dtype="int8"))[0] == ("intel-gpu", "openvino", "int8", OV8.path)
+    assert summary(plan(NVIDIA, backend="onnx", dtype="int8")) == [("cpu", "onnx", "int8", ONNX8.path)]
+    with pytest.raises(ValueError, match="int8.*not supported on device 'cuda'"):
+        plan(NVIDIA, device="cuda", dtype="int8")
+
+
+def test_explicit_absent_device_raises_with_the_fix_unless_fallback_is_allowed():
+    with pytest.raises(DeviceUnavailableError, match="onnxruntime-gpu"):
+        plan(CPU_ONLY, device="cuda")
+    with pytest.raises(DeviceUnavailableError, match="GPU driver"):
+        plan(CPU_ONLY, device="intel-gpu")
+    got = plan(CPU_ONLY, device="cuda", allow_fallback=True)
+    assert [p.device for p in got] == ["cuda", "cpu", "cpu"]
+
+
+def test_bad_choices_name_the_problem():
+    with pytest.raises(ValueError, match="device='gpu'"):
+        plan(CPU_ONLY, device="gpu")
+    with pytest.raises(ValueError, match="dtype='float16'"):
+        plan(CPU_ONLY, dtype="float16")
+    with pytest.raises(ValueError, match="runs on openvino"):
+        plan(NVIDIA, backend="onnx", device="intel-gpu")
+    with pytest.raises(BackendUnavailableError, match="granite-rt\\[openvino\\]"):
+        plan(NO_OPENVINO, backend="openvino")
+    with pytest.raises(ModelFileError, match="onnx/model.onnx"):
+        plan(CPU_ONLY, [ONNX32], backend="openvino", device="cpu")
+    with pytest.raises(DeviceUnavailableError, match="no device here"):
+        plan(NO_OPENVINO, [OV32])
+
+
+def test_raw_provider_list_is_used_as_given():
+    got = plan(NVIDIA, device=[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
+    assert len(got) == 1
+    assert got[0].providers == (("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider")
+    assert (got[0].device, got[0].dtype, got[0].artifact) == ("cuda", "fp16", ONNX16)
+    with pytest.raises(DeviceUnavailableError, match="TensorrtExecutionProvider"):
+        plan(CPU_ONLY, device=["TensorrtExecutionProvider"])
+    with pytest.raises(TypeError, match="neither a provider name"):
+        plan(NVIDIA, device=[("CUDAExecutionProvider",)])
+    with pytest.raises(ValueError, match="backend='onnx'"):
+        plan(NVIDIA, device=["CPUExecutionProvider"], backend="openvino")
+
+
+def test_a_model_spec_is_accepted_in_place_of_its_artifacts():
+    spec = types.SimpleNamespace(artifacts=(ONNX32,))
+    assert summary(plan(NO_OPENVINO, spec)) == [("cpu", "onnx", "fp32", ONNX32.path)]
+
+
+# ---- fallback --------------------------------------------------------------------------------------
+
+class FakeBackend:
+    def __init__(self, placement: Placement, providers=None):
+        self.placement, self.input_names = placement, ("input_ids", "attention_mask")
+        self._providers = providers
+
+    def describe(self):
+        out = {"backend": self.placement.backend, "device": self.placement.device}
+        if self.placement.backend == "onnx":
+            out["providers"] = self._providers or [p if isinstance(p, str) else p[0] for p in self.placement.providers]
+        return out
+
+
+def failing_on(*devices_that_fail, error=RuntimeError("libcudnn.so.9: cannot open shared object file")):
+    calls = []
+
+    def opener(folder, placement, threads=None):
+        calls.append(placement.device)
+        if placement.device in devices_that_fail:
+            raise error
+        return FakeBackend(placement)
+    opener.calls = calls
+    return opener
+
+
+def test_failed_session_falls_back_with_one_warning_and_info():
+    opener = failing_on("tensorrt", "cuda")
+    with pytest.warns(DeviceFallbackWarning) as record:
+        backend, sel = open_with_fallback(Path("m"), plan(NVIDIA), opener, explicit=False)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "tensorrt" in message and "cuda" in message and "libcudnn" in message
+    assert "Running on intel-gpu (openvino, fp16, openvino/openvino_model.xml)" in message
+    assert opener.calls == ["tensorrt", "cuda", "intel-gpu"]
+    assert backend.placement.device == "intel-gpu" and sel.placement is backend.placement
+    info = sel.info()
+    assert (info["device"], info["backend"], info["dtype"], info["file"]) == ("intel-gpu", "openvino", "fp16",
+                                                                              OV32.path)
+    assert len(info["fallbacks"]) == 2 and "libcudnn" in info["fallbacks"][0]
+
+
+def test_no_warning_when_the_first_candidate_opens():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, sel = open_with_fallback(Path("m"), plan(CPU_ONLY), failing_on(), explicit=False)
+    assert sel.failed == () and sel.info()["fallbacks"] == []
+
+
+def test_explicit_device_that_fails_raises_instead_of_running_elsewhere():
+    placements = plan(NVIDIA, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DeviceUnavailableError, match="libcudnn.*allow_fallback=True"):
+            open_with_fallback(Path("m"), placements, failing_on("cuda"), explicit=True)
+
+
+def test_explicit_device_with_allow_fallback_moves_on_and_warns():
+    opener = failing_on("cuda")
+    with pytest.warns(DeviceFallbackWarning, match="cuda .*failed"):
+        backend, sel = open_with_fallback(Path("m"), plan(NVIDIA, device="cuda", allow_fallback=True), opener,
+                                          explicit=False)
+    assert sel.placement.device != "cuda" and sel.failed[0].placement.device == "cuda"
+
+
+def test_explicit_cpu_may_change_backend_but_not_device():
+    def opener(folder, placement, threads=None):
+        if placement.backend == "openvino":
+            raise RuntimeError("plugin failed")
+        return FakeBackend(placement)
+    with pytest.warns(DeviceFallbackWarning, match="plugin failed"):
+        _, sel = open_with_fallback(Path("m"), plan(CPU_ONLY, device="cpu"), opener, explicit=True)
+    assert (sel.placement.device, sel.placement.backend) == ("cpu", "onnx")
+
+
+def test_onnxruntime_silently_dropping_the_provider_counts_as_a_failure():
+    def opener(folder, placement, threads=None):
+        return FakeBackend(placement, providers=["CPUExecutionProvider"])  # what ORT does without CUDA libs
+    with pytest.raises(DeviceUnavailableError, match="did not enable CUDAExecutionProvider"):
+        open_with_fallback(Path("m"), plan(NVIDIA, device="cuda"), opener, explicit=True)
+
+
+def test_broken_model_file_is_not_hidden_by_falling_back():
+    opener = failing_on("tensorrt", error=ModelFileError("onnx/model.onnx is truncated"))
+    with pytest.raises(ModelFileError, match="truncated"):
+        open_with_fallback(Path("m"), plan(NVIDIA), opener, explicit=False)
+    assert opener.calls == ["tensorrt"]
+
+
+def test_every_candidate_failing_lists_every_reason():
+    with pytest.raises(DeviceUnavailableError) as err:
+        open_with_fallback(Path("m"), plan(CPU_ONLY), failing_on("cpu"), explicit=False)
+    assert str(err.value).count("libcudnn") == 2 and "openvino" in str(err.value)
+
+
+def test_open_best_plans_and_opens_with_the_threads_given():
+    seen = {}
+
+    def opener(folder, placement, threads=None):
+        seen.update(folder=folder, threads=threads)
+        return FakeBackend(placement)
+    backend, sel = devices.open_best(Path("m"), ALL, device="cpu", threads=3, opener=opener, inventory=CPU_ONLY)
+    assert seen == {"folder": Path("m"), "threads": 3} and sel.placement.backend == "openvino"
+
+
+# ---- the probe seam --------------------------------------------------------------------------------
+
+def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch):
+    import onnxruntime
+
+    class FakeCore:
+        available_devices = ["CPU", "GPU.0", "GPU.1"]
+
+        def get_property(self, device, name):
+            return {"FULL_DEVICE_NAME": f"fake {device}", "OPTIMIZATION_CAPABILITIES": ["FP32", "FP16"]}[name]
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
+    inv = devices.probe()
+    assert inv.ort_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert inv.ov_devices == ("CPU", "GPU.0", "GPU.1") and inv.ov_version == "2099.1.0"
+    assert inv.ov_names["GPU.1"] == "fake GPU.1"
+    assert [(d.name, d.backend) for d in devices.available_devices(inv)] == [
+        ("cuda", "onnx"), ("intel-gpu", "openvino"), ("cpu", "openvino"), ("cpu", "onnx")]
+    assert select_placements(ALL)[0].device == "cuda"  # no inventory given: probe() is asked
+
+
+# ---- one onnxruntime distribution ------------------------------------------------------------------
+
+def fake_distributions(*names):
+    return lambda: [types.SimpleNamespace(metadata={"Name": n}) for n in names]
+
+
+def test_onnxruntime_distributions_are_found_by_normalised_name():
+    found = devices.onnxruntime_distributions(fake_distributions("numpy", "onnxruntime_gpu", "onnxruntime",
+                                                                 "onnxruntime-genai"))
+    assert found == ("onnxruntime", "onnxruntime-gpu")
+    message = devices.onnxruntime_conflict(found)
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in message
+    assert devices.onnxruntime_conflict(("onnxruntime-gpu",)) is None
+
+
+def test_two_onnxruntime_distributions_warn_when_onnxruntime_will_run():
+    both = Inventory("1.32.0", ("CPUExecutionProvider",), ("onnxruntime", "onnxruntime-gpu"))
+    with pytest.warns(OnnxRuntimeConflictWarning, match="pip uninstall"):
+        plan(both)
+    assert "WARNING: 2 onnxruntime distributions" in devices.info_report(inventory=both)
+
+
+def test_this_environment_has_exactly_one_onnxruntime():
+    assert len(devices.onnxruntime_distributions()) == 1
+
+
+# ---- info ------------------------------------------------------------------------------------------
+
+def test_info_report_lists_backends_and_every_device_with_its_status():
+    text = devices.info_report(inventory=NVIDIA)
+    assert "onnxruntime 1.32.0 (onnxruntime-gpu): providers TensorrtExecutionProvider" in text
+    lines = {tuple(line.split()[:2]): line for line in text.splitlines() if line.startswith("  ")}
+    assert lines[("cuda", "onnx")].endswith("available")
+    assert "absent" in lines[("directml", "onnx")] and "onnxruntime-directml" in lines[("directml", "onnx")]
+    assert lines[("npu", "openvino")].endswith("available")

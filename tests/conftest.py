@@ -60,3 +60,39 @@ def _offline_hub():
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     yield
+
+
+def _runtime_folders(checkpoint: Path, out: Path) -> dict[str, Path]:
+    """``export``: export_model's folder (manifest, fp32 ONNX); ``hub``: the same files laid out like
+    IBM's Hub repos (no manifest) plus an fp32 OpenVINO IR converted from the ONNX graph."""
+    import shutil
+
+    import openvino as ov
+    from granite_export import export_model
+
+    exported = out / "export"
+    export_model(checkpoint, exported, formats=("onnx",), log=lambda _: None)
+    hub = out / "hub"
+    shutil.copytree(exported, hub, ignore=shutil.ignore_patterns("granite_rt.json"))
+    (hub / "openvino").mkdir()
+    ov.save_model(ov.convert_model(str(hub / "onnx" / "model.onnx")), str(hub / "openvino" / "openvino_model.xml"),
+                  compress_to_fp16=False)
+    return {"export": exported, "hub": hub}
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_folders(tiny_embedder_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """The tiny embedder exported for the runtime: {"export": with manifest, "hub": IBM layout + OpenVINO}."""
+    return _runtime_folders(tiny_embedder_checkpoint, tmp_path_factory.mktemp("rt-embedder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_folders(tiny_reranker_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """The tiny reranker exported for the runtime: {"export": with manifest, "hub": IBM layout + OpenVINO}."""
+    return _runtime_folders(tiny_reranker_checkpoint, tmp_path_factory.mktemp("rt-reranker"))
+
+
+@pytest.fixture(scope="session")
+def minilm_folders(minilm_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """all-MiniLM-L6-v2 exported for the runtime: {"export": with manifest, "hub": IBM layout + OpenVINO}."""
+    return _runtime_folders(minilm_checkpoint, tmp_path_factory.mktemp("rt-minilm"))

@@ -1,0 +1,84 @@
+"""OpenVINO backend: the IR compiled once; each thread runs its own infer request.
+
+INFERENCE_PRECISION_HINT is always set from the placement's dtype: left alone, OpenVINO computes
+in bf16 on CPUs that support it, which silently changes the results of an "fp32" model.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import openvino as ov
+
+from granite_rt.backends import KNOWN_INPUTS, pick_output
+from granite_rt.backends.base import Placement
+from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
+
+PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
+_core: ov.Core | None = None
+_core_lock = threading.Lock()
+
+
+def core() -> ov.Core:
+    """The process-wide OpenVINO Core (creating one is slow and they share plugins)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
+
+
+class OpenVINOBackend:
+    """A compiled OpenVINO IR on the placement's device (CPU when it names none)."""
+
+    def __init__(self, folder: Path, placement: Placement, threads: int) -> None:
+        self.placement = placement
+        self.path = folder / placement.artifact.path
+        self.device = placement.ov_device or "CPU"
+        self.config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[placement.dtype], **placement.ov_config}
+        if self.device == "CPU":
+            self.config.setdefault("INFERENCE_NUM_THREADS", threads)
+        try:
+            model = core().read_model(str(self.path), str(self.path.with_suffix(".bin")))
+        except Exception as exc:  # noqa: BLE001 - any failure to read the IR is a file problem
+            raise ModelFileError(f"{self.path} cannot be read by OpenVINO (truncated or corrupted? "
+                                 f"re-export or re-download it): {exc}") from exc
+        names = {p.get_any_name(): p for p in model.inputs}
+        unknown = sorted(set(names) - set(KNOWN_INPUTS))
+        if unknown:
+            raise UnsupportedModelError(f"{self.path} takes inputs {unknown}; granite-rt feeds only {KNOWN_INPUTS}")
+        try:
+            self.compiled = core().compile_model(model, self.device, {k: _ov_value(v) for k, v in self.config.items()})
+        except Exception as exc:  # noqa: BLE001 - a device/plugin failure; the caller may fall back
+            raise DeviceUnavailableError(f"OpenVINO could not compile {self.path} for {self.device} "
+                                         f"with {self.config}: {exc}") from exc
+        self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
+        self._input_types = {p.get_any_name(): p.get_element_type().to_dtype() for p in self.compiled.inputs}
+        outputs = [o.get_any_name() for o in self.compiled.outputs]
+        self.output_name = pick_output(outputs)
+        self._output_index = outputs.index(self.output_name)
+        self._local = threading.local()
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One batch on this thread's infer request; the result is copied out of OpenVINO's buffer."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        feed = {name: np.ascontiguousarray(inputs[name], dtype=kind) for name, kind in self._input_types.items()}
+        request.infer(feed)
+        return request.get_output_tensor(self._output_index).data.copy()
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, device, the compile config actually used, precision and file."""
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        return {"backend": "openvino", "device": self.placement.device, "dtype": self.placement.dtype,
+                "ov_device": self.device, "inference_precision": str(hint), "file": self.placement.artifact.path,
+                "inputs": list(self.input_names), "output": self.output_name}
+
+
+def _ov_value(value: Any) -> Any:
+    """Config values as OpenVINO's Python API takes them (strings for enums and numbers)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value

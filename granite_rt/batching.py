@@ -1,0 +1,54 @@
+"""Length-sorted batches and padding: each batch holds texts of similar length, results come back in input order.
+
+Sorting by length keeps padding (wasted compute) small; since pooling ignores padded positions, a
+text's output does not depend on which neighbours share its batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices of the inputs, longest first, cut into batches of at most ``batch_size``."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def pad_batch(encodings: Sequence, pad_id: int) -> dict[str, np.ndarray]:
+    """input_ids, attention_mask, token_type_ids as int64 (batch, longest), right-padded as transformers pads."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    types = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        n = len(enc.ids)
+        ids[row, :n] = enc.ids
+        mask[row, :n] = 1
+        types[row, :n] = enc.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def map_batches(encodings: Sequence, batch_size: int, pad_id: int,
+                run: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Apply ``run`` (padded batch → one row per input) over length-sorted batches; rows in input order.
+
+    ``progress(done, total)`` is called after each batch.
+    """
+    out: np.ndarray | None = None
+    batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size)
+    for done, index in enumerate(batches, 1):
+        rows = run(pad_batch([encodings[i] for i in index], pad_id))
+        if out is None:
+            out = np.empty((len(encodings),) + rows.shape[1:], dtype=rows.dtype)
+        out[index] = rows
+        if progress is not None:
+            progress(done, len(batches))
+    if out is None:
+        raise ValueError("map_batches needs at least one input")
+    return out

@@ -1,0 +1,97 @@
+"""Reranker: (query, document) pairs → relevance scores, with CrossEncoder's ``predict`` / ``rank`` call shapes.
+
+tokenize pairs in the tokenizer's pair template → length-sorted batches → backend logits → activation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from granite_rt.embedder import _as_list
+from granite_rt.runtime import LoadedModel
+from granite_rt.tokenize import check_texts
+
+ACTIVATIONS = {
+    "sigmoid": lambda x: np.exp(-np.logaddexp(0.0, -x)),
+    "identity": lambda x: x,
+    "tanh": np.tanh,
+}
+
+
+class Reranker:
+    """A cross-encoder (Granite reranker R2, or any sequence-classification encoder) on onnxruntime/OpenVINO."""
+
+    def __init__(self, model: str | os.PathLike, backend: str = "auto", device: str | list = "auto",
+                 dtype: str = "auto", *, threads: int | None = None, allow_fallback: bool | None = None,
+                 revision: str | None = None) -> None:
+        self._model = LoadedModel(model, "reranker", backend=backend, device=device, dtype=dtype,
+                                  threads=threads, allow_fallback=allow_fallback, revision=revision)
+        self.spec = self._model.spec
+        self.tokenizer = self._model.tokenizer
+        self.info: dict[str, Any] = {**self._model.info, "num_labels": self.spec.num_labels,
+                                     "activation": self.spec.activation}
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per pair (special tokens included); longer pairs are truncated longest-first."""
+        return self.spec.max_length
+
+    def predict(self, pairs: Sequence[tuple[str, str]] | tuple[str, str], batch_size: int = 32,
+                activation: str = "auto", show_progress_bar: bool = False) -> np.ndarray:
+        """Scores (n,) float32 in input order ((n, num_labels) for multi-label models); one pair gives a scalar.
+
+        ``activation="auto"`` applies what CrossEncoder.predict applies for this checkpoint.
+        """
+        fn = self._activation(activation)
+        single = _is_pair(pairs)
+        items = _check_pairs([pairs] if single else _as_list(pairs, "pairs"))
+        if not items:
+            return np.zeros((0,) if self.spec.num_labels == 1 else (0, self.spec.num_labels), dtype=np.float32)
+        logits = self._model.run(self.tokenizer.encode_pairs(items), batch_size,
+                                 lambda out, batch: np.asarray(out, dtype=np.float32).reshape(len(out), -1),
+                                 show_progress_bar=show_progress_bar)
+        scores = fn(logits.astype(np.float64)).astype(np.float32)
+        scores = scores[:, 0] if self.spec.num_labels == 1 else scores
+        return scores[0] if single else scores
+
+    def rank(self, query: str, documents: Iterable[str], top_k: int | None = None, return_documents: bool = False,
+             batch_size: int = 32, activation: str = "auto",
+             show_progress_bar: bool = False) -> list[dict[str, Any]]:
+        """Documents sorted by score, best first: ``{"corpus_id", "score"[, "text"]}``, ties kept in input order."""
+        if self.spec.num_labels != 1:
+            raise ValueError(f"rank needs a model with one label; this one has {self.spec.num_labels} (use predict)")
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        docs = check_texts(_as_list(documents, "documents"), "documents")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        scores = self.predict([(query, d) for d in docs], batch_size=batch_size, activation=activation,
+                              show_progress_bar=show_progress_bar)
+        results = [{"corpus_id": i, "score": float(s), **({"text": d} if return_documents else {})}
+                   for i, (s, d) in enumerate(zip(scores, docs))]
+        return sorted(results, key=lambda r: r["score"], reverse=True)[:top_k]
+
+    def _activation(self, activation: str):
+        name = self.spec.activation if activation == "auto" else activation
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation must be 'auto', 'sigmoid' or 'identity', got {activation!r}")
+        return ACTIVATIONS[name]
+
+
+def _is_pair(item: Any) -> bool:
+    """One (query, document) pair rather than a list of pairs, as CrossEncoder.predict decides."""
+    return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(t, str) for t in item)
+
+
+def _check_pairs(pairs: list) -> list[tuple[str, str]]:
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"pairs[{i}] must be a (query, document) pair, got {type(pair).__name__}"
+                            + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else ""))
+        for j, text in enumerate(pair):
+            if not isinstance(text, str):
+                raise TypeError(f"pairs[{i}][{j}] is {type(text).__name__}, expected str")
+    return [tuple(p) for p in pairs]

@@ -1,0 +1,53 @@
+"""A loaded model: folder resolved, spec read, tokenizer and backend opened once — shared by Embedder and Reranker."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from granite_rt.batching import map_batches
+from granite_rt.errors import UnsupportedModelError
+from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
+from granite_rt.tokenize import Tokenizer
+
+_CLASS = {"embedder": "Embedder", "reranker": "Reranker"}
+
+
+class LoadedModel:
+    """Spec + tokenizer + backend of one model; ``run`` maps a function over length-sorted padded batches."""
+
+    def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
+                 dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
+                 revision: str | None = None) -> None:
+        from granite_rt import devices
+
+        folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
+        self.spec: ModelSpec = load_spec(folder)
+        if self.spec.kind != kind:
+            raise UnsupportedModelError(f"{model} is a {self.spec.kind}; load it with granite_rt."
+                                        f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}")
+        self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
+                                   truncation_side=self.spec.truncation_side)
+        self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,
+                                                    allow_fallback=allow_fallback, threads=threads)
+        self.info: dict[str, Any] = {
+            **selection.info(), "model": str(model), "folder": str(folder), "kind": kind,
+            "files": [str(p.relative_to(folder)) for p in artifact_files(folder, selection.placement.artifact)],
+            "max_length": self.spec.max_length,
+        }
+
+    def run(self, encodings: Sequence, batch_size: int,
+            fn: Callable[[np.ndarray, Mapping[str, np.ndarray]], np.ndarray],
+            show_progress_bar: bool = False) -> np.ndarray:
+        """``fn(backend output, batch inputs)`` → one row per input, over length-sorted batches, in input order."""
+        return map_batches(encodings, batch_size, self.tokenizer.pad_id,
+                           lambda batch: fn(self.backend.run(batch), batch),
+                           progress=_print_progress if show_progress_bar else None)
+
+
+def _print_progress(done: int, total: int) -> None:
+    """A one-line batch counter on stderr (no tqdm dependency)."""
+    print(f"\rbatches {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)

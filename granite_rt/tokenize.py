@@ -1,0 +1,112 @@
+"""Tokenization as the reference does it: the model's tokenizer.json, truncated at the reference max length.
+
+sentence-transformers calls the transformers fast tokenizer with ``truncation="longest_first"`` at
+``max_length``; the fast tokenizer is this same ``tokenizers`` object with that truncation set and
+the template (special tokens, pair layout) from tokenizer.json's own post-processor. Fixed padding
+or truncation stored in tokenizer.json is removed, as transformers does when it loads the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from granite_rt.errors import ModelFileError
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def check_texts(texts: Sequence[Any], what: str = "texts") -> list[str]:
+    """Every item must be a str; the error names the offending index."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] is {type(text).__name__}, expected str")
+    return list(texts)
+
+
+def _untokenizable(items: Sequence[str | tuple[str, str]], what: str) -> ValueError | None:
+    """A ValueError naming the first item with text the tokenizer cannot take (lone surrogates)."""
+    for i, item in enumerate(items):
+        for text in (item,) if isinstance(item, str) else item:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return ValueError(f"{what}[{i}] is not valid Unicode ({exc.reason} at position {exc.start}): "
+                                  "lone surrogates cannot be tokenized")
+    return None
+
+
+class Tokenizer:
+    """Batch-encodes texts and (query, document) pairs with the model's tokenizer, truncating at max_length."""
+
+    def __init__(self, folder: Path, max_length: int, *, do_lower_case: bool = False,
+                 truncation_side: str = "right") -> None:
+        self.max_length = max_length
+        self._untruncated = _load(folder / "tokenizer.json", do_lower_case)
+        self._tok = _load(folder / "tokenizer.json", do_lower_case)
+        self._tok.enable_truncation(max_length, strategy="longest_first", direction=truncation_side)
+        self.pad_id = _pad_id(folder, self._tok)
+
+    def untruncated(self):
+        """The same tokenizer without truncation (``tokenizers.Tokenizer``), to count tokens."""
+        return self._untruncated
+
+    def encode(self, texts: Sequence[str], what: str = "texts") -> list:
+        """``tokenizers.Encoding`` per text, special tokens added, truncated at max_length."""
+        return self._encode_batch(list(texts), what)
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], what: str = "pairs") -> list:
+        """``tokenizers.Encoding`` per pair, in the tokenizer's pair template, longest_first truncation."""
+        return self._encode_batch([tuple(p) for p in pairs], what)
+
+    def _encode_batch(self, items: list, what: str) -> list:
+        try:
+            return self._tok.encode_batch(items)
+        except TypeError:
+            error = _untokenizable(items, what)
+            if error is None:
+                raise
+            raise error from None
+
+
+def _load(path: Path, do_lower_case: bool):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import normalizers
+
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing: granite-rt needs the fast tokenizer file")
+    try:
+        tok = HFTokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad files
+        raise ModelFileError(f"{path} cannot be read by tokenizers ({exc})") from exc
+    tok.no_padding()
+    tok.no_truncation()
+    if do_lower_case and not _lowercases(tok.normalizer):
+        rest = [tok.normalizer] if tok.normalizer is not None else []
+        tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), *rest])
+    return tok
+
+
+def _lowercases(normalizer) -> bool:
+    """Whether the normalizer already lowercases (BertNormalizer(lowercase) or a Lowercase step)."""
+    if normalizer is None:
+        return False
+    state = json.loads(normalizer.__getstate__()) if hasattr(normalizer, "__getstate__") else {}
+    steps = state.get("normalizers", [state]) if isinstance(state, dict) else []
+    return any(s.get("type") == "Lowercase" or (s.get("type") == "BertNormalizer" and s.get("lowercase"))
+               for s in steps if isinstance(s, dict))
+
+
+def _pad_id(folder: Path, tok) -> int:
+    """The id transformers pads with: the pad_token of the tokenizer config, else 0."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        token = json.loads(path.read_text(encoding="utf-8")).get("pad_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str) and tok.token_to_id(token) is not None:
+            return int(tok.token_to_id(token))
+    return 0

@@ -11,12 +11,23 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Indices of the inputs, longest first, cut into batches of at most ``batch_size``."""
+# Token budget: padded tokens (rows × longest) per batch, so long texts go in small batches (a longer one alone).
+MAX_BATCH_TOKENS = 16_384
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int,
+                          max_tokens: int = MAX_BATCH_TOKENS) -> list[np.ndarray]:
+    """Indices of the inputs, longest first, in batches of at most ``batch_size`` rows and ``max_tokens`` padded tokens."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        size = max(1, min(batch_size, max_tokens // max(1, int(lengths[order[start]]))))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
 
 
 def pad_batch(encodings: Sequence, pad_id: int) -> dict[str, np.ndarray]:

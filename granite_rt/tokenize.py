@@ -60,9 +60,13 @@ class Tokenizer:
         """``tokenizers.Encoding`` per pair, in the tokenizer's pair template, longest_first truncation."""
         return self._encode_batch([tuple(p) for p in pairs], what)
 
-    def _encode_batch(self, items: list, what: str) -> list:
+    def encode_full(self, texts: Sequence[str], what: str = "texts") -> list:
+        """``tokenizers.Encoding`` per text with special tokens and every token (no truncation): long-text windows."""
+        return self._encode_batch(list(texts), what, self._untruncated)
+
+    def _encode_batch(self, items: list, what: str, tok=None) -> list:
         try:
-            return self._tok.encode_batch(items)
+            return (self._tok if tok is None else tok).encode_batch(items)
         except TypeError:
             error = _untokenizable(items, what)
             if error is None:

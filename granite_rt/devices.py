@@ -101,7 +101,9 @@ class Inventory:
         if backend == "onnx":
             if self.ort_version is None:
                 return f"onnxruntime is not installed ({self.errors.get('onnx', 'pip install onnxruntime')})"
-            hint = {"cuda": "install onnxruntime-gpu (instead of onnxruntime) and the CUDA 12 / cuDNN 9 libraries",
+            if device in self.errors:
+                return self.errors[device]
+            hint = {"cuda": "install onnxruntime-gpu (instead of onnxruntime) and the CUDA / cuDNN libraries it was built for",
                     "tensorrt": "install onnxruntime-gpu and TensorRT (libnvinfer) next to CUDA",
                     "directml": "install onnxruntime-directml (Windows) instead of onnxruntime"}.get(device, "")
             return (f"onnxruntime {self.ort_version} offers {list(self.ort_providers)}, not "
@@ -144,6 +146,11 @@ def probe() -> Inventory:
         ort_version, providers = ort.__version__, tuple(ort.get_available_providers())
     except ImportError as exc:  # absent or broken: the reason goes into info
         errors["onnx"] = f"import onnxruntime failed: {exc}"
+    if "TensorrtExecutionProvider" in providers:  # listed by every onnxruntime-gpu, usable only with TensorRT
+        missing = _tensorrt_missing()
+        if missing:
+            providers = tuple(p for p in providers if p != "TensorrtExecutionProvider")
+            errors["tensorrt"] = missing
     ov_version, ov_devices, names, caps = None, (), {}, {}
     try:
         import openvino as ov
@@ -156,6 +163,22 @@ def probe() -> Inventory:
         errors["openvino"] = f"import openvino failed: {exc}"
     return Inventory(ort_version, providers, onnxruntime_distributions(), ov_version, ov_devices,
                      names, caps, errors)
+
+
+TENSORRT_LIBRARY = {"Windows": "nvinfer_10.dll", "Linux": "libnvinfer.so.10"}
+
+
+def _tensorrt_missing() -> str | None:
+    """Why onnxruntime's TensorRT provider cannot load (its TensorRT 10 library is not found), else None."""
+    import ctypes
+
+    name = TENSORRT_LIBRARY.get(platform.system(), TENSORRT_LIBRARY["Linux"])
+    try:
+        ctypes.CDLL(name)
+    except OSError as exc:
+        return (f"onnxruntime lists TensorrtExecutionProvider but the TensorRT library {name} cannot be loaded "
+                f"({exc}); install TensorRT 10 (pip install tensorrt) and put its libraries on the library path")
+    return None
 
 
 def _ov_property(core: Any, device: str, name: str) -> Any:

@@ -325,3 +325,18 @@ def test_info_report_lists_backends_and_every_device_with_its_status():
     assert lines[("cuda", "onnx")].endswith("available")
     assert "absent" in lines[("directml", "onnx")] and "onnxruntime-directml" in lines[("directml", "onnx")]
     assert lines[("npu", "openvino")].endswith("available")
+
+
+def test_tensorrt_without_its_library_is_absent_with_the_reason(monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(devices, "TENSORRT_LIBRARY", {"Linux": "libnot-a-tensorrt.so.99",
+                                                      "Windows": "not_a_tensorrt.dll", "Darwin": "x"})
+    inv = devices.probe()
+    assert "TensorrtExecutionProvider" not in inv.ort_providers and "CUDAExecutionProvider" in inv.ort_providers
+    assert "cannot be loaded" in inv.absent_reason("onnx", "tensorrt")
+    assert select_placements(ALL, inventory=inv)[0].device == "cuda"
+    with pytest.raises(DeviceUnavailableError, match="TensorRT library"):
+        select_placements(ALL, device="tensorrt", inventory=inv)

@@ -96,3 +96,19 @@ def tiny_reranker_folders(tiny_reranker_checkpoint, tmp_path_factory) -> dict[st
 def minilm_folders(minilm_checkpoint, tmp_path_factory) -> dict[str, Path]:
     """all-MiniLM-L6-v2 exported for the runtime: {"export": with manifest, "hub": IBM layout + OpenVINO}."""
     return _runtime_folders(minilm_checkpoint, tmp_path_factory.mktemp("rt-minilm"))
+
+
+@pytest.fixture(scope="session")
+def loaded_tiny_embedder(tiny_embedder_folders):
+    """The runtime's Embedder on the tiny exported folder (onnx, fp32): the in-process reference of CLI/server tests."""
+    from granite_rt import Embedder
+
+    return Embedder(tiny_embedder_folders["export"], backend="onnx", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def loaded_tiny_reranker(tiny_reranker_folders):
+    """The runtime's Reranker on the tiny exported folder (onnx, fp32): the in-process reference of CLI/server tests."""
+    from granite_rt import Reranker
+
+    return Reranker(tiny_reranker_folders["export"], backend="onnx", dtype="fp32")

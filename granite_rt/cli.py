@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--precision", choices=PRECISIONS, help="output format of the vectors (default float32)")
     embed.add_argument("--truncate-dim", type=_positive_int, metavar="N", help="Matryoshka: keep the first N dimensions")
     embed.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
-    embed.set_defaults(run=cmd_embed)
+    embed.set_defaults(run=cmd_embed, positional_rest="texts")
 
     rerank = sub.add_parser("rerank", parents=[flags, model, inputs], help="rank documents for a query",
                             description=cmd_rerank.__doc__)
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--query", required=True, help="the query")
     rerank.add_argument("--top-k", type=_positive_int, metavar="K", help="print only the K best")
     rerank.add_argument("--json", action="store_true", help="print JSON instead of lines")
-    rerank.set_defaults(run=cmd_rerank)
+    rerank.set_defaults(run=cmd_rerank, positional_rest="documents")
 
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)
@@ -371,17 +372,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_passthrough = PASSTHROUGH[argv[command]][0]
         return _guarded(lambda: run_passthrough(argv[command + 1:]), args)
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return _guarded(lambda: args.run(args), args)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse, letting texts/documents follow options (``rerank M --query Q doc1 doc2``).
+
+    argparse fills a ``nargs="*"`` positional at its first occurrence only; words that come after
+    an option arrive as unrecognized arguments and are appended here, in order."""
+    args, extra = parser.parse_known_args(argv)
+    words = getattr(args, "positional_rest", None)
+    if extra and words is not None and not any(word.startswith("-") for word in extra):
+        getattr(args, words).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments for {args.command}: {' '.join(extra)}")
+    return args
 
 
 def _guarded(run: Callable[[], int], args: argparse.Namespace) -> int:
     """Run a command: exit code 2 for usage errors, 1 with a one-line message for failures."""
     prog = f"{PROG} {args.command}"
     try:
-        return run()
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+            return run()
     except UsageError as err:
         print(f"{prog}: error: {err} (see '{prog} --help')", file=sys.stderr)
         return 2
@@ -395,7 +413,7 @@ def _guarded(run: Callable[[], int], args: argparse.Namespace) -> int:
         return 1
 
 
-def _one_line(err: BaseException) -> str:
+def _one_line(err: BaseException | Warning | str) -> str:
     message = " ".join(str(err).split())
     return message if message else type(err).__name__
 

@@ -7,15 +7,20 @@ Needs the ``server`` extra (``pip install 'granite-rt[server]'``: starlette + uv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import signal
+import threading
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from .app import ServerConfig
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def serve(config: "ServerConfig", embedder: str | None = None, reranker: str | None = None,
           backend: str = "auto", device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
-    """Load the models, then serve until SIGINT/SIGTERM; in-flight requests finish before exit."""
+    """Load the models, then serve until SIGINT/SIGTERM; in-flight requests finish before it returns."""
     import uvicorn
 
     from .app import create_app
@@ -24,6 +29,27 @@ def serve(config: "ServerConfig", embedder: str | None = None, reranker: str | N
     embedding, rerank = load_services(embedder, reranker, backend=backend, device=device, dtype=dtype,
                                       batch_size=batch_size)
     app = create_app(config, embedding, rerank)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level,
-                timeout_graceful_shutdown=int(config.batcher.request_timeout_s) + 5,
-                limit_concurrency=config.batcher.max_pending * 2 + 16)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level=config.log_level,
+        timeout_graceful_shutdown=int(config.batcher.request_timeout_s) + 5,
+        limit_concurrency=config.batcher.max_pending * 2 + 16))
+    with _signals_end_quietly():
+        server.run()
+
+
+@contextlib.contextmanager
+def _signals_end_quietly() -> Iterator[None]:
+    """Make SIGINT/SIGTERM a clean exit (status 0) once uvicorn has shut down gracefully.
+
+    uvicorn handles the signal itself, finishes in-flight requests, then re-raises it to the
+    handler that was installed before; that handler is this no-op rather than the default
+    (death by signal, or KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

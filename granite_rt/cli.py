@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backend", default="auto", help="auto | onnx | openvino (default: auto)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda | ... (default: auto)")
     model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8")
-    model.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per model call (default 32)")
+    model.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
     inputs = _Parser(add_help=False)
     inputs.add_argument("--input", metavar="FILE", help=".txt (one text per line) or .jsonl (a \"text\" field); - for stdin")
     inputs.add_argument("--input-format", choices=("txt", "jsonl"), help="override the format guessed from --input's suffix")
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--output", metavar="FILE", help="write .npy or .jsonl; - for JSONL on stdout")
     embed.add_argument("--format", choices=("npy", "jsonl"), help="output format (default: from --output's suffix)")
     embed.add_argument("--precision", choices=PRECISIONS, help="output format of the vectors (default float32)")
-    embed.add_argument("--truncate-dim", type=_positive_int, metavar="N", help="Matryoshka: keep the first N dimensions")
+    embed.add_argument("--truncate-dim", type=positive_int, metavar="N", help="Matryoshka: keep the first N dimensions")
     embed.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
     embed.set_defaults(run=cmd_embed, positional_rest="texts")
 
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("model", metavar="MODEL", help="exported reranker folder or Hub repo id")
     rerank.add_argument("documents", metavar="DOC", nargs="*", default=[], help="documents to rank (else --input or stdin)")
     rerank.add_argument("--query", required=True, help="the query")
-    rerank.add_argument("--top-k", type=_positive_int, metavar="K", help="print only the K best")
+    rerank.add_argument("--top-k", type=positive_int, metavar="K", help="print only the K best")
     rerank.add_argument("--json", action="store_true", help="print JSON instead of lines")
     rerank.set_defaults(run=cmd_rerank, positional_rest="documents")
 
@@ -323,13 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-id", help="model name reported by /info and /v1/embeddings")
     serve.add_argument("--auto-truncate", action="store_true",
                        help="truncate over-long inputs when a request does not say (default: answer 413)")
-    serve.add_argument("--max-batch-tokens", type=_positive_int, default=16_384, help="token budget of one model call")
+    serve.add_argument("--max-batch-tokens", type=positive_int, default=16_384, help="token budget of one model call")
     serve.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
-    serve.add_argument("--max-concurrent-requests", type=_positive_int, default=512,
+    serve.add_argument("--max-concurrent-requests", type=positive_int, default=512,
                        help="requests admitted at once; more get 429 (default 512)")
-    serve.add_argument("--max-client-batch-size", type=_positive_int, default=256,
+    serve.add_argument("--max-client-batch-size", type=positive_int, default=256,
                        help="inputs per request; more get 413 (default 256)")
-    serve.add_argument("--max-request-bytes", type=_positive_int, default=2_000_000,
+    serve.add_argument("--max-request-bytes", type=positive_int, default=2_000_000,
                        help="request body size; larger get 413 (default 2000000)")
     serve.add_argument("--request-timeout", type=float, default=30.0, help="seconds before a request gets 503")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -345,7 +345,8 @@ def _global_flags(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress or status on stderr")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, with a one-line error naming the bad value."""
     try:
         value = int(text)
     except ValueError:

@@ -50,11 +50,12 @@ class OpenVINOBackend:
         unknown = sorted(set(names) - set(KNOWN_INPUTS))
         if unknown:
             raise UnsupportedModelError(f"{self.path} takes inputs {unknown}; granite-rt feeds only {KNOWN_INPUTS}")
-        try:
-            self.compiled = core().compile_model(model, self.device, {k: _ov_value(v) for k, v in self.config.items()})
-        except Exception as exc:  # noqa: BLE001 - a device/plugin failure; the caller may fall back
-            raise DeviceUnavailableError(f"OpenVINO could not compile {self.path} for {self.device} "
-                                         f"with {self.config}: {exc}") from exc
+        # NPU: no dynamic shapes. One model per (batch, sequence) bucket, compiled on first use; the
+        # smallest is compiled now so a device that cannot take the model fails at load (and falls back).
+        self._model, self._buckets = model, tuple(sorted(placement.static_shapes))
+        self._by_shape: dict[tuple[int, int], ov.CompiledModel] = {}
+        self._compile_lock = threading.Lock()
+        self.compiled = self._compiled_for(*self._buckets[0]) if self._buckets else self._compile(model)
         self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
         self._input_types = {p.get_any_name(): p.get_element_type().to_dtype() for p in self.compiled.inputs}
         outputs = [o.get_any_name() for o in self.compiled.outputs]
@@ -62,14 +63,58 @@ class OpenVINOBackend:
         self._output_index = outputs.index(self.output_name)
         self._local = threading.local()
 
+    def _compile(self, model: ov.Model) -> ov.CompiledModel:
+        try:
+            return core().compile_model(model, self.device, {k: _ov_value(v) for k, v in self.config.items()})
+        except Exception as exc:  # noqa: BLE001 - a device/plugin failure; the caller may fall back
+            raise DeviceUnavailableError(f"OpenVINO could not compile {self.path} for {self.device} "
+                                         f"with {self.config}: {exc}") from exc
+
+    def _compiled_for(self, batch: int, sequence: int) -> ov.CompiledModel:
+        """The model compiled for the static shape [batch, sequence] (once per process)."""
+        with self._compile_lock:
+            if (batch, sequence) not in self._by_shape:
+                model = self._model.clone()
+                model.reshape({p.get_any_name(): ov.PartialShape([batch, sequence]) for p in model.inputs})
+                self._by_shape[batch, sequence] = self._compile(model)
+            return self._by_shape[batch, sequence]
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One batch on this thread's infer request; the result is copied out of OpenVINO's buffer."""
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
         feed = {name: np.ascontiguousarray(inputs[name], dtype=kind) for name, kind in self._input_types.items()}
+        return self._run_static(feed) if self._buckets else self._infer(self.compiled, feed)
+
+    def _infer(self, compiled: ov.CompiledModel, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        requests = self._local.__dict__.setdefault("requests", {})
+        if id(compiled) not in requests:
+            requests[id(compiled)] = compiled.create_infer_request()
+        request = requests[id(compiled)]
         request.infer(feed)
         return request.get_output_tensor(self._output_index).data.copy()
+
+    def _run_static(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Pad up to the smallest bucket that fits (mask 0), split rows over the batch buckets, cut back."""
+        rows, length = next(iter(feed.values())).shape
+        sequence = min((s for _, s in self._buckets if s >= length), default=None)
+        if sequence is None:
+            longest = max(s for _, s in self._buckets)
+            raise ValueError(f"a batch of {length} tokens exceeds the largest static shape ({longest} tokens) "
+                             f"compiled for {self.device}; truncate inputs to {longest} tokens")
+        sizes = sorted(b for b, s in self._buckets if s == sequence)
+        parts, start = [], 0
+        while start < rows:
+            n = min(rows - start, sizes[-1])
+            batch = min(b for b in sizes if b >= n)
+            padded = {}
+            for name, array in feed.items():
+                padded[name] = np.zeros((batch, sequence), dtype=array.dtype)
+                padded[name][:n, :length] = array[start:start + n]
+                if name == "attention_mask":
+                    padded[name][n:, 0] = 1  # padding rows attend to one token (no all-masked NaN rows)
+            out = self._infer(self._compiled_for(batch, sequence), padded)[:n]
+            parts.append(out[:, :length] if out.ndim >= 3 else out)  # token outputs carry a sequence axis
+            start += n
+        return np.concatenate(parts)
 
     def describe(self) -> dict[str, Any]:
         """Backend, device, the compile config actually used, precision and file."""

@@ -1,0 +1,112 @@
+"""Selection, fallback and device settings on the real CPU backends (onnxruntime and OpenVINO)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from granite_rt import Embedder, available_devices
+from granite_rt.backends import open_backend
+from granite_rt.devices import DeviceFallbackWarning, info_report, open_best, open_with_fallback, select_placements
+from granite_rt.errors import DeviceUnavailableError
+from granite_rt.model_folder import load_spec
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_embedder_folders):
+    return tiny_embedder_folders["hub"]  # IBM layout: onnx/model.onnx and openvino/openvino_model.xml
+
+
+@pytest.fixture(scope="module")
+def spec(folder):
+    return load_spec(folder)
+
+
+def batch(rows: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 500, size=(rows, length), dtype=np.int64)
+    mask = np.ones((rows, length), dtype=np.int64)
+    for i in range(rows):  # ragged rows, right-padded as the runtime pads
+        mask[i, length - i % 4:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def masked(out: np.ndarray, inputs) -> np.ndarray:
+    return out * inputs["attention_mask"][..., None]
+
+
+def test_both_cpu_backends_open_for_real_and_agree(folder, spec):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ov_backend, ov_sel = open_best(folder, spec.artifacts, device="cpu")
+        ort_backend, ort_sel = open_best(folder, spec.artifacts, backend="onnx", device="cpu")
+    assert (ov_sel.placement.backend, ov_sel.placement.dtype) == ("openvino", "fp32")  # OpenVINO first on CPU
+    assert ort_sel.info()["providers"] == ["CPUExecutionProvider"]
+    inputs = batch(3, 12)
+    np.testing.assert_allclose(masked(ov_backend.run(inputs), inputs), masked(ort_backend.run(inputs), inputs),
+                               atol=1e-4)
+    assert [d.name for d in available_devices()][-1] == "cpu"
+
+
+def test_real_compile_failure_falls_back_to_onnxruntime_with_one_warning(folder, spec):
+    placements = select_placements(spec.artifacts, device="auto", folder=folder)
+    broken = replace(placements[0], ov_config={**placements[0].ov_config, "PERFORMANCE_HINT": "NOT_A_HINT"})
+    with pytest.warns(DeviceFallbackWarning) as record:
+        backend, sel = open_with_fallback(folder, [broken] + placements[1:], explicit=False)
+    assert len(record) == 1 and "NOT_A_HINT" in str(record[0].message)
+    assert sel.placement.backend == "onnx" and sel.failed[0].placement == broken
+
+
+def test_onnxruntime_dropping_cuda_silently_is_refused(folder, spec):
+    cpu = next(p for p in select_placements(spec.artifacts, backend="onnx", device="cpu"))
+    cuda = replace(cpu, device="cuda", providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # onnxruntime's own "not in available providers"
+        with pytest.raises(DeviceUnavailableError, match="did not enable CUDAExecutionProvider"):
+            open_with_fallback(folder, [cuda], explicit=True)
+
+
+def test_directml_session_options_reach_the_session(folder, spec):
+    import onnxruntime as ort
+
+    cpu = select_placements(spec.artifacts, backend="onnx", device="cpu")[0]
+    dml_like = replace(cpu, session_options={"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"})
+    options = open_backend(folder, dml_like).session.get_session_options()
+    assert options.enable_mem_pattern is False and options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+
+
+def test_static_shape_buckets_pad_split_and_cut_back(folder, spec):
+    dynamic = select_placements(spec.artifacts, backend="openvino", device="cpu")[0]
+    static = replace(dynamic, static_shapes=((1, 16), (2, 16), (4, 32), (2, 32)))
+    reference, bucketed = open_backend(folder, dynamic), open_backend(folder, static)
+    for rows, length in ((1, 9), (3, 20), (6, 32)):  # one row; 3 rows padded to (4, 32); 6 = 4 + 2 rows
+        inputs = batch(rows, length, seed=rows)
+        got = bucketed.run(inputs)
+        assert got.shape == (rows, length, reference.run(inputs).shape[-1])
+        np.testing.assert_allclose(masked(got, inputs), masked(reference.run(inputs), inputs), atol=1e-4)
+    assert set(bucketed._by_shape) == {(1, 16), (4, 32), (2, 32)}  # compiled on first use only
+    with pytest.raises(ValueError, match="largest static shape \\(32 tokens\\)"):
+        bucketed.run(batch(1, 33))
+
+
+def test_explicit_gpu_on_this_machine_raises_unless_fallback_is_allowed(folder):
+    with pytest.raises(DeviceUnavailableError, match="onnxruntime-gpu"):
+        Embedder(folder, device="cuda")
+    with pytest.warns(DeviceFallbackWarning, match="cuda"):
+        emb = Embedder(folder, device="cuda", allow_fallback=True)
+    assert emb.info["device"] == "cpu" and "cuda" in emb.info["fallbacks"][0]
+    assert emb.encode(["hello"]).shape == (1, emb.dim)
+
+
+def test_info_report_for_a_real_folder(folder):
+    text = info_report(str(folder))
+    rows = [line.split() for line in text.splitlines() if line.startswith("  cpu ")]
+    assert ["cpu", "openvino", "fp32", "openvino/openvino_model.xml"] in [r[:4] for r in rows]
+    assert ["cpu", "onnx", "fp32", "onnx/model.onnx"] in [r[:4] for r in rows]
+    assert "device='auto' runs cpu (openvino, fp32, openvino/openvino_model.xml)" in text
+    assert "cannot be read" in info_report(str(folder / "nope"))

@@ -14,6 +14,7 @@ from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, 
 from granite_rt.tokenize import Tokenizer
 
 _CLASS = {"embedder": "Embedder", "reranker": "Reranker"}
+_ARTICLE = {"embedder": "an", "reranker": "a"}
 
 
 class LoadedModel:
@@ -27,7 +28,7 @@ class LoadedModel:
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
         if self.spec.kind != kind:
-            raise UnsupportedModelError(f"{model} is a {self.spec.kind}; load it with granite_rt."
+            raise UnsupportedModelError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
                                         f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}")
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
                                    truncation_side=self.spec.truncation_side)

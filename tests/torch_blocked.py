@@ -21,9 +21,10 @@ sys.meta_path.insert(0, _Blocked())
 """
 
 
-def run_without_torch(code: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_without_torch(code: str, cwd: Path | None = None, timeout: float = 300,
+                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` after the import blocker; raises with the child's output when it fails."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run([sys.executable, "-c", PRELUDE + code], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
     if proc.returncode != 0:

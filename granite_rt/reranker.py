@@ -5,13 +5,12 @@ tokenize pairs in the tokenizer's pair template → length-sorted batches → ba
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from granite_rt.embedder import _as_list
-from granite_rt.runtime import LoadedModel
+from granite_rt.runtime import RuntimeModel
 from granite_rt.tokenize import check_texts
 
 ACTIVATIONS = {
@@ -21,23 +20,16 @@ ACTIVATIONS = {
 }
 
 
-class Reranker:
-    """A cross-encoder (Granite reranker R2, or any sequence-classification encoder) on onnxruntime/OpenVINO."""
+class Reranker(RuntimeModel):
+    """A cross-encoder (Granite reranker R2, or any sequence-classification encoder) on onnxruntime/OpenVINO.
 
-    def __init__(self, model: str | os.PathLike, backend: str = "auto", device: str | list = "auto",
-                 dtype: str = "auto", *, threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None) -> None:
-        self._model = LoadedModel(model, "reranker", backend=backend, device=device, dtype=dtype,
-                                  threads=threads, allow_fallback=allow_fallback, revision=revision)
-        self.spec = self._model.spec
-        self.tokenizer = self._model.tokenizer
-        self.info: dict[str, Any] = {**self._model.info, "num_labels": self.spec.num_labels,
-                                     "activation": self.spec.activation}
+    Same constructor as Embedder; ``max_length`` counts the whole pair (truncated longest-first).
+    """
 
-    @property
-    def max_length(self) -> int:
-        """Tokens per pair (special tokens included); longer pairs are truncated longest-first."""
-        return self.spec.max_length
+    kind = "reranker"
+
+    def _describe(self) -> dict[str, Any]:
+        return {"num_labels": self.spec.num_labels, "activation": self.spec.activation}
 
     def predict(self, pairs: Sequence[tuple[str, str]] | tuple[str, str], batch_size: int = 32,
                 activation: str = "auto", show_progress_bar: bool = False) -> np.ndarray:

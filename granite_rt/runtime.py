@@ -52,3 +52,27 @@ class LoadedModel:
 def _print_progress(done: int, total: int) -> None:
     """A one-line batch counter on stderr (no tqdm dependency)."""
     print(f"\rbatches {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+class RuntimeModel:
+    """What Embedder and Reranker share: loading by (model, backend, device, dtype), spec, tokenizer, info."""
+
+    kind: Kind
+
+    def __init__(self, model: str | os.PathLike, backend: str = "auto", device: str | list = "auto",
+                 dtype: str = "auto", *, threads: int | None = None, allow_fallback: bool | None = None,
+                 revision: str | None = None) -> None:
+        self._model = LoadedModel(model, self.kind, backend=backend, device=device, dtype=dtype,
+                                  threads=threads, allow_fallback=allow_fallback, revision=revision)
+        self.spec = self._model.spec
+        self.tokenizer = self._model.tokenizer
+        self.info: dict[str, Any] = {**self._model.info, **self._describe()}
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per input (special tokens included); longer input is truncated, as the reference does."""
+        return self.spec.max_length
+
+    def _describe(self) -> dict[str, Any]:
+        """Model-specific entries of ``info``."""
+        raise NotImplementedError

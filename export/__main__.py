@@ -8,6 +8,7 @@ failed (unsupported checkpoint, converter error, parity miss). Errors are one li
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 
@@ -16,6 +17,7 @@ import warnings
 from granite_rt.errors import GraniteRTError, ModelNotFoundError, OutputFolderError, UnsupportedModelError
 
 from .pipeline import FORMATS, parse_formats
+from .quantize import DEFAULT_CALIBRATION_SAMPLES
 
 PROG = "granite-rt export"
 USAGE_ERRORS = (ModelNotFoundError, OutputFolderError)
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
     parser.add_argument("--calibration", metavar="FILE",
                         help="INT8 calibration texts, one per line (default: the set shipped with granite_export)")
+    parser.add_argument("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, metavar="N",
+                        help=f"calibration texts (or pairs) used for INT8 scales (default: {DEFAULT_CALIBRATION_SAMPLES})")
     parser.add_argument("--kind", choices=("embedder", "reranker"),
                         help="force the model kind (default: detected from config.json architectures)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
@@ -56,12 +60,22 @@ def main(argv: list[str] | None = None) -> int:
             formats = parse_formats(args.formats)
         except ValueError as err:
             raise _UsageError(f"--formats: {err}") from None
+        if args.calibration_samples < 1:
+            raise _UsageError(f"--calibration-samples must be ≥ 1, got {args.calibration_samples}")
+        if args.calibration is not None:
+            from .quantize import read_calibration_file
+
+            try:
+                read_calibration_file(args.calibration)
+            except ValueError as err:
+                raise _UsageError(str(err)) from None
         if not debug:
             _quiet_libraries()
         from .pipeline import export_model
 
         log = (lambda _msg: None) if args.quiet else print
-        export_model(args.model, args.out, formats=formats, kind=args.kind, calibration=args.calibration, log=log)
+        export_model(args.model, args.out, formats=formats, kind=args.kind, calibration=args.calibration,
+                     calibration_samples=args.calibration_samples, log=log)
         return 0
     except _UsageError as err:
         return _fail(f"usage error: {err} (see {PROG} --help)", 2, debug)
@@ -80,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 def _quiet_libraries() -> None:
     """Tracer warnings and progress bars of torch/transformers are noise to a user of the CLI."""
     warnings.simplefilter("ignore")
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice on the root logger
     import transformers
 
     transformers.logging.set_verbosity_error()

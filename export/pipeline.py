@@ -19,6 +19,7 @@ from . import checkpoint as ckpt
 from .manifest import (MANIFEST_NAME, ArtifactRecord, build_manifest, describe_embedder, describe_reranker,
                        graph_inputs, record_artifact, write_manifest)
 from .onnx_export import export_onnx
+from .quantize import DEFAULT_CALIBRATION_SAMPLES
 
 FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "openvino", "openvino-int8")
 FP32_ONNX = "onnx/model.onnx"
@@ -44,6 +45,7 @@ def export_model(
     formats: str | Iterable[str] = ("onnx",),
     kind: str | None = None,
     calibration: str | Path | None = None,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export ``source`` (folder or Hub id) into ``out_dir`` in ``formats``, verify it, and return the manifest."""
@@ -52,6 +54,8 @@ def export_model(
     from .verify import load_reference, verify
 
     wanted = parse_formats(formats)
+    if calibration_samples < 1:
+        raise ValueError(f"calibration_samples must be ≥ 1, got {calibration_samples}")
     out = Path(out_dir).expanduser().resolve()
     _check_output(out)
     checkpoint = ckpt.inspect(str(source), kind)  # type: ignore[arg-type]
@@ -67,7 +71,7 @@ def export_model(
         copy_model_files(checkpoint.folder, stage)
         export_onnx(model, stage / FP32_ONNX, inputs, info.output)
         records = [record_artifact(stage, FP32_ONNX, "onnx", "fp32")]
-        records += _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration, log)
+        records += _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration, calibration_samples, log)
         if "onnx" not in wanted:
             records = [r for r in records if r.path != FP32_ONNX]
             (stage / FP32_ONNX).unlink()
@@ -79,14 +83,15 @@ def export_model(
 
 
 def _derived_formats(stage: Path, wanted: tuple[str, ...], info, checkpoint, tokenizer, calibration,
-                     log: Callable[[str], None]) -> list[ArtifactRecord]:
+                     calibration_samples: int, log: Callable[[str], None]) -> list[ArtifactRecord]:
     """fp16 / INT8 / OpenVINO artifacts converted from the fp32 ONNX graph."""
     derived = [f for f in wanted if f != "onnx"]
     if not derived:
         return []
-    from . import quantize
+    from .quantize import convert
 
-    return quantize.convert(stage, FP32_ONNX, derived, info, checkpoint, tokenizer, calibration, log)
+    return convert(stage, FP32_ONNX, derived, info, checkpoint, tokenizer, calibration,
+                            calibration_samples, log)
 
 
 def copy_model_files(source: Path, dest: Path) -> list[str]:

@@ -1,0 +1,190 @@
+"""Derived artifacts from the fp32 ONNX graph: ONNX fp16, ONNX INT8, OpenVINO IR fp32 and OpenVINO INT8 (NNCF).
+
+INT8 recipes (measured, see docs/export.md): both backends quantise statically, with scales
+calibrated on real text, so a text's vector does not depend on the other texts in its batch
+(onnxruntime's dynamic quantisation computes activation scales over the whole padded batch
+and fails that). Weights are per-channel; the FFN down-projection and the classification head,
+whose inputs carry the large activation outliers of transformer encoders, stay fp32 in ONNX.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from granite_rt.errors import ExportError
+
+from .checkpoint import Checkpoint
+from .manifest import ArtifactRecord, ModelInfo, record_artifact
+
+CALIBRATION_DIR = Path(__file__).parent / "calibration"
+PATHS = {
+    "onnx-fp16": "onnx/model_fp16.onnx",
+    "onnx-int8": "onnx/model_qint8.onnx",
+    "openvino": "openvino/openvino_model.xml",
+    "openvino-int8": "openvino/openvino_model_qint8_quantized.xml",
+}
+# Calibration inputs are cut to this many tokens: activation ranges are reached long before 32k.
+CALIBRATION_MAX_TOKENS = 256
+DEFAULT_CALIBRATION_SAMPLES = 300
+# MatMuls kept fp32 in ONNX INT8: FFN down-projection (BERT/XLM-R ".../output/dense" outside attention,
+# ModernBERT "mlp/Wo") and classification heads.
+_ONNX_FP32_NODES = re.compile(r"(mlp/Wo/|(?<!attention)/output/dense/|/head/|/classifier/|/pooler/)")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Texts the INT8 scales are calibrated on, and where they came from."""
+
+    texts: list[str]
+    source: str
+
+
+def read_calibration_file(path: str | Path) -> Calibration:
+    """``--calibration FILE``: UTF-8, one text per line, at least 8 non-empty lines."""
+    file = Path(path).expanduser()
+    try:
+        texts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--calibration {file}: cannot read it as UTF-8 text ({err})") from None
+    if len(texts) < 8:
+        raise ValueError(f"--calibration {file}: {len(texts)} non-empty lines; give at least 8 texts, one per line")
+    return Calibration(texts=texts, source=str(file))
+
+
+def load_calibration(path: str | Path | None, checkpoint: Checkpoint, vocab_size: int) -> Calibration:
+    """``--calibration FILE`` or the shipped set: multilingual for multilingual models, else English."""
+    if path is not None:
+        return read_calibration_file(path)
+    multilingual = "multilingual" in checkpoint.source.lower() or vocab_size >= 100_000
+    name = "multilingual.txt" if multilingual else "english.txt"
+    texts = (CALIBRATION_DIR / name).read_text(encoding="utf-8").splitlines()
+    return Calibration(texts=[t for t in texts if t.strip()], source=f"granite_export/calibration/{name}")
+
+
+def calibration_feeds(calibration: Calibration, tokenizer, info: ModelInfo,
+                      samples: int) -> list[dict[str, np.ndarray]]:
+    """One tokenized input per calibration text (embedder) or per (query, passage) pair (reranker)."""
+    texts = calibration.texts[:samples]
+    max_length = min(info.max_seq_length, CALIBRATION_MAX_TOKENS)
+    feeds = []
+    for i, text in enumerate(texts):
+        if info.kind == "reranker":
+            # Half the pairs match (query = the passage's opening words), half do not.
+            passage = text if i % 2 == 0 else texts[(i + len(texts) // 2) % len(texts)]
+            args: tuple = ([" ".join(text.split()[:8])], [passage])
+        else:
+            args = ([text],)
+        enc = tokenizer(*args, truncation="longest_first", max_length=max_length, return_tensors="np")
+        feeds.append({name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in info.inputs})
+    return feeds
+
+
+def convert(stage: Path, fp32_onnx: str, formats: list[str], info: ModelInfo, checkpoint: Checkpoint, tokenizer,
+            calibration_path, calibration_samples: int, log: Callable[[str], None]) -> list[ArtifactRecord]:
+    """Write each requested derived format into ``stage`` and return its records."""
+    source = stage / fp32_onnx
+    feeds: list[dict[str, np.ndarray]] = []
+    calibration = None
+    if any(f.endswith("-int8") for f in formats):
+        calibration = load_calibration(calibration_path, checkpoint, len(tokenizer))
+        feeds = calibration_feeds(calibration, tokenizer, info, calibration_samples)
+    records = []
+    for fmt in formats:
+        log(f"  {fmt} → {PATHS[fmt]}")
+        target = stage / PATHS[fmt]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if fmt == "onnx-fp16":
+                records.append(_onnx_fp16(source, target, stage))
+            elif fmt == "onnx-int8":
+                records.append(_onnx_int8(source, target, stage, feeds, calibration))
+            elif fmt == "openvino":
+                records.append(_openvino(source, target, stage))
+            else:
+                records.append(_openvino_int8(source, target, stage, feeds, calibration))
+        except (ExportError, ValueError):
+            raise
+        except Exception as err:  # converter internals: name the format that failed
+            raise ExportError(f"{fmt}: conversion failed: {type(err).__name__}: {err}") from err
+    return records
+
+
+def _rel(stage: Path, path: Path) -> str:
+    return path.relative_to(stage).as_posix()
+
+
+def _onnx_fp16(source: Path, target: Path, stage: Path) -> ArtifactRecord:
+    """fp16 weights and compute; int64 inputs and the fp32 output keep their types (keep_io_types)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, disable_shape_infer=False)
+    onnx.save(model, str(target))
+    return record_artifact(stage, _rel(stage, target), "onnx", "fp16",
+                           {"method": "onnxruntime.transformers.float16", "keep_io_types": True})
+
+
+def _quantizable_matmuls(model) -> tuple[list[str], list[str]]:
+    """(MatMul/Gemm nodes with a constant weight to quantise, those kept fp32 by the outlier rule)."""
+    initializers = {init.name for init in model.graph.initializer}
+    weighted = [n.name for n in model.graph.node
+                if n.op_type in ("MatMul", "Gemm") and any(i in initializers for i in n.input)]
+    kept = [n for n in weighted if _ONNX_FP32_NODES.search(n)]
+    return [n for n in weighted if n not in kept], kept
+
+
+class _FeedReader:
+    """onnxruntime's CalibrationDataReader over prepared feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration) -> ArtifactRecord:
+    """Static INT8 (QOperator, per-channel int8 weights, uint8 activations, MinMax scales from calibration)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantized, kept = _quantizable_matmuls(onnx.load(str(source)))
+    quantize_static(
+        str(source), str(target), _FeedReader(feeds), quant_format=QuantFormat.QOperator, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    return record_artifact(stage, _rel(stage, target), "onnx", "int8", {
+        "method": "onnxruntime.quantization.quantize_static", "format": "QOperator", "weights": "int8 per-channel",
+        "activations": "uint8 per-tensor, static MinMax", "quantized_matmuls": len(quantized),
+        "fp32_matmuls": len(kept), "calibration": calibration.source, "calibration_samples": len(feeds),
+    })
+
+
+def _openvino(source: Path, target: Path, stage: Path) -> ArtifactRecord:
+    """OpenVINO IR converted from the fp32 ONNX graph, weights kept fp32."""
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(source)), str(target), compress_to_fp16=False)
+    return record_artifact(stage, _rel(stage, target), "openvino", "fp32", None,
+                           extra_files=(_rel(stage, target.with_suffix(".bin")),))
+
+
+def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration) -> ArtifactRecord:
+    """NNCF post-training INT8 (ModelType.TRANSFORMER) of the OpenVINO model, calibrated on real text."""
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(source))
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(feeds))
+    ov.save_model(quantized, str(target), compress_to_fp16=False)
+    return record_artifact(stage, _rel(stage, target), "openvino", "int8", {
+        "method": "nncf.quantize", "model_type": "TRANSFORMER", "preset": "mixed (NNCF default for transformers)",
+        "calibration": calibration.source, "calibration_samples": len(feeds),
+    }, extra_files=(_rel(stage, target.with_suffix(".bin")),))

@@ -10,9 +10,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from granite_rt.pooling import l2_normalize, pool
+from granite_rt.output import check_precision, output_dim, quantize, truncate
+from granite_rt.pooling import pool
 from granite_rt.runtime import LoadedModel
 from granite_rt.tokenize import check_texts
+from granite_rt.windows import check_long_text, group_windows, pool_windows, split, warn_truncated, window_sizes
 
 
 class Embedder:
@@ -40,38 +42,55 @@ class Embedder:
         return self.spec.max_length
 
     def encode(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool = True,
-               truncate_dim: int | None = None, show_progress_bar: bool = False) -> np.ndarray:
-        """(n, dim) float32 vectors in input order; a single string gives one (dim,) vector.
+               truncate_dim: int | None = None, show_progress_bar: bool = False, *, precision: str = "float32",
+               ranges: np.ndarray | None = None, long_text: str = "truncate", window_tokens: int | None = None,
+               window_stride: int | None = None, return_truncation: bool = False) -> Any:
+        """(n, dim) vectors in input order; a single string gives one (dim,) vector.
 
         ``normalize=True`` L2-normalises the final vectors; ``False`` returns the pooled vectors raw
         (without the model's Normalize step). ``truncate_dim`` keeps the first dimensions (Matryoshka).
+        ``precision`` is the output format (float32, float16, int8, uint8, binary, ubinary; ``ranges``
+        calibrates int8/uint8), see granite_rt.output. ``long_text``: "truncate" at max_length (reported by
+        a warning, or as a bool array with ``return_truncation=True``), "window" (mean of overlapping
+        windows' vectors) or "windows" (a TextWindows per text), see granite_rt.windows.
         """
         single = isinstance(texts, str)
         items = check_texts(_as_list(texts, "texts") if not single else [texts])
-        dim = self._output_dim(truncate_dim)
+        check_precision(precision)
+        check_long_text(long_text)
+        dim = output_dim(truncate_dim, self.dim, self.spec.matryoshka_dims)
+        sizes = window_sizes(window_tokens, window_stride, self.max_length) if long_text != "truncate" else None
+        truncated = np.zeros(len(items), dtype=bool)
         if not items:
-            return np.zeros((0, dim), dtype=np.float32)
-        vectors = self._embed_tokens(self.tokenizer.encode(items), batch_size, show_progress_bar)
-        vectors = self._finish(vectors, normalize, dim)
-        return vectors[0] if single else vectors
+            result: Any = [] if long_text == "windows" else quantize(np.zeros((0, dim), np.float32), precision)
+        elif sizes is None:
+            encodings = self.tokenizer.encode(items)
+            truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
+            result = quantize(self._vectors(encodings, batch_size, show_progress_bar, dim, normalize), precision, ranges)
+        else:
+            windows = split(self.tokenizer.encode_full(items), *sizes)
+            vectors = self._vectors(windows, batch_size, show_progress_bar, dim, normalize)
+            owners = [w.text_index for w in windows]
+            if long_text == "window":
+                result = quantize(pool_windows(vectors, owners, len(items), normalize), precision, ranges)
+            else:
+                result = group_windows(quantize(vectors, precision, ranges), windows, len(items))
+        if single:
+            result, truncated = result[0], truncated[0]
+        if return_truncation:
+            return result, truncated
+        if np.any(truncated):
+            warn_truncated(truncated, self.max_length)
+        return result
 
-    def _embed_tokens(self, encodings: Sequence, batch_size: int = 32, show_progress_bar: bool = False) -> np.ndarray:
-        """Pooled float32 vectors (n, dim) of tokenized texts, before truncation and normalisation."""
+    def _vectors(self, encodings: Sequence, batch_size: int, show_progress_bar: bool, dim: int,
+                 normalize: bool) -> np.ndarray:
+        """float32 (n, dim) vectors of tokenized texts or windows: pooled, truncated to dim, normalised when asked."""
         modes = self.spec.pooling
-        return self._model.run(encodings, batch_size, lambda hidden, batch: pool(hidden, batch["attention_mask"], modes),
-                               show_progress_bar=show_progress_bar)
-
-    def _finish(self, vectors: np.ndarray, normalize: bool, dim: int) -> np.ndarray:
-        """Keep the first ``dim`` dimensions, then L2-normalise when asked."""
-        vectors = vectors[:, :dim] if dim < vectors.shape[1] else vectors
-        return l2_normalize(vectors) if normalize else np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def _output_dim(self, truncate_dim: int | None) -> int:
-        if truncate_dim is None:
-            return self.dim
-        if not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or not 1 <= truncate_dim <= self.dim:
-            raise ValueError(f"truncate_dim must be an int in 1..{self.dim}, got {truncate_dim!r}")
-        return truncate_dim
+        pooled = self._model.run(encodings, batch_size,
+                                 lambda hidden, batch: pool(hidden, batch["attention_mask"], modes),
+                                 show_progress_bar=show_progress_bar)
+        return truncate(pooled, dim, normalize)
 
 
 def _as_list(items: Any, what: str) -> list:

@@ -3,6 +3,7 @@
 Run on a machine with onnxruntime-gpu (and TensorRT for the TensorRT rows):
 
     python tests/gpu/check_gpu.py --build-tiny                      # random tiny models, exported here
+    python tests/gpu/check_gpu.py --build-granite                   # random weights at Granite R2 sizes
     python tests/gpu/check_gpu.py --embedder DIR --reranker DIR     # existing model folders
 
 Bounds: cosine per vector >= 0.99999 (fp32) / 0.999 (fp16); reranker |delta logit| <= 1e-3 (fp32) /
@@ -53,15 +54,17 @@ class Row:
     detail: str = ""
 
 
-def build_tiny(out: Path) -> tuple[Path, Path]:
-    """Random tiny embedder and reranker checkpoints, exported with fp32 and (where supported) fp16 ONNX."""
+def build_random(out: Path, granite_size: bool) -> tuple[Path, Path]:
+    """Random embedder and reranker checkpoints (tiny, or Granite R2 sizes), exported as fp32 and fp16 ONNX."""
     from granite_export import export_model
-    from granite_export.random_models import TINY_EMBEDDER, TINY_RERANKER, build_checkpoint
+    from granite_export import random_models as rm
 
     texts = TEXTS * 4
+    shapes = ((rm.GRANITE_97M_MULTILINGUAL_R2, rm.GRANITE_RERANKER_ENGLISH_R2) if granite_size
+              else (rm.TINY_EMBEDDER, rm.TINY_RERANKER))
     folders = []
-    for name, shape in (("embedder", TINY_EMBEDDER), ("reranker", TINY_RERANKER)):
-        checkpoint = build_checkpoint(out / f"{name}-checkpoint", shape, texts=texts, max_seq_length=256)
+    for name, shape in zip(("embedder", "reranker"), shapes):
+        checkpoint = rm.build_checkpoint(out / f"{name}-checkpoint", shape, texts=texts, max_seq_length=256)
         folder = out / name
         try:
             export_model(checkpoint, folder, formats=("onnx", "onnx-fp16"), log=lambda _: None)
@@ -146,7 +149,9 @@ def print_table(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build-tiny", action="store_true", help="build and export tiny random models first")
-    parser.add_argument("--work", type=Path, help="folder for --build-tiny (default: a temporary folder)")
+    parser.add_argument("--build-granite", action="store_true",
+                        help="build and export random models of the Granite R2 sizes first (slower, realistic timings)")
+    parser.add_argument("--work", type=Path, help="folder for --build-* (default: a temporary folder)")
     parser.add_argument("--embedder", type=Path, help="an embedder model folder")
     parser.add_argument("--reranker", type=Path, help="a reranker model folder")
     parser.add_argument("--devices", default=",".join(DEVICES), help="comma-separated subset of cuda,tensorrt")
@@ -157,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown devices {unknown}; choose from {DEVICES}")
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
-        if args.build_tiny:
-            models["embedder"], models["reranker"] = build_tiny(args.work or Path(tmp))
+        if args.build_tiny or args.build_granite:
+            models["embedder"], models["reranker"] = build_random(args.work or Path(tmp), args.build_granite)
         if args.embedder:
             models["embedder"] = args.embedder
         if args.reranker:
             models["reranker"] = args.reranker
         if not models:
-            parser.error("give --build-tiny or --embedder/--reranker folders")
+            parser.error("give --build-tiny, --build-granite or --embedder/--reranker folders")
         from granite_rt.devices import info_report
 
         print(info_report(), end="\n\n")

@@ -614,13 +614,14 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
             except GraniteRTError as exc:
                 chosen, note = None, _one_line(exc)
             else:
-                note = f"no {be} file runs at dtype={dtype}"
+                has_backend = any(a.backend == be for a in spec.artifacts)
+                note = f"no {be} file runs at dtype={dtype}" if has_backend else f"the folder has no {be} file"
             if chosen is None:
                 lines.append(f"  {device:<10} {be:<9} {'-':<6} {'-':<46} {note}")
                 continue
             dt, artifact, why = chosen
             if not inv.present(be, device):
-                why = f"{why}; but absent here"
+                why = f"{why} (device absent here)"
             lines.append(f"  {device:<10} {be:<9} {dt:<6} {artifact.path:<46} {why}")
     try:
         with warnings.catch_warnings():

@@ -15,7 +15,7 @@ import platform
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from granite_rt.backends.base import Artifact, Backend, Placement
 from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, GraniteRTError, ModelFileError
@@ -116,12 +116,20 @@ class Inventory:
                 + (f"; {hint}" if hint else ""))
 
 
-def onnxruntime_distributions(distributions: Callable[[], Iterable[Any]] | None = None) -> tuple[str, ...]:
-    """Installed distributions that provide the ``onnxruntime`` package (normalised names, sorted)."""
-    if distributions is None:
-        from importlib.metadata import distributions
-    names = {_normalise(d.metadata["Name"] or "") for d in distributions()}
-    return tuple(sorted(names & set(ORT_DISTRIBUTIONS)))
+def onnxruntime_distributions(version: Callable[[str], str] | None = None) -> tuple[str, ...]:
+    """Installed distributions that provide the ``onnxruntime`` package (``version`` is importlib.metadata's)."""
+    from importlib.metadata import PackageNotFoundError
+
+    if version is None:
+        from importlib.metadata import version
+    found = []
+    for name in ORT_DISTRIBUTIONS:  # one lookup per known name: far cheaper than listing every distribution
+        try:
+            version(name)
+        except PackageNotFoundError:
+            continue
+        found.append(name)
+    return tuple(sorted(found))
 
 
 def onnxruntime_conflict(dists: Sequence[str]) -> str | None:
@@ -132,10 +140,6 @@ def onnxruntime_conflict(dists: Sequence[str]) -> str | None:
     return (f"{len(dists)} onnxruntime distributions are installed ({', '.join(dists)}); they overwrite each "
             f"other's files and the result is unpredictable. Keep one: pip uninstall -y {' '.join(dists)} "
             f"&& pip install {keep}")
-
-
-def _normalise(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
 def probe() -> Inventory:

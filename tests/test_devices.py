@@ -292,14 +292,22 @@ def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch):
 
 # ---- one onnxruntime distribution ------------------------------------------------------------------
 
-def fake_distributions(*names):
-    return lambda: [types.SimpleNamespace(metadata={"Name": n}) for n in names]
+def fake_version(*installed):
+    """importlib.metadata.version over a fake environment (it normalises names as the real one does)."""
+    from importlib.metadata import PackageNotFoundError
+
+    def version(name):
+        if name.replace("_", "-").lower() not in {n.replace("_", "-").lower() for n in installed}:
+            raise PackageNotFoundError(name)
+        return "1.0"
+    return version
 
 
-def test_onnxruntime_distributions_are_found_by_normalised_name():
-    found = devices.onnxruntime_distributions(fake_distributions("numpy", "onnxruntime_gpu", "onnxruntime",
-                                                                 "onnxruntime-genai"))
+def test_onnxruntime_distributions_are_found_among_installed_packages():
+    found = devices.onnxruntime_distributions(fake_version("numpy", "onnxruntime_gpu", "onnxruntime",
+                                                           "onnxruntime-genai"))
     assert found == ("onnxruntime", "onnxruntime-gpu")
+    assert devices.onnxruntime_distributions(fake_version("numpy")) == ()
     message = devices.onnxruntime_conflict(found)
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in message
     assert devices.onnxruntime_conflict(("onnxruntime-gpu",)) is None

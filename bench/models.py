@@ -55,10 +55,12 @@ def model_key(name: str, shape) -> str:
     return f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
-def ensure_models(python: str = sys.executable, log=print) -> dict[str, BenchModel]:
+def ensure_models(names=("embedder", "reranker"), python: str = sys.executable, log=print) -> dict[str, BenchModel]:
     """Build each random checkpoint once, export it once per exporter version; return them by name."""
     models = {}
     for name, shape in _shapes().items():
+        if name not in names:
+            continue
         folder = CACHE / model_key(name, shape)
         model = BenchModel(name, folder / "checkpoint", folder / f"exported-{exporter_fingerprint()}")
         for step, target in (("checkpoint", model.checkpoint), ("export", model.exported)):

@@ -57,14 +57,14 @@ def check_targets(results: dict) -> list[dict]:
     return rows
 
 
-def efficiency(results: dict, shape: dict, machine: dict) -> dict:
+def efficiency(results: dict, config: dict, machine: dict) -> dict:
     """Achieved GOP/s of each granite-rt configuration on (a) against the CPU's peak for its precision."""
     wl = results["workloads"].get("a_docs512")
     if not wl:
         return {}
     seq = wl["tokens"]["per_doc"]
-    per_doc = seq * encoder_gop_per_token(shape["num_hidden_layers"], shape["hidden_size"], shape["intermediate_size"],
-                                          seq, shape["local_attention"], shape["global_attn_every_n_layers"])
+    per_doc = seq * encoder_gop_per_token(config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"],
+                                          seq, config.get("local_attention", seq), config.get("global_attn_every_n_layers", 1))
     peaks = peak_gops(machine)
     out = {"gop_per_doc": per_doc, "peaks_gops": peaks, "contenders": {}}
     for name, s in wl["seconds"].items():
@@ -107,10 +107,11 @@ def markdown(results: dict) -> str:
             bold = "**" if name == DEFAULT else ""
             ratios = " | ".join("—" if p == name else f"{med[p] / s['median']:.2f}" for p in peers)
             lines.append(f"| {bold}{name}{bold} | {_fmt_rate(wl, s)} | {_fmt_span(wl, s)} | {ratios} |")
+        empty = " |" * len(peers)
         for name, err in wl["failed"].items():
-            lines.append(f"| {name} | failed: {err[:120]} | | " + " | " * len(peers))
+            lines.append(f"| {name} | failed: {err[:160].replace('|', '/')} | |{empty}")
         for name in wl["skipped"]:
-            lines.append(f"| {name} | not run (too slow for the time budget) | | " + " | " * len(peers))
+            lines.append(f"| {name} | not run (too slow for the time budget) | |{empty}")
         lines.append("")
     cold = results.get("cold_start")
     if cold:
@@ -149,13 +150,13 @@ def markdown(results: dict) -> str:
 
 def write_report(results: dict, models: dict, out: Path, bench_py: Path) -> None:
     """results.json, results.md and results.png (drawn with the bench venv's matplotlib)."""
-    shape = json.loads((models["embedder"].checkpoint / ".bench-ready").read_text())["shape"]
+    config = json.loads((models["embedder"].checkpoint / "config.json").read_text())
     results["machine"] = machine_info()
     results["versions"] = {"project": versions(sys.executable), "bench": versions(str(bench_py))}
     results["models"] = {k: str(v.exported) for k, v in models.items()}
     results["ratios"] = {k: time_ratios(medians(w)) for k, w in results["workloads"].items()}
     results["targets"] = check_targets(results)
-    results["efficiency"] = efficiency(results, shape, results["machine"])
+    results["efficiency"] = efficiency(results, config, results["machine"])
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     subprocess.run([str(bench_py), "-m", "bench.chart", str(out / "results.json"), str(out / "results.png")],

@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this contender (repeatable)")
     parser.add_argument("--workloads", default="abcde", help="subset of workloads, e.g. 'ac' (default abcde)")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
+    for kind in ("embedder", "reranker"):
+        parser.add_argument(f"--{kind}", type=Path, metavar="DIR",
+                            help=f"benchmark this {kind} folder (IBM Hub layout: weights + onnx/ + openvino/) "
+                                 "instead of the random-weight bench model")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     only = set(args.only) if args.only else None
@@ -144,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
     bench_py = ensure_bench_env()
-    models = ensure_models()
+    given = {kind: getattr(args, kind).resolve() for kind in ("embedder", "reranker") if getattr(args, kind)}
+    needed = {"embedder"} if set(args.workloads) & set("abce") else set()
+    needed |= {"reranker"} if "d" in args.workloads else set()
+    models = ensure_models([kind for kind in sorted(needed) if kind not in given])
+    models.update({kind: BenchModel(kind, folder, folder) for kind, folder in given.items() if kind in needed})
     workloads = [w for w in build_workloads(sizes, models) if w.key[0] in args.workloads]
     started = time.time()
     results: dict = {"quick": args.quick, "sizes": asdict(sizes), "workloads": {}}

@@ -42,16 +42,22 @@ class Workload:
 
 def build_workloads(sizes: Sizes, models: dict[str, BenchModel]) -> list[Workload]:
     """Texts cut from real Cranfield text with each model's tokenizer, lengths recorded."""
-    emb_tok = models["embedder"].tokenizer_json
-    rr_tok = models["reranker"].tokenizer_json
+    out: list[Workload] = []
+    if "embedder" in models:
+        out += _embedder_workloads(sizes, models["embedder"].tokenizer_json)
+    if "reranker" in models:
+        out += _reranker_workloads(sizes, models["reranker"].tokenizer_json)
+    return out
+
+
+def _embedder_workloads(sizes: Sizes, emb_tok) -> list[Workload]:
     docs = Cutter(emb_tok).pieces(sizes.docs512, 512, seed=1)
     corpus = cranfield_docs()
     random.Random(0).shuffle(corpus)
     corpus = corpus[: sizes.corpus]
     lengths = token_lengths(emb_tok, corpus)
     query = Cutter(emb_tok).pieces(1, 32, seed=2)
-    rr_query = cranfield_queries()[0]
-    out = [
+    return [
         Workload("a_docs512", f"(a) embedder, {len(docs)} docs × 512 tokens", "embedder",
                  {"texts": docs}, len(docs), "docs/s", tokens={"per_doc": token_lengths(emb_tok, docs)[0]}),
         Workload("b_cranfield", f"(b) embedder, Cranfield corpus ({len(corpus)} docs, mixed lengths)",
@@ -62,6 +68,11 @@ def build_workloads(sizes: Sizes, models: dict[str, BenchModel]) -> list[Workloa
                  {"texts": query}, 1, "ms", calls_per_round=sizes.query_calls,
                  tokens={"per_doc": token_lengths(emb_tok, query)[0]}),
     ]
+
+
+def _reranker_workloads(sizes: Sizes, rr_tok) -> list[Workload]:
+    rr_query = cranfield_queries()[0]
+    out = []
     for length in (256, 512):
         passages = Cutter(rr_tok).pieces(sizes.passages, length, seed=3)
         out.append(Workload(f"d_rerank{length}", f"(d) reranker, 1 query × {len(passages)} passages of {length} tokens",

@@ -12,6 +12,7 @@ from granite_rt.backends import KNOWN_INPUTS, pick_output
 from granite_rt.backends.base import Placement
 from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
 
+_CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 # Messages onnxruntime gives for a file it cannot parse (truncated, not ONNX, missing external data).
 _FILE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "no_suchfile", "load model from",
@@ -47,6 +48,8 @@ class OnnxRuntimeBackend:
         self._input_types = {i.name: _input_type(i, self.path) for i in self.session.get_inputs()}
         self.input_names = tuple(self._input_types)
         self.output_name = pick_output([o.name for o in self.session.get_outputs()])
+        first = providers[0] if providers else "CPUExecutionProvider"
+        self._device_type = "cuda" if (first if isinstance(first, str) else first[0]) in _CUDA_PROVIDERS else "cpu"
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One batch through the session (onnxruntime's run is safe to call from several threads)."""
@@ -56,7 +59,7 @@ class OnnxRuntimeBackend:
         binding = self.session.io_binding()  # inputs copied to the device once, output kept there until read
         for name, array in feed.items():
             binding.bind_cpu_input(name, array)
-        binding.bind_output(self.output_name, "cuda")
+        binding.bind_output(self.output_name, self._device_type)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 

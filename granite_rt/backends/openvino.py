@@ -118,9 +118,10 @@ class OpenVINOBackend:
 
     def describe(self) -> dict[str, Any]:
         """Backend, device, the compile config actually used, precision and file."""
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "f32", "bf16", ...
         return {"backend": "openvino", "device": self.placement.device, "dtype": self.placement.dtype,
-                "ov_device": self.device, "inference_precision": str(hint), "file": self.placement.artifact.path,
+                "ov_device": self.device, "inference_precision": hint.to_string(),
+                "file": self.placement.artifact.path,
                 "inputs": list(self.input_names), "output": self.output_name}
 
 

@@ -1,0 +1,76 @@
+"""What actually runs: dtype="auto" picks the INT8 artifact, OpenVINO's precision hint is explicit, IO binding."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from granite_rt import Embedder
+from granite_rt.backends import open_backend
+from granite_rt.backends.base import Artifact, Placement
+from granite_rt.batching import pad_batch
+
+TEXTS = ["What is the chemical formula of water?", "Water is H2O.", "boundary layer flow " * 20]
+
+
+@pytest.fixture(scope="module")
+def with_int8(tiny_embedder_folders, tmp_path_factory) -> Path:
+    """IBM layout with fp32 and INT8 files for both backends (dynamic ONNX INT8, NNCF int8 weights)."""
+    import nncf
+    import openvino as ov
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder = Path(shutil.copytree(tiny_embedder_folders["hub"], tmp_path_factory.mktemp("int8") / "hub"))
+    quantize_dynamic(str(folder / "onnx" / "model.onnx"), str(folder / "onnx" / "model_qint8.onnx"),
+                     weight_type=QuantType.QInt8)
+    compressed = nncf.compress_weights(ov.Core().read_model(str(folder / "openvino" / "openvino_model.xml")))
+    ov.save_model(compressed, str(folder / "openvino" / "openvino_model_qint8_quantized.xml"))
+    return folder
+
+
+def test_auto_dtype_on_cpu_picks_int8_openvino_first(with_int8):
+    emb = Embedder(with_int8)  # backend, device and dtype all "auto"
+    assert (emb.info["backend"], emb.info["dtype"]) == ("openvino", "int8")
+    assert emb.info["files"] == ["openvino/openvino_model_qint8_quantized.xml",
+                                 "openvino/openvino_model_qint8_quantized.bin"]
+    onnx = Embedder(with_int8, backend="onnx")
+    assert (onnx.info["dtype"], onnx.info["files"]) == ("int8", ["onnx/model_qint8.onnx"])
+    fp32 = Embedder(with_int8, backend="onnx", dtype="fp32").encode(TEXTS)
+    for model in (emb, onnx):  # INT8 stays close to fp32 on real vectors
+        assert ((model.encode(TEXTS) * fp32).sum(axis=1) > 0.9).all()
+
+
+def test_auto_dtype_without_int8_uses_fp32(tiny_embedder_folders):
+    emb = Embedder(tiny_embedder_folders["export"])
+    assert (emb.info["dtype"], emb.info["files"]) == ("fp32", ["onnx/model.onnx"])
+
+
+def test_openvino_precision_hint_is_explicit(tiny_embedder_folders):
+    """OpenVINO would compute in bf16 by default on CPUs that have it: fp32 must stay fp32."""
+    import openvino as ov
+
+    fp32 = Embedder(tiny_embedder_folders["hub"], backend="openvino", dtype="fp32")
+    assert fp32.info["inference_precision"] == "f32"
+    reference = Embedder(tiny_embedder_folders["hub"], backend="onnx", dtype="fp32").encode(TEXTS)
+    assert np.abs(fp32.encode(TEXTS) - reference).max() < 1e-5
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bf16: the bf16 hint cannot be observed")
+    bf16 = Embedder(tiny_embedder_folders["hub"], backend="openvino", dtype="bf16")
+    assert bf16.info["inference_precision"] == "bf16"
+    vectors = bf16.encode(TEXTS)
+    assert np.abs(vectors - reference).max() > 1e-5  # the hint took effect...
+    assert ((vectors * reference).sum(axis=1) > 0.99).all()  # ...and bf16 is still close
+
+
+def test_threads_and_io_binding_give_the_same_outputs(tiny_embedder_folders):
+    folder = tiny_embedder_folders["hub"]
+    artifact = Artifact("onnx/model.onnx", "onnx", "fp32")
+    plain = open_backend(folder, Placement("onnx", "cpu", "fp32", artifact), threads=1)
+    bound = open_backend(folder, Placement("onnx", "cpu", "fp32", artifact, io_binding=True), threads=2)
+    emb = Embedder(folder, backend="onnx", dtype="fp32")
+    batch = pad_batch(emb.tokenizer.encode(TEXTS), emb.tokenizer.pad_id)
+    np.testing.assert_allclose(bound.run(batch), plain.run(batch), atol=1e-5)
+    assert plain.session.get_session_options().intra_op_num_threads == 1

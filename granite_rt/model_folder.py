@@ -146,7 +146,8 @@ def fetch_from_hub(repo_id: str, backends: tuple[BackendName, ...], precisions: 
                                                    local_files_only=offline)
     except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one actionable error
         where = "in the local cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face Hub"
-        raise ModelNotFoundError(f"could not fetch {repo_id!r} {where}: {exc}") from exc
+        raise ModelNotFoundError(f"could not fetch {repo_id!r} {where} (and there is no local folder of that "
+                                 f"name): {exc}") from exc
     return Path(folder)
 
 

@@ -102,11 +102,6 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._work, name=f"granite-rt-{name}", daemon=True)
 
     @property
-    def pending(self) -> int:
-        """Requests admitted and not yet answered."""
-        return self._pending
-
-    @property
     def alive(self) -> bool:
         """The worker thread runs and takes requests."""
         return self._thread.is_alive() and not self._stopping

@@ -11,7 +11,7 @@ import numpy as np
 
 from granite_rt.embedder import _as_list
 from granite_rt.runtime import RuntimeModel
-from granite_rt.tokenize import check_texts
+from granite_rt.tokenize import check_max_query_tokens, check_texts
 
 ACTIVATIONS = {
     "sigmoid": lambda x: np.exp(-np.logaddexp(0.0, -x)),
@@ -32,17 +32,21 @@ class Reranker(RuntimeModel):
         return {"num_labels": self.spec.num_labels, "activation": self.spec.activation}
 
     def predict(self, pairs: Sequence[tuple[str, str]] | tuple[str, str], batch_size: int = 32,
-                activation: str = "auto", show_progress_bar: bool = False) -> np.ndarray:
+                activation: str = "auto", show_progress_bar: bool = False, *,
+                max_query_tokens: int | None = None) -> np.ndarray:
         """Scores (n,) float32 in input order ((n, num_labels) for multi-label models); one pair gives a scalar.
 
         ``activation="auto"`` applies what CrossEncoder.predict applies for this checkpoint.
+        ``max_query_tokens`` cuts queries to that many tokens first (the Granite model card uses 64);
+        pairs still longer than max_length are truncated longest-first, as the reference tokenizer does.
         """
         fn = self._activation(activation)
+        check_max_query_tokens(max_query_tokens)
         single = _is_pair(pairs)
         items = _check_pairs([pairs] if single else _as_list(pairs, "pairs"))
         if not items:
             return np.zeros((0,) if self.spec.num_labels == 1 else (0, self.spec.num_labels), dtype=np.float32)
-        logits = self._model.run(self.tokenizer.encode_pairs(items), batch_size,
+        logits = self._model.run(self.tokenizer.encode_pairs(items, max_query_tokens=max_query_tokens), batch_size,
                                  lambda out, batch: np.asarray(out, dtype=np.float32).reshape(len(out), -1),
                                  show_progress_bar=show_progress_bar)
         scores = fn(logits.astype(np.float64)).astype(np.float32)
@@ -51,7 +55,7 @@ class Reranker(RuntimeModel):
 
     def rank(self, query: str, documents: Iterable[str], top_k: int | None = None, return_documents: bool = False,
              batch_size: int = 32, activation: str = "auto",
-             show_progress_bar: bool = False) -> list[dict[str, Any]]:
+             show_progress_bar: bool = False, *, max_query_tokens: int | None = None) -> list[dict[str, Any]]:
         """Documents sorted by score, best first: ``{"corpus_id", "score"[, "text"]}``, ties kept in input order."""
         if self.spec.num_labels != 1:
             raise ValueError(f"rank needs a model with one label; this one has {self.spec.num_labels} (use predict)")
@@ -61,7 +65,7 @@ class Reranker(RuntimeModel):
         if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
             raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
         scores = self.predict([(query, d) for d in docs], batch_size=batch_size, activation=activation,
-                              show_progress_bar=show_progress_bar)
+                              show_progress_bar=show_progress_bar, max_query_tokens=max_query_tokens)
         results = [{"corpus_id": i, "score": float(s), **({"text": d} if return_documents else {})}
                    for i, (s, d) in enumerate(zip(scores, docs))]
         return sorted(results, key=lambda r: r["score"], reverse=True)[:top_k]

@@ -25,6 +25,13 @@ def check_texts(texts: Sequence[Any], what: str = "texts") -> list[str]:
     return list(texts)
 
 
+def check_max_query_tokens(max_query_tokens: int | None) -> None:
+    """None or a positive int; ValueError naming the argument otherwise."""
+    if max_query_tokens is not None and (not isinstance(max_query_tokens, int) or isinstance(max_query_tokens, bool)
+                                         or max_query_tokens < 1):
+        raise ValueError(f"max_query_tokens must be None or an int >= 1, got {max_query_tokens!r}")
+
+
 def _untokenizable(items: Sequence[str | tuple[str, str]], what: str) -> ValueError | None:
     """A ValueError naming the first item with text the tokenizer cannot take (lone surrogates)."""
     for i, item in enumerate(items):
@@ -46,6 +53,7 @@ class Tokenizer:
         self._untruncated = _load(folder / "tokenizer.json", do_lower_case)
         self._tok = _load(folder / "tokenizer.json", do_lower_case)
         self._tok.enable_truncation(max_length, strategy="longest_first", direction=truncation_side)
+        self._truncation_side = truncation_side
         self.pad_id = _pad_id(folder, self._tok)
 
     def untruncated(self):
@@ -56,17 +64,28 @@ class Tokenizer:
         """``tokenizers.Encoding`` per text, special tokens added, truncated at max_length."""
         return self._encode_batch(list(texts), what)
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]], what: str = "pairs") -> list:
-        """``tokenizers.Encoding`` per pair, in the tokenizer's pair template, longest_first truncation."""
-        return self._encode_batch([tuple(p) for p in pairs], what)
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], what: str = "pairs",
+                     max_query_tokens: int | None = None) -> list:
+        """``tokenizers.Encoding`` per pair, in the tokenizer's pair template, longest_first truncation.
+
+        ``max_query_tokens`` first cuts each query to that many tokens (special tokens not counted).
+        """
+        items = [tuple(p) for p in pairs]
+        if max_query_tokens is None:
+            return self._encode_batch(items, what)
+        queries = self._encode_batch([q for q, _ in items], what, self._untruncated, add_special_tokens=False)
+        docs = self._encode_batch([d for _, d in items], what, self._untruncated, add_special_tokens=False)
+        for query in queries:
+            query.truncate(max_query_tokens, direction=self._truncation_side)
+        return [self._tok.post_process(q, d) for q, d in zip(queries, docs)]
 
     def encode_full(self, texts: Sequence[str], what: str = "texts") -> list:
         """``tokenizers.Encoding`` per text with special tokens and every token (no truncation): long-text windows."""
         return self._encode_batch(list(texts), what, self._untruncated)
 
-    def _encode_batch(self, items: list, what: str, tok=None) -> list:
+    def _encode_batch(self, items: list, what: str, tok=None, add_special_tokens: bool = True) -> list:
         try:
-            return (self._tok if tok is None else tok).encode_batch(items)
+            return (self._tok if tok is None else tok).encode_batch(items, add_special_tokens=add_special_tokens)
         except TypeError:
             error = _untokenizable(items, what)
             if error is None:

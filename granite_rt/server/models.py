@@ -63,8 +63,12 @@ class EmbeddingService(_Service):
         return [len(enc.ids) for enc in self._tokenizer.encode_batch(list(texts))]
 
     def run(self, key: Hashable, texts: list[str]) -> np.ndarray:
+        """``encode`` as a Python caller would; truncation was already decided per request (413 or
+        ``truncate``), so the runtime's truncation report is taken as a mask, not a warning."""
         normalize, dimensions = key
-        return self.model.encode(texts, batch_size=self.batch_size, normalize=normalize, truncate_dim=dimensions)
+        vectors, _truncated = self.model.encode(texts, batch_size=self.batch_size, normalize=normalize,
+                                                truncate_dim=dimensions, return_truncation=True)
+        return vectors
 
 
 class RerankService(_Service):

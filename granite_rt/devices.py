@@ -495,8 +495,7 @@ def _label(p: Placement) -> str:
 
 
 def open_with_fallback(folder: Path, placements: list[Placement], opener: Callable[..., Backend] | None = None,
-                       *, explicit: bool, threads: int | None = None,
-                       inventory: Inventory | None = None) -> tuple[Backend, Selection]:
+                       *, explicit: bool, threads: int | None = None) -> tuple[Backend, Selection]:
     """Open the first candidate that works; warn once (DeviceFallbackWarning) if any failed before it.
 
     With ``explicit`` the user named the device: failing over to a *different* device raises
@@ -557,7 +556,7 @@ def open_best(folder: Path, artifacts: Sequence[Artifact], backend: str = "auto"
     placements = select_placements(artifacts, backend, device, dtype, allow_fallback=allow_fallback,
                                    folder=Path(folder), inventory=inventory, **plan)
     explicit = device != "auto" and not allow_fallback
-    return open_with_fallback(folder, placements, opener, explicit=explicit, threads=threads, inventory=inventory)
+    return open_with_fallback(folder, placements, opener, explicit=explicit, threads=threads)
 
 
 def info_report(model: str | None = None, *, backend: str = "auto", dtype: str = "auto",

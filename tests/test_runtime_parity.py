@@ -154,3 +154,26 @@ def test_tokenization_matches_reference(tiny_embedder_checkpoint, tiny_reranker_
     tok = ours(tiny_reranker_folders["hub"])
     assert tok.max_length == ce.max_seq_length
     assert [e.ids for e in tok.encode_pairs(_pairs())] == unpadded(ce.preprocess([list(p) for p in _pairs()]))
+
+
+def test_do_lower_case_as_sentence_transformers(tiny_embedder_checkpoint, tiny_embedder_folders, tmp_path):
+    """sentence_bert_config do_lower_case=True: a Lowercase step is put before the tokenizer's normalizer."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    from granite_rt.model_folder import load_spec
+    from granite_rt.tokenize import Tokenizer
+
+    checkpoint = Path(shutil.copytree(tiny_embedder_checkpoint, tmp_path / "ckpt"))
+    folder = Path(shutil.copytree(tiny_embedder_folders["hub"], tmp_path / "hub"))
+    for path in (checkpoint / "sentence_bert_config.json", folder / "sentence_bert_config.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "do_lower_case": True}))
+    texts = ["What Is The Chemical Formula Of WATER?", "Der Schnelle Braune FUCHS", "ÉCOLE Русский ТЕКСТ"]
+    spec = load_spec(folder)
+    assert spec.do_lower_case
+    ours = [e.ids for e in Tokenizer(folder, spec.max_length, do_lower_case=True).encode(texts)]
+    st = SentenceTransformer(str(checkpoint), device="cpu")
+    features = st.preprocess(texts)
+    assert ours == [ids[m.bool()].tolist() for ids, m in zip(features["input_ids"], features["attention_mask"])]
+    assert ours != [e.ids for e in Tokenizer(folder, spec.max_length).encode(texts)]  # lower-casing changed ids

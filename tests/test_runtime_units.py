@@ -1,0 +1,73 @@
+"""Small pieces against sentence-transformers' own modules: pooling modes, max length, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from granite_rt.batching import length_sorted_batches, map_batches
+from granite_rt.errors import UnsupportedModelError
+from granite_rt.model_folder import POOLING_MODES, reference_max_length
+from granite_rt.pooling import l2_normalize, pool
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_pooling_matches_sentence_transformers(mode):
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(4, 7, 8)).astype(np.float32)
+    mask = np.array([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2, [1] + [0] * 6], dtype=np.int64)
+    reference = Pooling(8, pooling_mode=mode)({"token_embeddings": torch.from_numpy(hidden),
+                                              "attention_mask": torch.from_numpy(mask)})["sentence_embedding"]
+    poisoned = np.where(mask[..., None].astype(bool), hidden, np.nan)  # padded positions must not leak
+    np.testing.assert_allclose(pool(poisoned, mask, (mode,)), reference.numpy(), atol=1e-6)
+
+
+def test_several_modes_concatenate_and_normalize():
+    hidden = np.arange(24, dtype=np.float32).reshape(1, 3, 8)
+    mask = np.array([[1, 1, 0]])
+    out = pool(hidden, mask, ("cls", "mean"))
+    assert out.shape == (1, 16)
+    np.testing.assert_allclose(out[0, :8], hidden[0, 0])
+    np.testing.assert_allclose(out[0, 8:], hidden[0, :2].mean(axis=0))
+    unit = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32))
+    np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("sbert, tok, config, expected", [
+    ({"max_seq_length": 256}, {"model_max_length": 512}, {"max_position_embeddings": 512}, 256),
+    ({"max_seq_length": 1024}, {"model_max_length": 512}, {"max_position_embeddings": 512}, 1024),  # uncapped, as ST
+    ({}, {"model_max_length": 512}, {"max_position_embeddings": 514}, 512),
+    ({}, {"model_max_length": 8192}, {"max_position_embeddings": 512}, 512),
+    ({}, {}, {"max_position_embeddings": 8192}, 8192),
+    ({"max_seq_length": 128, "processor_kwargs": {"model_max_length": 64}}, {}, {}, 64),
+])
+def test_reference_max_length(sbert, tok, config, expected):
+    assert reference_max_length(sbert, tok, config) == expected
+
+
+def test_no_max_length_is_an_error():
+    with pytest.raises(UnsupportedModelError, match="no max length"):
+        reference_max_length({}, {}, {})
+
+
+def test_batches_are_length_sorted_and_results_come_back_in_order():
+    lengths = [3, 9, 1, 9, 5, 2, 7]
+    batches = length_sorted_batches(lengths, 3)
+    assert [list(b) for b in batches] == [[1, 3, 6], [4, 0, 5], [2]]
+
+    class Enc:
+        def __init__(self, n: int) -> None:
+            self.ids, self.type_ids = list(range(1, n + 1)), [0] * n
+
+    seen = []
+
+    def run(batch):
+        seen.append(batch["input_ids"].shape)
+        return batch["attention_mask"].sum(axis=1, keepdims=True)
+
+    out = map_batches([Enc(n) for n in lengths], 3, pad_id=0, run=run)
+    assert out[:, 0].tolist() == lengths
+    assert seen == [(3, 9), (3, 5), (1, 1)]  # each batch padded only to its own longest text

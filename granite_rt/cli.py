@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 PROG = "granite-rt"
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -210,8 +210,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if (err.name or "").split(".")[0] in SERVER_MODULES:
             raise _ExtraMissing("server", err.name) from None
         raise
+    api_key = args.api_key or os.environ.get("GRANITE_RT_API_KEY") or None
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        warnings.warn(f"serving on {args.host} without an API key: anyone who can reach this port can use it "
+                      "(set GRANITE_RT_API_KEY or --api-key)")
     config = ServerConfig(
-        host=args.host, port=args.port, api_key=args.api_key or os.environ.get("GRANITE_RT_API_KEY") or None,
+        host=args.host, port=args.port, api_key=api_key,
         auto_truncate=args.auto_truncate, model_id=args.model_id,
         limits=Limits(max_request_bytes=args.max_request_bytes, max_inputs=args.max_client_batch_size),
         batcher=BatcherConfig(max_batch_tokens=args.max_batch_tokens, max_wait_s=args.max_wait_ms / 1000,
@@ -317,21 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--embedder", metavar="MODEL", help="embedding model to serve")
     serve.add_argument("--reranker", metavar="MODEL", help="reranker model to serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (prefer env GRANITE_RT_API_KEY: "
                                          "arguments are visible to other users in ps)")
     serve.add_argument("--model-id", help="model name reported by /info and /v1/embeddings")
     serve.add_argument("--auto-truncate", action="store_true",
                        help="truncate over-long inputs when a request does not say (default: answer 413)")
     serve.add_argument("--max-batch-tokens", type=positive_int, default=16_384, help="token budget of one model call")
-    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more requests")
+    serve.add_argument("--max-wait-ms", type=_non_negative_float, default=2.0, help="how long a batch waits for more requests")
     serve.add_argument("--max-concurrent-requests", type=positive_int, default=512,
                        help="requests admitted at once; more get 429 (default 512)")
     serve.add_argument("--max-client-batch-size", type=positive_int, default=256,
                        help="inputs per request; more get 413 (default 256)")
     serve.add_argument("--max-request-bytes", type=positive_int, default=2_000_000,
                        help="request body size; larger get 413 (default 2000000)")
-    serve.add_argument("--request-timeout", type=float, default=30.0, help="seconds before a request gets 503")
+    serve.add_argument("--request-timeout", type=_non_negative_float, default=30.0,
+                       help="seconds before a request gets 503 (0: no timeout)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(run=cmd_serve)
 
@@ -345,15 +350,22 @@ def _global_flags(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress or status on stderr")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1, with a one-line error naming the bad value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _bounded(kind: type, what: str, low: float, high: float = float("inf")) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` within [low, high], with a one-line error naming the bad value."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    return parse
+
+
+positive_int = _bounded(int, "a positive integer", 1)
+_non_negative_float = _bounded(float, "a number >= 0", 0)
+_port = _bounded(int, "a port number in 0..65535", 0, 65535)
 
 
 def _progress(args: argparse.Namespace, n_inputs: int) -> bool:

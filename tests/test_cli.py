@@ -93,6 +93,8 @@ def test_help_lists_every_command_and_needs_neither_torch_nor_a_backend():
     (("embed", "m"), "no texts in stdin"),
     (("embed", "m", "--input", "/nonexistent/texts.txt"), "/nonexistent/texts.txt"),
     (("serve",), "--embedder"),
+    (("serve", "--embedder", "m", "--port", "70000"), "--port"),
+    (("serve", "--embedder", "m", "--max-wait-ms", "-1"), "--max-wait-ms"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, needle):
     assert_one_line_error(cli(*args), 2, needle)

@@ -366,6 +366,16 @@ def test_rerank_without_a_reranker_is_424(embedder):
     assert answer.status_code == 424 and "--reranker" in answer.json()["error"]
 
 
+def test_health_and_requests_answer_503_once_the_model_worker_stopped(embedder):
+    with LiveServer(ServerConfig(), EmbeddingService(embedder, "e")) as live, live.client() as c:
+        assert c.get("/health").status_code == 200
+        live.app.state.granite.batchers["embedder"].stop(10)
+        health = c.get("/health")
+        refused = c.post("/embed", json={"inputs": ["x"]})
+    assert health.status_code == 503
+    assert refused.status_code == 503 and refused.json()["error_type"] == "Unhealthy"
+
+
 def test_graceful_shutdown_finishes_the_request_in_flight(embedder):
     gated = Gated(EmbeddingService(embedder, "tiny-embedder"))
     live = LiveServer(ServerConfig(), gated).__enter__()

@@ -5,41 +5,34 @@ tokenize → length-sorted batches → backend → pooling the model declares �
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from granite_rt.output import check_precision, output_dim, quantize, truncate
 from granite_rt.pooling import pool
-from granite_rt.runtime import LoadedModel
+from granite_rt.runtime import RuntimeModel
 from granite_rt.tokenize import check_texts
 from granite_rt.windows import check_long_text, group_windows, pool_windows, split, warn_truncated, window_sizes
 
 
-class Embedder:
-    """A sentence embedding model (Granite R2, or any sentence-transformers encoder) on onnxruntime/OpenVINO."""
+class Embedder(RuntimeModel):
+    """A sentence embedding model (Granite R2, or any sentence-transformers encoder) on onnxruntime/OpenVINO.
 
-    def __init__(self, model: str | os.PathLike, backend: str = "auto", device: str | list = "auto",
-                 dtype: str = "auto", *, threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None) -> None:
-        self._model = LoadedModel(model, "embedder", backend=backend, device=device, dtype=dtype,
-                                  threads=threads, allow_fallback=allow_fallback, revision=revision)
-        self.spec = self._model.spec
-        self.tokenizer = self._model.tokenizer
-        self.info: dict[str, Any] = {**self._model.info, "dim": self.dim, "pooling": "+".join(self.spec.pooling),
-                                     "normalize": self.spec.normalize,
-                                     "matryoshka_dims": list(self.spec.matryoshka_dims)}
+    ``Embedder(model, backend="auto"|"onnx"|"openvino", device="auto"|"cpu"|..., dtype="auto"|"fp32"|...)``;
+    ``model`` is an exported folder, a folder in IBM's Hub layout, or a Hub repo id.
+    """
+
+    kind = "embedder"
+
+    def _describe(self) -> dict[str, Any]:
+        return {"dim": self.dim, "pooling": "+".join(self.spec.pooling), "normalize": self.spec.normalize,
+                "matryoshka_dims": list(self.spec.matryoshka_dims)}
 
     @property
     def dim(self) -> int:
         """Length of the vectors ``encode`` returns (before truncate_dim)."""
         return self.spec.dim
-
-    @property
-    def max_length(self) -> int:
-        """Tokens per text (special tokens included); longer texts are truncated, as the reference does."""
-        return self.spec.max_length
 
     def encode(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool = True,
                truncate_dim: int | None = None, show_progress_bar: bool = False, *, precision: str = "float32",

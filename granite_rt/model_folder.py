@@ -16,7 +16,7 @@ import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from granite_rt.backends.base import Artifact, BackendName, Precision
 from granite_rt.errors import ModelFileError, ModelNotFoundError, UnsupportedModelError

@@ -13,6 +13,9 @@ import numpy as np
 
 # Token budget: padded tokens (rows × longest) per batch, so long texts go in small batches (a longer one alone).
 MAX_BATCH_TOKENS = 16_384
+# Attention budget: rows × longest² (attention scores per head and layer grow with the square of the length),
+# so texts of 8k tokens and more go one by one and peak memory is that of the longest single text.
+MAX_BATCH_ATTENTION = 8_192 ** 2
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int,
@@ -24,7 +27,8 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int,
     order = np.argsort(-lengths, kind="stable")
     batches, start = [], 0
     while start < len(order):
-        size = max(1, min(batch_size, max_tokens // max(1, int(lengths[order[start]]))))
+        longest = max(1, int(lengths[order[start]]))
+        size = max(1, min(batch_size, max_tokens // longest, MAX_BATCH_ATTENTION // longest ** 2))
         batches.append(order[start:start + size])
         start += size
     return batches

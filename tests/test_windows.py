@@ -97,7 +97,8 @@ def test_window_sizes_default_stride_and_modes():
 def test_token_budget_puts_long_inputs_in_small_batches():
     lengths = [32768, 100, 8192, 8192, 8192, 5] + [512] * 40
     batches = length_sorted_batches(lengths, batch_size=32, max_tokens=16384)
-    assert [b.tolist() for b in batches[:3]] == [[0], [2, 3], [4, 6]]  # 2 rows × 8192 padded tokens
+    assert [b.tolist() for b in batches[:4]] == [[0], [2], [3], [4]]   # 8k and longer: one by one (attention budget)
+    assert [b.tolist() for b in length_sorted_batches([4096] * 5, 32)] == [[0, 1, 2, 3], [4]]  # 4 × 4096² cells
     assert all(len(b) * max(lengths[i] for i in b) <= 16384 or len(b) == 1 for b in batches)
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
     assert max(len(b) for b in batches) == 32

@@ -101,12 +101,12 @@ def markdown(results: dict) -> str:
         med = medians(wl)
         peers = [p for p in PEERS if p in med]
         lines += [f"### {wl['title']}", "", f"tokens: {wl['tokens']}", "",
-                  "| contender | median | min–max | " + " | ".join(f"× {p}" for p in peers) + " |",
+                  "| contender | median | min–max |" + "".join(f" × {p} |" for p in peers),
                   "|---|---:|---:|" + "---:|" * len(peers)]
         for name, s in wl["seconds"].items():
             bold = "**" if name == DEFAULT else ""
-            ratios = " | ".join("—" if p == name else f"{med[p] / s['median']:.2f}" for p in peers)
-            lines.append(f"| {bold}{name}{bold} | {_fmt_rate(wl, s)} | {_fmt_span(wl, s)} | {ratios} |")
+            ratios = "".join(" — |" if p == name else f" {med[p] / s['median']:.2f} |" for p in peers)
+            lines.append(f"| {bold}{name}{bold} | {_fmt_rate(wl, s)} | {_fmt_span(wl, s)} |{ratios}")
         empty = " |" * len(peers)
         for name, err in wl["failed"].items():
             lines.append(f"| {name} | failed: {err[:160].replace('|', '/')} | |{empty}")

@@ -79,7 +79,7 @@ def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Siz
         for wl in workloads:
             print(f"{wl.title}", flush=True)
             runners = [w for w in workers if w.name not in wl.skip]
-            ok, wl_failed = warm_up(runners, wl.payload)
+            ok, wl_failed = warm_up(runners, wl.warmup or wl.payload)
             for name, err in wl_failed.items():
                 print(f"    {name} FAILED: {err}", flush=True)
             times = interleave(ok, wl.payload, sizes.rounds, wl.calls_per_round,

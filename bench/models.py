@@ -55,14 +55,25 @@ def model_key(name: str, shape) -> str:
     return f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
-def ensure_models(names=("embedder", "reranker"), python: str = sys.executable, log=print) -> dict[str, BenchModel]:
-    """Build each random checkpoint once, export it once per exporter version; return them by name."""
+def _latest_export(folder: Path) -> Path | None:
+    """The most recently finished export of a cached checkpoint, whatever exporter version made it."""
+    done = [p.parent for p in folder.glob("exported-*/.bench-ready")]
+    return max(done, key=lambda p: (p / ".bench-ready").stat().st_mtime) if done else None
+
+
+def ensure_models(names=("embedder", "reranker"), python: str = sys.executable, log=print,
+                  reuse_export: bool = False) -> dict[str, BenchModel]:
+    """Build each random checkpoint once, export it once per exporter version; return them by name.
+
+    ``reuse_export`` takes the latest finished export even if the exporter's source changed since.
+    """
     models = {}
     for name, shape in _shapes().items():
         if name not in names:
             continue
         folder = CACHE / model_key(name, shape)
-        model = BenchModel(name, folder / "checkpoint", folder / f"exported-{exporter_fingerprint()}")
+        exported = (_latest_export(folder) if reuse_export else None) or folder / f"exported-{exporter_fingerprint()}"
+        model = BenchModel(name, folder / "checkpoint", exported)
         for step, target in (("checkpoint", model.checkpoint), ("export", model.exported)):
             if not (target / ".bench-ready").exists():
                 log(f"{step}: {name} ({shape.num_hidden_layers} layers, hidden {shape.hidden_size}) "

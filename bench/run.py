@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny inputs, 2 rounds: a smoke run of a few minutes")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this contender (repeatable)")
     parser.add_argument("--workloads", default="abcde", help="subset of workloads, e.g. 'ac' (default abcde)")
+    parser.add_argument("--reuse-export", action="store_true",
+                        help="use the latest cached export even if the exporter's source changed since")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
     for kind in ("embedder", "reranker"):
         parser.add_argument(f"--{kind}", type=Path, metavar="DIR",
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     given = {kind: getattr(args, kind).resolve() for kind in ("embedder", "reranker") if getattr(args, kind)}
     needed = {"embedder"} if set(args.workloads) & set("abce") else set()
     needed |= {"reranker"} if "d" in args.workloads else set()
-    models = ensure_models([kind for kind in sorted(needed) if kind not in given])
+    models = ensure_models([kind for kind in sorted(needed) if kind not in given], reuse_export=args.reuse_export)
     models.update({kind: BenchModel(kind, folder, folder) for kind, folder in given.items() if kind in needed})
     workloads = [w for w in build_workloads(sizes, models) if w.key[0] in args.workloads]
     started = time.time()

@@ -71,3 +71,42 @@ def test_batches_are_length_sorted_and_results_come_back_in_order():
     out = map_batches([Enc(n) for n in lengths], 3, pad_id=0, run=run)
     assert out[:, 0].tolist() == lengths
     assert seen == [(3, 9), (3, 5), (1, 1)]  # each batch padded only to its own longest text
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"num_labels": 1}, "sigmoid"),
+    ({"id2label": {"0": "a", "1": "b", "2": "c"}}, "identity"),
+    ({"num_labels": 1, "sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"}}, "identity"),
+    ({"num_labels": 1, "sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Tanh"}}, "tanh"),
+    ({"num_labels": 1, "sbert_ce_default_activation_function": "torch.nn.modules.activation.Sigmoid"}, "sigmoid"),
+])
+def test_reranker_activation_as_cross_encoder(config, expected):
+    from granite_rt.model_folder import _activation
+
+    assert _activation(config) == expected
+
+
+def test_untrusted_or_unknown_activation():
+    from granite_rt.model_folder import _activation
+
+    with pytest.warns(UserWarning, match="not a torch activation"):
+        assert _activation({"num_labels": 1, "sentence_transformers": {"activation_fn": "mypkg.Custom"}}) == "sigmoid"
+    with pytest.raises(UnsupportedModelError, match="torch.nn.Softsign"):
+        _activation({"sentence_transformers": {"activation_fn": "torch.nn.Softsign"}})
+
+
+def test_declared_activation_is_applied(tiny_reranker_folders, tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from granite_rt import Reranker
+
+    folder = Path(shutil.copytree(tiny_reranker_folders["hub"], tmp_path / "rr"))
+    config = json.loads((folder / "config.json").read_text())
+    config["sentence_transformers"] = {"activation_fn": "torch.nn.modules.linear.Identity"}
+    (folder / "config.json").write_text(json.dumps(config))
+    pairs = [("water", "H2O"), ("water", "fox")]
+    rr = Reranker(folder, backend="onnx")
+    assert rr.info["activation"] == "identity"
+    np.testing.assert_array_equal(rr.predict(pairs), rr.predict(pairs, activation="identity"))

@@ -121,8 +121,9 @@ def hub_patterns(backends: tuple[BackendName, ...], precisions: tuple[Precision,
 
     wanted = [(b, p) for p in precisions for b in backends if (b, p) in ARTIFACT_PATTERNS]
     if repo_files is not None:
+        usable = [f for f in repo_files if _runs_here(f.rsplit("/", 1)[-1])]
         present = [key for key in wanted
-                   if any(fnmatch(f, pat) for f in repo_files for pat in ARTIFACT_PATTERNS[key])]
+                   if any(fnmatch(f, pat) for f in usable for pat in ARTIFACT_PATTERNS[key])]
         wanted = present[:1] or wanted
     return list(META_FILES) + [pat for key in wanted for pat in ARTIFACT_PATTERNS[key]]
 

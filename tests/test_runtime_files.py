@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import shutil
 from pathlib import Path
 
@@ -135,6 +136,9 @@ def test_hub_patterns_for_auto_prefer_int8_then_fp32():
     files = ["onnx/model.onnx", "onnx/model_qint8.onnx"]
     assert hub_patterns(("onnx",), ("int8", "fp32"), files)[-2:] == ["onnx/model_qint8*.onnx", "onnx/model_quint8*.onnx"]
     assert "onnx/model.onnx" in hub_patterns(("onnx",), ("int8", "fp32"), ["onnx/model.onnx"])
+    arm_only = ["onnx/model.onnx", "onnx/model_qint8_arm64.onnx"]  # an INT8 file this x86 CPU cannot run
+    if platform.machine().lower() in {"x86_64", "amd64"}:
+        assert hub_patterns(("onnx",), ("int8", "fp32"), arm_only)[-2:] == ["onnx/model.onnx", "onnx/model.onnx_data"]
     offline = hub_patterns(("openvino", "onnx"), ("int8", "fp32"))  # no file list: every candidate
     assert {"onnx/model.onnx", "openvino/openvino_model.xml", "onnx/model_qint8*.onnx"} <= set(offline)
 

@@ -7,7 +7,6 @@ reference computes rather than a re-implementation of its file parsing.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from granite_rt.errors import UnsupportedModelError
+from granite_rt.model_folder import sha256_file
 
 from .checkpoint import Checkpoint
 
@@ -57,14 +57,6 @@ class ArtifactRecord:
     @property
     def sha256(self) -> str:
         return self.files[self.path]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_artifact(folder: Path, path: str, backend: str, precision: str, quantization: dict | None = None,

@@ -8,6 +8,8 @@ and run the runtime itself in a process where torch cannot be imported (see test
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,39 @@ def loaded_tiny_reranker(tiny_reranker_folders):
     from granite_rt import Reranker
 
     return Reranker(tiny_reranker_folders["export"], backend="onnx", dtype="fp32")
+
+
+# Export fixtures: every format, through the real CLI (python -m granite_export), once per session.
+# Few calibration samples keep INT8 calibration fast; the shipped default is 300.
+EXPORT_TEST_ARGS = ("--calibration-samples", "16")
+
+
+def run_export_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m granite_export ARGS`` in a child process (offline), output captured."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "granite_export", *args], capture_output=True, text=True,
+                          env=env, timeout=900)
+
+
+def _export_all_formats(checkpoint: Path, out: Path) -> Path:
+    result = run_export_cli(str(checkpoint), "--out", str(out), *EXPORT_TEST_ARGS)
+    assert result.returncode == 0, f"export of {checkpoint} failed:\n{result.stdout}\n{result.stderr}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_embedder(tiny_embedder_checkpoint, tmp_path_factory) -> Path:
+    """The tiny embedder exported in every format (onnx fp32/fp16/int8, openvino fp32/int8) with its manifest."""
+    return _export_all_formats(tiny_embedder_checkpoint, tmp_path_factory.mktemp("exported") / "tiny-embedder")
+
+
+@pytest.fixture(scope="session")
+def exported_tiny_reranker(tiny_reranker_checkpoint, tmp_path_factory) -> Path:
+    """The tiny reranker exported in every format with its manifest."""
+    return _export_all_formats(tiny_reranker_checkpoint, tmp_path_factory.mktemp("exported") / "tiny-reranker")
+
+
+@pytest.fixture(scope="session")
+def exported_minilm(minilm_checkpoint, tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 (BERT, token_type_ids, mean pooling) exported in every format with its manifest."""
+    return _export_all_formats(minilm_checkpoint, tmp_path_factory.mktemp("exported") / "minilm")

@@ -150,13 +150,14 @@ def markdown(results: dict) -> str:
 
 def write_report(results: dict, models: dict, out: Path, bench_py: Path) -> None:
     """results.json, results.md and results.png (drawn with the bench venv's matplotlib)."""
-    config = json.loads((models["embedder"].checkpoint / "config.json").read_text())
     results["machine"] = machine_info()
     results["versions"] = {"project": versions(sys.executable), "bench": versions(str(bench_py))}
     results["models"] = {k: str(v.exported) for k, v in models.items()}
     results["ratios"] = {k: time_ratios(medians(w)) for k, w in results["workloads"].items()}
     results["targets"] = check_targets(results)
-    results["efficiency"] = efficiency(results, config, results["machine"])
+    if "embedder" in models:
+        config = json.loads((models["embedder"].checkpoint / "config.json").read_text())
+        results["efficiency"] = efficiency(results, config, results["machine"])
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     subprocess.run([str(bench_py), "-m", "bench.chart", str(out / "results.json"), str(out / "results.png")],

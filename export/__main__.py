@@ -95,6 +95,7 @@ def _quiet_libraries() -> None:
     """Tracer warnings and progress bars of torch/transformers are noise to a user of the CLI."""
     warnings.simplefilter("ignore")
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice on the root logger
+    logging.getLogger("nncf").setLevel(logging.ERROR)  # per-node INFO lines of the ignored scope
     import transformers
 
     transformers.logging.set_verbosity_error()

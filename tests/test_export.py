@@ -217,3 +217,35 @@ def test_failed_export_leaves_no_folder_and_keeps_the_previous_one(tiny_embedder
         export_model(tiny_embedder_checkpoint, out, formats=("onnx",), log=lambda _: None)
     assert _sha256(out / "granite_rt.json") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def _token_table_shape(folder: Path) -> tuple[int, int]:
+    config = json.loads((folder / "config.json").read_text())
+    return config["vocab_size"], config["hidden_size"]
+
+
+def test_int8_artifacts_store_the_token_embedding_table_as_int8(exported):
+    """The table (¾ of the 97m model's weights) is int8 + per-row scales in both INT8 files, fp32 elsewhere."""
+    import onnx
+    import openvino as ov
+
+    _, folder = exported
+    shape = _token_table_shape(folder)
+
+    def onnx_tables(path: str) -> dict:
+        graph = onnx.load(str(folder / path)).graph
+        return {onnx.helper.tensor_dtype_to_np_dtype(i.data_type).name: i.name for i in graph.initializer
+                if tuple(i.dims) == shape}
+
+    def ov_tables(path: str) -> set:
+        model = ov.Core().read_model(str(folder / path))
+        return {op.get_output_element_type(0).get_type_name() for op in model.get_ops()
+                if op.get_type_name() == "Constant" and tuple(op.get_output_shape(0)) == shape}
+
+    assert list(onnx_tables("onnx/model_qint8.onnx")) == ["int8"]
+    assert list(onnx_tables("onnx/model.onnx")) == ["float32"]
+    assert ov_tables("openvino/openvino_model_qint8_quantized.xml") == {"i8"}
+    assert ov_tables("openvino/openvino_model.xml") == {"f32"}
+    for artifact in _manifest(folder)["artifacts"]:
+        if artifact["precision"] == "int8":
+            assert artifact["quantization"]["token_embeddings"] == f"int8, per-row fp32 scale ({shape[0]} rows)"

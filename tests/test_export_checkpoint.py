@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from granite_rt.errors import ModelNotFoundError, UnsupportedModelError
+from granite_rt.errors import ExportError, ModelNotFoundError, UnsupportedModelError
 
 pytest.importorskip("transformers")
 from granite_export import checkpoint as ckpt  # noqa: E402
@@ -110,3 +110,45 @@ def test_unsupported_architecture_is_named(tmp_path):
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError, match="gpt2"):
         ckpt.inspect(str(tmp_path))
+
+
+def _gather_graph(table, extra_gathers: int = 0):
+    """input_ids → Gather(table) → output, plus optional second Gathers on input_ids."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["embedded"], name="embeddings")]
+    nodes += [helper.make_node("Gather", ["table", "input_ids"], [f"again{i}"]) for i in range(extra_gathers)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None, None])],
+        [helper.make_tensor_value_info("embedded", TensorProto.FLOAT, [None, None, table.shape[1]])],
+        [numpy_helper.from_array(table.astype(np.float32), "table")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_token_embedding_compression_keeps_each_row_within_half_a_step():
+    import numpy as np
+    import onnxruntime as ort
+
+    from granite_export.quantize import compress_token_embeddings
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 16)) * rng.uniform(0.01, 5, size=(50, 1))  # rows of very different scales
+    table[7] = 0.0  # an all-zero row must not divide by zero
+    model = _gather_graph(table)
+    assert compress_token_embeddings(model) == 50
+    assert {i.name: i.data_type for i in model.graph.initializer} == {"table_int8": 3, "table_scale": 1}
+    ids = np.array([[0, 7, 49, 3], [3, 3, 1, 0]])
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"input_ids": ids})[0]
+    step = np.abs(table).max(axis=1) / 127
+    assert np.all(np.abs(got - table[ids]) <= step[ids][..., None] / 2 + 1e-6)
+    assert np.all(got[0, 1] == 0)
+
+
+def test_token_embedding_compression_refuses_an_ambiguous_graph():
+    import numpy as np
+
+    from granite_export.quantize import compress_token_embeddings
+
+    with pytest.raises(ExportError, match="found 2"):
+        compress_token_embeddings(_gather_graph(np.ones((4, 2)), extra_gathers=1))

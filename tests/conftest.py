@@ -57,10 +57,11 @@ def minilm_checkpoint() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _offline_hub():
-    """No test may reach the Hugging Face Hub."""
+def _offline_hub(tmp_path_factory):
+    """No test may reach the Hugging Face Hub, or write compiled-model caches into the user's home."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["GRANITE_RT_CACHE"] = str(tmp_path_factory.mktemp("granite-rt-cache"))
     yield
 
 

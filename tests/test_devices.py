@@ -91,13 +91,40 @@ def test_missing_fp16_artifact_falls_back_to_fp32_and_says_why():
     assert "no fp16" in cuda.why
 
 
-def test_openvino_hints_are_explicit_and_cache_dir_only_off_cpu():
+def test_openvino_hints_are_explicit_and_compiled_models_cached_per_file():
     gpu, cpu = (p for p in plan(NVIDIA, backend="openvino") if p.device in ("intel-gpu", "cpu"))
     assert gpu.ov_device == "GPU" and gpu.ov_config["INFERENCE_PRECISION_HINT"] == "f16"
-    assert gpu.ov_config["CACHE_DIR"] == str(Path("/cache/openvino"))
-    assert cpu.ov_config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    assert gpu.ov_config["CACHE_DIR"] == str(Path("/cache/openvino") / devices._artifact_key(gpu.artifact, None))
+    assert cpu.ov_config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                             "CACHE_DIR": str(Path("/cache/openvino") / devices._artifact_key(cpu.artifact, None))}
+    assert gpu.ov_config["CACHE_DIR"] != cpu.ov_config["CACHE_DIR"]  # fp16 vs INT8 file
     batch = plan(CPU_ONLY, backend="openvino", workload="throughput")[0]
     assert batch.ov_config["PERFORMANCE_HINT"] == "THROUGHPUT"
+
+
+def test_granite_rt_cache_off_turns_every_on_disk_cache_off(monkeypatch):
+    monkeypatch.setenv("GRANITE_RT_CACHE", "off")
+    placements = select_placements(ALL, inventory=NVIDIA, backend="auto", device="auto")
+    trt = next(p for p in placements if p.device == "tensorrt")
+    assert "trt_engine_cache_enable" not in trt.providers[0][1]
+    assert all("CACHE_DIR" not in p.ov_config for p in placements if p.backend == "openvino")
+    monkeypatch.setenv("GRANITE_RT_CACHE", "/somewhere")
+    assert devices.default_cache_dir() == Path("/somewhere")
+
+
+def test_cache_key_of_a_folder_without_manifest_follows_each_file_of_the_artifact(tmp_path):
+    """OpenVINO's own cache check looks at the .xml only: a replaced .bin must get a new key too."""
+    (tmp_path / "openvino").mkdir()
+    xml, weights = tmp_path / OV32.path, (tmp_path / OV32.path).with_suffix(".bin")
+    xml.write_text("<net/>")
+    weights.write_bytes(b"1234")
+    key = devices._artifact_key(OV32, tmp_path)
+    assert devices._artifact_key(OV32, tmp_path) == key
+    weights.write_bytes(b"123456")
+    assert devices._artifact_key(OV32, tmp_path) != key
+    with_manifest = Artifact(OV32.path, "openvino", "fp32", "a" * 64, ((OV32.path, "a" * 64), ("x.bin", "b" * 64)))
+    changed_bin = Artifact(OV32.path, "openvino", "fp32", "a" * 64, ((OV32.path, "a" * 64), ("x.bin", "c" * 64)))
+    assert devices._artifact_key(with_manifest, tmp_path) != devices._artifact_key(changed_bin, tmp_path)
 
 
 def test_npu_only_by_name_with_static_shape_buckets():
@@ -280,6 +307,7 @@ def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch):
             return {"FULL_DEVICE_NAME": f"fake {device}", "OPTIMIZATION_CAPABILITIES": ["FP32", "FP16"]}[name]
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime-gpu",))
     monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
     inv = devices.probe()
     assert inv.ort_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -288,6 +316,17 @@ def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch):
     assert [(d.name, d.backend) for d in devices.available_devices(inv)] == [
         ("cuda", "onnx"), ("intel-gpu", "openvino"), ("cpu", "openvino"), ("cpu", "onnx")]
     assert select_placements(ALL)[0].device == "cuda"  # no inventory given: probe() is asked
+
+
+def test_probe_knows_the_cpu_onnxruntime_without_importing_it(monkeypatch):
+    """The plain `onnxruntime` wheel offers the CPU provider only; importing it would cost ~26 MB when OpenVINO runs."""
+    from importlib.metadata import version
+
+    monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime",))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # an import would raise ImportError
+    inv = devices.probe()
+    assert (inv.ort_version, inv.ort_providers) == (version("onnxruntime"), ("CPUExecutionProvider",))
+    assert "onnx" not in inv.errors
 
 
 # ---- one onnxruntime distribution ------------------------------------------------------------------
@@ -340,6 +379,7 @@ def test_tensorrt_without_its_library_is_absent_with_the_reason(monkeypatch):
 
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime-gpu",))
     monkeypatch.setattr(devices, "TENSORRT_LIBRARY", {"Linux": "libnot-a-tensorrt.so.99",
                                                       "Windows": "not_a_tensorrt.dll", "Darwin": "x"})
     inv = devices.probe()

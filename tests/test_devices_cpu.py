@@ -110,3 +110,24 @@ def test_info_report_for_a_real_folder(folder):
     assert ["cpu", "onnx", "fp32", "onnx/model.onnx"] in [r[:4] for r in rows]
     assert "device='auto' runs cpu (openvino, fp32, openvino/openvino_model.xml)" in text
     assert "cannot be read" in info_report(str(folder / "nope"))
+
+
+def test_openvino_compiles_once_then_loads_the_cached_model(folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRANITE_RT_CACHE", str(tmp_path / "cache"))
+    first = Embedder(folder, backend="openvino", dtype="fp32")
+    cache = first.info["cache_dir"]
+    assert cache and cache.startswith(str(tmp_path / "cache" / "openvino"))
+    assert list((tmp_path / "cache").rglob("*.blob"))
+    texts = ["a cached model", "gives the same vectors as a compiled one"]
+    second = Embedder(folder, backend="openvino", dtype="fp32")
+    assert second.info["cache_dir"] == cache
+    np.testing.assert_array_equal(first.encode(texts), second.encode(texts))
+
+
+def test_unwritable_or_disabled_cache_still_loads(folder, monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GRANITE_RT_CACHE", str(blocker / "cache"))  # cannot be created under a file
+    assert Embedder(folder, backend="openvino", dtype="fp32").info["cache_dir"] is None
+    monkeypatch.setenv("GRANITE_RT_CACHE", "off")
+    assert Embedder(folder, backend="openvino", dtype="fp32").info["cache_dir"] is None

@@ -6,6 +6,7 @@ in bf16 on CPUs that support it, which silently changes the results of an "fp32"
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,32 +42,41 @@ class OpenVINOBackend:
         self.config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[placement.dtype], **placement.ov_config}
         if self.device == "CPU":
             self.config.setdefault("INFERENCE_NUM_THREADS", threads)
-        try:
-            model = core().read_model(str(self.path), str(self.path.with_suffix(".bin")))
-        except Exception as exc:  # noqa: BLE001 - any failure to read the IR is a file problem
-            raise ModelFileError(f"{self.path} cannot be read by OpenVINO (truncated or corrupted? "
-                                 f"re-export or re-download it): {exc}") from exc
-        names = {p.get_any_name(): p for p in model.inputs}
-        unknown = sorted(set(names) - set(KNOWN_INPUTS))
-        if unknown:
-            raise UnsupportedModelError(f"{self.path} takes inputs {unknown}; granite-rt feeds only {KNOWN_INPUTS}")
+        if "CACHE_DIR" in self.config and not _writable(Path(self.config["CACHE_DIR"])):
+            del self.config["CACHE_DIR"]  # a cache only saves time: an unwritable one must not stop loading
         # NPU: no dynamic shapes. One model per (batch, sequence) bucket, compiled on first use; the
         # smallest is compiled now so a device that cannot take the model fails at load (and falls back).
-        self._model, self._buckets = model, tuple(sorted(placement.static_shapes))
+        self._buckets = tuple(sorted(placement.static_shapes))
         self._by_shape: dict[tuple[int, int], ov.CompiledModel] = {}
         self._compile_lock = threading.Lock()
-        self.compiled = self._compiled_for(*self._buckets[0]) if self._buckets else self._compile(model)
+        if self._buckets:
+            self._model = self._read()
+            self.compiled = self._compiled_for(*self._buckets[0])
+        else:  # from the file: with CACHE_DIR, OpenVINO then loads the cached blob without reading the IR
+            self.compiled = self._compile(str(self.path))
         self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
+        unknown = sorted(set(self.input_names) - set(KNOWN_INPUTS))
+        if unknown:
+            raise UnsupportedModelError(f"{self.path} takes inputs {unknown}; granite-rt feeds only {KNOWN_INPUTS}")
         self._input_types = {p.get_any_name(): p.get_element_type().to_dtype() for p in self.compiled.inputs}
         outputs = [o.get_any_name() for o in self.compiled.outputs]
         self.output_name = pick_output(outputs)
         self._output_index = outputs.index(self.output_name)
         self._local = threading.local()
 
-    def _compile(self, model: ov.Model) -> ov.CompiledModel:
+    def _read(self) -> ov.Model:
+        try:
+            return core().read_model(str(self.path), str(self.path.with_suffix(".bin")))
+        except Exception as exc:  # noqa: BLE001 - any failure to read the IR is a file problem
+            raise ModelFileError(f"{self.path} cannot be read by OpenVINO (truncated or corrupted? "
+                                 f"re-export or re-download it): {exc}") from exc
+
+    def _compile(self, model: ov.Model | str) -> ov.CompiledModel:
         try:
             return core().compile_model(model, self.device, {k: _ov_value(v) for k, v in self.config.items()})
-        except Exception as exc:  # noqa: BLE001 - a device/plugin failure; the caller may fall back
+        except Exception as exc:  # noqa: BLE001 - a file problem, else a device/plugin failure (may fall back)
+            if isinstance(model, str):
+                self._read()  # raises ModelFileError when the IR itself is unreadable
             raise DeviceUnavailableError(f"OpenVINO could not compile {self.path} for {self.device} "
                                          f"with {self.config}: {exc}") from exc
 
@@ -121,8 +131,17 @@ class OpenVINOBackend:
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "f32", "bf16", ...
         return {"backend": "openvino", "device": self.placement.device, "dtype": self.placement.dtype,
                 "ov_device": self.device, "inference_precision": hint.to_string(),
+                "cache_dir": self.config.get("CACHE_DIR"),
                 "file": self.placement.artifact.path,
                 "inputs": list(self.input_names), "output": self.output_name}
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def _ov_value(value: Any) -> Any:

@@ -9,6 +9,7 @@ or truncation stored in tokenizer.json is removed, as transformers does when it 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,15 +51,22 @@ class Tokenizer:
     def __init__(self, folder: Path, max_length: int, *, do_lower_case: bool = False,
                  truncation_side: str = "right") -> None:
         self.max_length = max_length
-        self._untruncated = _load(folder / "tokenizer.json", do_lower_case)
-        self._tok = _load(folder / "tokenizer.json", do_lower_case)
+        self._path, self._do_lower_case = folder / "tokenizer.json", do_lower_case
+        self._tok = _load(self._path, do_lower_case)
         self._tok.enable_truncation(max_length, strategy="longest_first", direction=truncation_side)
         self._truncation_side = truncation_side
         self.pad_id = _pad_id(folder, self._tok)
+        # A second copy without truncation, loaded on first use (long-text windows, token counts,
+        # max_query_tokens): a large vocabulary costs tens of MB and a fraction of a second to load.
+        self._untruncated_tok = None
+        self._untruncated_lock = threading.Lock()
 
     def untruncated(self):
         """The same tokenizer without truncation (``tokenizers.Tokenizer``), to count tokens."""
-        return self._untruncated
+        with self._untruncated_lock:
+            if self._untruncated_tok is None:
+                self._untruncated_tok = _load(self._path, self._do_lower_case)
+            return self._untruncated_tok
 
     def encode(self, texts: Sequence[str], what: str = "texts") -> list:
         """``tokenizers.Encoding`` per text, special tokens added, truncated at max_length."""
@@ -73,15 +81,15 @@ class Tokenizer:
         items = [tuple(p) for p in pairs]
         if max_query_tokens is None:
             return self._encode_batch(items, what)
-        queries = self._encode_batch([q for q, _ in items], what, self._untruncated, add_special_tokens=False)
-        docs = self._encode_batch([d for _, d in items], what, self._untruncated, add_special_tokens=False)
+        queries = self._encode_batch([q for q, _ in items], what, self.untruncated(), add_special_tokens=False)
+        docs = self._encode_batch([d for _, d in items], what, self.untruncated(), add_special_tokens=False)
         for query in queries:
             query.truncate(max_query_tokens, direction=self._truncation_side)
         return [self._tok.post_process(q, d) for q, d in zip(queries, docs)]
 
     def encode_full(self, texts: Sequence[str], what: str = "texts") -> list:
         """``tokenizers.Encoding`` per text with special tokens and every token (no truncation): long-text windows."""
-        return self._encode_batch(list(texts), what, self._untruncated)
+        return self._encode_batch(list(texts), what, self.untruncated())
 
     def _encode_batch(self, items: list, what: str, tok=None, add_special_tokens: bool = True) -> list:
         try:

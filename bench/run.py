@@ -20,7 +20,7 @@ from bench.workloads import FULL, QUICK, Sizes, Workload, build_workloads
 
 RESULTS = ROOT / "bench" / "results"
 WORKER_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-              "PYTHONPATH": str(ROOT)}
+              "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 class WorkerError(RuntimeError):

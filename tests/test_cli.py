@@ -7,7 +7,6 @@ contract (0 ok, 2 usage, 1 failure, traceback only with --debug) are checked on 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import os
 import shutil
@@ -21,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granite_rt import Embedder
 
 ROOT = Path(__file__).resolve().parents[1]
 GRANITE_RT = shutil.which("granite-rt", path=str(Path(sys.executable).parent)) or shutil.which("granite-rt")
@@ -157,8 +155,6 @@ def test_embed_without_output_prints_a_summary(embedder_folder, loaded_tiny_embe
     assert rows[0].startswith(f"#0 [{expected[0][0]:.4f}, ") and rows[0].endswith(TEXTS[0])
 
 
-@pytest.mark.skipif("precision" not in inspect.signature(Embedder.encode).parameters,
-                    reason="Embedder.encode(precision=...) (issue 7) is not in the runtime yet")
 def test_embed_output_precision(tmp_path, embedder_folder, loaded_tiny_embedder):
     out = tmp_path / "binary.npy"
     result = cli("embed", embedder_folder, *TEXTS, "--precision", "ubinary", "--output", str(out),
@@ -167,6 +163,17 @@ def test_embed_output_precision(tmp_path, embedder_folder, loaded_tiny_embedder)
     packed = np.load(out)
     assert packed.dtype == np.uint8 and packed.shape == (len(TEXTS), loaded_tiny_embedder.dim // 8)
     np.testing.assert_array_equal(packed, np.packbits(loaded_tiny_embedder.encode(TEXTS) > 0, axis=-1))
+
+
+def test_embed_long_text_window(tmp_path, embedder_folder, loaded_tiny_embedder):
+    long = " ".join(TEXTS * 30)  # several windows of the tiny model's 128 tokens
+    out = tmp_path / "window.npy"
+    result = cli("embed", embedder_folder, long, TEXTS[0], "--long-text", "window", "--window-tokens", "64",
+                 "--window-stride", "16", "--output", str(out), *MODEL_FLAGS)
+    assert result.returncode == 0, result.stderr
+    expected = loaded_tiny_embedder.encode([long, TEXTS[0]], long_text="window", window_tokens=64, window_stride=16)
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+    assert np.abs(expected[0] - loaded_tiny_embedder.encode(long)).max() > 1e-4  # the truncated vector would fail
 
 
 # ---------------------------------------------------------------------------------- rerank
@@ -272,3 +279,17 @@ def test_serve_answers_over_http_and_exits_cleanly_on_sigterm(embedder_folder, l
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_rerank_raw_scores_and_max_query_tokens(reranker_folder, loaded_tiny_reranker):
+    docs = TEXTS[1:]
+    query = QUERY + " with many more words than four"
+    result = cli("rerank", reranker_folder, "--query", query, *docs, "--raw-scores", "--max-query-tokens", "4",
+                 "--json", *MODEL_FLAGS)
+    assert result.returncode == 0, result.stderr
+    expected = loaded_tiny_reranker.rank(query, docs, activation="identity", max_query_tokens=4)
+    got = json.loads(result.stdout)
+    assert [r["corpus_id"] for r in got] == [e["corpus_id"] for e in expected]
+    np.testing.assert_allclose([r["score"] for r in got], [e["score"] for e in expected], atol=1e-6)
+    sigmoid = loaded_tiny_reranker.rank(query, docs, max_query_tokens=4)
+    assert not np.allclose([r["score"] for r in got], [s["score"] for s in sigmoid])

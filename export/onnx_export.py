@@ -3,13 +3,17 @@
 Uses ``torch.onnx.export``'s TorchScript exporter under the installed transformers, which
 honours every key of transformers-5 configs (``rope_parameters``, ``layer_types``); measured
 max |Δ| ≤ 1e-6 against eager torch on ModernBERT, including sequences shorter and longer than
-the sliding window and padded rows.
+the sliding window and padded rows. ModernBERT is traced with the memory-bounded attention of
+``attention.py`` (global layers as ``com.microsoft.MultiHeadAttention``, sliding-window layers in
+blocks), so a 32k-token input needs memory linear in its length; BERT/XLM-R keep eager attention.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
+
+from .attention import MS_DOMAIN, blocked_attention
 
 OPSET = 18
 
@@ -53,9 +57,10 @@ def export_onnx(
     args = tuple(examples[name] for name in input_names)
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     axes[output_name] = {0: "batch", 1: "sequence"} if output_name == "last_hidden_state" else {0: "batch"}
-    with torch.no_grad():
+    with torch.no_grad(), blocked_attention(model) as blocked:
         torch.onnx.export(
             graph, args, str(out_path), input_names=list(input_names), output_names=[output_name],
             dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            custom_opsets={MS_DOMAIN: 1} if blocked else None,
         )
     return out_path

@@ -40,6 +40,7 @@ DEFAULT_CALIBRATION_SAMPLES = 300
 # attention, ModernBERT "mlp/Wo") and classification heads. Measured on MiniLM (docs/export.md): with
 # them in INT8 the worst probe's cosine to fp32 drops from ~0.988 to ~0.969 (OpenVINO/NNCF).
 FP32_MATMULS = r"(mlp/Wo/|(?<!attention)/output/dense/|/head/|/classifier/|/pooler/)"
+SDPA = "ScaledDotProductAttention"
 
 
 @dataclass(frozen=True)
@@ -234,13 +235,17 @@ def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: 
     graph = onnx.load(str(source))
     rows = compress_token_embeddings(graph)
     model = ov.convert_model(io.BytesIO(graph.SerializeToString()))
-    kept = nncf.IgnoredScope(patterns=[f".*{FP32_MATMULS}.*"], validate=False)
+    # ModernBERT's global attention (attention.py) carries the padding bias in an extra key channel: a
+    # quantizer on its inputs, calibrated on unpadded texts, would clamp the bias away, so they stay fp32.
+    blocked = any(n.op_type == "MultiHeadAttention" for n in graph.graph.node)
+    kept = nncf.IgnoredScope(patterns=[f".*{FP32_MATMULS}.*"], types=[SDPA] if blocked else [], validate=False)
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(feeds), ignored_scope=kept)
     ov.save_model(quantized, str(target), compress_to_fp16=False)
     return record_artifact(stage, _rel(stage, target), "openvino", "int8", {
         "method": "nncf.quantize", "model_type": "TRANSFORMER", "preset": "mixed (NNCF default for transformers)",
         "fp32_matmuls": f"FFN down-projection and head (ignored_scope {FP32_MATMULS})",
+        **({"fp32_attention": f"{SDPA} inputs (global attention with the padding bias channel)"} if blocked else {}),
         "token_embeddings": f"int8, per-row fp32 scale ({rows} rows)",
         "calibration": calibration.source, "calibration_samples": len(feeds),
     }, extra_files=(_rel(stage, target.with_suffix(".bin")),))

@@ -36,6 +36,7 @@ OV_DEVICE = {"intel-gpu": "GPU", "npu": "NPU", "cpu": "CPU"}
 PROVIDER_DEVICE = {provider: device for device, provider in ORT_PROVIDER.items()}
 
 # dtype="auto": compute precisions tried in order per device (first with a runnable artifact wins).
+# On a CPU without int8 dot-product instructions INT8 is not faster (see CPU_FP32_FIRST), so fp32 comes first.
 AUTO_DTYPES = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16", "fp32"),
                "directml": ("fp16", "fp32"), "intel-gpu": ("fp16", "fp32", "int8"), "npu": ("fp16", "int8")}
 
@@ -55,6 +56,13 @@ RUNNABLE = {
 }
 OV_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
 OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}   # OPTIMIZATION_CAPABILITIES a CPU hint needs
+
+# CPU extensions with int8 dot products (x86 VNNI/AMX, Arm dotprod), as /proc/cpuinfo names them. Without
+# one, INT8 kernels emulate the dot product: measured on an AVX2-only AMD EPYC (97m shape, 2 cores)
+# OpenVINO INT8 ran 0.88x the speed of OpenVINO fp32 and onnxruntime INT8 at most 1.1x (docs/devices.md).
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+_NUMPY_INT8_DOT = {"AVX512VNNI": "avx512_vnni", "ASIMDDP": "asimddp"}   # numpy's runtime CPU feature names
+CPU_FP32_FIRST = ("fp32", "int8")
 
 # NPU: shapes compiled (lazily, one per bucket) by the OpenVINO backend; inputs are padded up.
 NPU_BUCKETS = tuple((b, s) for b in (1, 8) for s in (64, 128, 256, 512))
@@ -86,6 +94,7 @@ class Inventory:
     ov_names: Mapping[str, str] = field(default_factory=dict)            # device -> FULL_DEVICE_NAME
     ov_capabilities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)              # backend -> why it is unusable
+    cpu_int8_dot: tuple[str, ...] | None = None                          # INT8_DOT_FLAGS present; None: unknown
 
     def has_ov(self, ov_device: str) -> bool:
         return any(d == ov_device or d.startswith(ov_device + ".") for d in self.ov_devices)
@@ -172,7 +181,25 @@ def probe() -> Inventory:
     except ImportError as exc:
         errors["openvino"] = f"import openvino failed: {exc}"
     return Inventory(ort_version, providers, dists, ov_version, ov_devices,
-                     names, caps, errors)
+                     names, caps, errors, cpu_int8_dot())
+
+
+def cpu_int8_dot(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
+    """This CPU's int8 dot-product extensions: numpy's runtime feature table, plus /proc/cpuinfo flags on Linux."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    found = {name for key, name in _NUMPY_INT8_DOT.items() if features.get(key)}
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    found |= set(line.partition(":")[2].split()) & set(INT8_DOT_FLAGS)
+                    break
+    except OSError:
+        pass
+    return tuple(sorted(found))
 
 
 TENSORRT_LIBRARY = {"Windows": "nvinfer_10.dll", "Linux": "libnvinfer.so.10"}
@@ -347,6 +374,9 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
                   *, explicit: bool) -> tuple[str, Artifact, str] | None:
     """(compute dtype, artifact, why) for ``device`` on ``backend``, or None when none is runnable."""
     wanted = AUTO_DTYPES[device] if dtype == "auto" else (dtype,)
+    slow_int8 = device == "cpu" and dtype == "auto" and inv.cpu_int8_dot == ()
+    if slow_int8:
+        wanted = CPU_FP32_FIRST
     for i, dt in enumerate(wanted):
         if backend == "openvino" and device == "cpu" and dt in OV_CPU_CAPABILITY:
             if OV_CPU_CAPABILITY[dt] not in inv.ov_capabilities.get("CPU", ()):
@@ -362,6 +392,8 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
             why = f"dtype={dt} as asked"
         elif i == 0:
             why = f"{dt} is the preferred precision on {device}"
+            if slow_int8:
+                why += " without int8 dot-product instructions (VNNI, AMX or Arm dotprod): INT8 is not faster here"
         else:
             why = f"no {'/'.join(wanted[:i])} artifact for {backend}, so {dt}"
         if artifact.precision != dt:

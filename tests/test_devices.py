@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 import warnings
@@ -388,3 +389,28 @@ def test_tensorrt_without_its_library_is_absent_with_the_reason(monkeypatch):
     assert select_placements(ALL, inventory=inv)[0].device == "cuda"
     with pytest.raises(DeviceUnavailableError, match="TensorRT library"):
         select_placements(ALL, device="tensorrt", inventory=inv)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("flags\t\t: fpu sse4_2 avx2 fma", ()),                                  # AMD Zen 3: AVX2 only
+    ("flags\t\t: avx2 avx512f avx512_vnni avx512_bf16", ("avx512_vnni",)),  # Intel Xeon (Cascade Lake+)
+    ("flags\t\t: avx2 avx_vnni", ("avx_vnni",)),                           # Alder Lake, Zen 5 desktop
+    ("Features\t: fp asimd asimddp sve", ("asimddp",)),                     # Arm with dot product
+])
+def test_cpu_int8_dot_reads_the_cpuinfo_flags(tmp_path, monkeypatch, flags, expected):
+    monkeypatch.setattr(devices, "_NUMPY_INT8_DOT", {})  # only the file speaks here
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\n{flags}\n\nprocessor\t: 1\n{flags}\n")
+    assert devices.cpu_int8_dot(cpuinfo) == expected
+    assert devices.cpu_int8_dot(tmp_path / "missing") == ()
+
+
+def test_cpu_auto_dtype_follows_int8_dot_products():
+    vnni = dataclasses.replace(CPU_ONLY, cpu_int8_dot=("avx512_vnni",))
+    avx2 = dataclasses.replace(CPU_ONLY, cpu_int8_dot=())
+    assert summary(plan(vnni))[0] == ("cpu", "openvino", "int8", OV8.path)
+    first = plan(avx2)[0]
+    assert (first.backend, first.dtype, first.artifact) == ("openvino", "fp32", OV32)
+    assert "INT8 is not faster here" in first.why
+    assert plan(avx2, dtype="int8")[0].dtype == "int8"
+    assert summary(plan(avx2, [ONNX8]))[0] == ("cpu", "onnx", "int8", ONNX8.path)  # the only artifact still runs

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granite_rt import Embedder
+from granite_rt import Embedder, devices
 from granite_rt.backends import open_backend
 from granite_rt.backends.base import Artifact, Placement
 from granite_rt.batching import pad_batch
@@ -31,7 +31,18 @@ def with_int8(tiny_embedder_folders, tmp_path_factory) -> Path:
     return folder
 
 
-def test_auto_dtype_on_cpu_picks_int8_openvino_first(with_int8):
+@pytest.fixture
+def vnni_cpu(monkeypatch):
+    """This CPU reported with int8 dot products (the choice must not depend on the machine CI runs on)."""
+    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
+
+
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ())
+
+
+def test_auto_dtype_on_cpu_picks_int8_openvino_first(with_int8, vnni_cpu):
     emb = Embedder(with_int8)  # backend, device and dtype all "auto"
     assert (emb.info["backend"], emb.info["dtype"]) == ("openvino", "int8")
     assert emb.info["files"] == ["openvino/openvino_model_qint8_quantized.xml",
@@ -41,6 +52,14 @@ def test_auto_dtype_on_cpu_picks_int8_openvino_first(with_int8):
     fp32 = Embedder(with_int8, backend="onnx", dtype="fp32").encode(TEXTS)
     for model in (emb, onnx):  # INT8 stays close to fp32 on real vectors
         assert ((model.encode(TEXTS) * fp32).sum(axis=1) > 0.9).all()
+
+
+def test_auto_dtype_on_a_cpu_without_int8_dot_products_is_fp32(with_int8, avx2_cpu):
+    emb = Embedder(with_int8)
+    assert (emb.info["backend"], emb.info["dtype"]) == ("openvino", "fp32")
+    assert "without int8 dot-product instructions" in emb.info["why"]
+    assert Embedder(with_int8, backend="onnx").info["dtype"] == "fp32"
+    assert Embedder(with_int8, dtype="int8").info["dtype"] == "int8"  # still there when asked for
 
 
 def test_auto_dtype_without_int8_uses_fp32(tiny_embedder_folders):

@@ -36,7 +36,7 @@ OV_DEVICE = {"intel-gpu": "GPU", "npu": "NPU", "cpu": "CPU"}
 PROVIDER_DEVICE = {provider: device for device, provider in ORT_PROVIDER.items()}
 
 # dtype="auto": compute precisions tried in order per device (first with a runnable artifact wins).
-# On a CPU without int8 dot-product instructions INT8 is not faster (see CPU_FP32_FIRST), so fp32 comes first.
+# On a CPU without int8 dot-product instructions OpenVINO tries fp32 first (see INT8_DOT_FLAGS).
 AUTO_DTYPES = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16", "fp32"),
                "directml": ("fp16", "fp32"), "intel-gpu": ("fp16", "fp32", "int8"), "npu": ("fp16", "int8")}
 
@@ -57,12 +57,13 @@ RUNNABLE = {
 OV_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
 OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}   # OPTIMIZATION_CAPABILITIES a CPU hint needs
 
-# CPU extensions with int8 dot products (x86 VNNI/AMX, Arm dotprod), as /proc/cpuinfo names them. Without
-# one, INT8 kernels emulate the dot product: measured on an AVX2-only AMD EPYC (97m shape, 2 cores)
-# OpenVINO INT8 ran 0.88x the speed of OpenVINO fp32 and onnxruntime INT8 at most 1.1x (docs/devices.md).
+# CPU extensions with int8 dot products (x86 VNNI/AMX, Arm dotprod), as /proc/cpuinfo names them. With one,
+# OpenVINO's INT8 is the fastest CPU path (2.6x its fp32 on an AVX512-VNNI Xeon). Without one (an AVX2-only
+# AMD EPYC, docs/devices.md) OpenVINO's INT8 ran slower than its fp32 and onnxruntime's INT8 was the fastest
+# path, so the CPU then tries onnxruntime first, and OpenVINO fp32 before its INT8.
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 _NUMPY_INT8_DOT = {"AVX512VNNI": "avx512_vnni", "ASIMDDP": "asimddp"}   # numpy's runtime CPU feature names
-CPU_FP32_FIRST = ("fp32", "int8")
+NO_INT8_DOT = " (this CPU has no int8 dot-product instructions: VNNI, AMX or Arm dotprod)"
 
 # NPU: shapes compiled (lazily, one per bucket) by the OpenVINO backend; inputs are padded up.
 NPU_BUCKETS = tuple((b, s) for b in (1, 8) for s in (64, 128, 256, 512))
@@ -266,7 +267,7 @@ def available_devices(inventory: Inventory | None = None) -> list[DeviceInfo]:
     inv = inventory or probe()
     out = []
     for device in DEVICES_BY_PREFERENCE:
-        for backend in _backends_for(device, "auto"):
+        for backend in _backends_for(device, "auto", inv):
             if inv.present(backend, device):
                 provider = ORT_PROVIDER[device] if backend == "onnx" else OV_DEVICE[device]
                 desc = (f"onnxruntime {inv.ort_version}" if backend == "onnx" else
@@ -276,9 +277,11 @@ def available_devices(inventory: Inventory | None = None) -> list[DeviceInfo]:
     return out
 
 
-def _backends_for(device: str, backend: str) -> tuple[str, ...]:
-    """Backends that can drive ``device``, preferred first (OpenVINO first on CPU: faster INT8 there)."""
+def _backends_for(device: str, backend: str, inv: Inventory | None = None) -> tuple[str, ...]:
+    """Backends that can drive ``device``, preferred first: on CPU the one with the faster INT8 (INT8_DOT_FLAGS)."""
     options = {"cpu": ("openvino", "onnx"), "intel-gpu": ("openvino",), "npu": ("openvino",)}.get(device, ("onnx",))
+    if device == "cpu" and inv is not None and inv.cpu_int8_dot == ():
+        options = ("onnx", "openvino")
     return options if backend == "auto" else tuple(b for b in options if b == backend)
 
 
@@ -359,12 +362,15 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
     """One placement per (device, backend) in order that has a runnable artifact at ``dtype``."""
     out = []
     for device in devices:
-        for be in _backends_for(device, backend):
+        for be in _backends_for(device, backend, ctx.inv):
             if skip_absent and not ctx.inv.present(be, device):
                 continue
             chosen = _choose_dtype(artifacts, be, device, dtype, ctx.inv, explicit=not skip_absent)
             if chosen is not None:
-                out.append(_placement(be, device, *chosen, ctx))
+                dt, artifact, why = chosen
+                if backend == "auto" and device == "cpu" and be == "onnx" and ctx.inv.cpu_int8_dot == ():
+                    why += "; onnxruntime before OpenVINO" + NO_INT8_DOT
+                out.append(_placement(be, device, dt, artifact, why, ctx))
     if not out and not skip_absent:
         raise _no_artifact(artifacts, backend, devices[0], dtype)
     return out
@@ -374,9 +380,9 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
                   *, explicit: bool) -> tuple[str, Artifact, str] | None:
     """(compute dtype, artifact, why) for ``device`` on ``backend``, or None when none is runnable."""
     wanted = AUTO_DTYPES[device] if dtype == "auto" else (dtype,)
-    slow_int8 = device == "cpu" and dtype == "auto" and inv.cpu_int8_dot == ()
+    slow_int8 = backend == "openvino" and device == "cpu" and dtype == "auto" and inv.cpu_int8_dot == ()
     if slow_int8:
-        wanted = CPU_FP32_FIRST
+        wanted = ("fp32", "int8")
     for i, dt in enumerate(wanted):
         if backend == "openvino" and device == "cpu" and dt in OV_CPU_CAPABILITY:
             if OV_CPU_CAPABILITY[dt] not in inv.ov_capabilities.get("CPU", ()):
@@ -393,7 +399,7 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
         elif i == 0:
             why = f"{dt} is the preferred precision on {device}"
             if slow_int8:
-                why += " without int8 dot-product instructions (VNNI, AMX or Arm dotprod): INT8 is not faster here"
+                why += " for OpenVINO" + NO_INT8_DOT
         else:
             why = f"no {'/'.join(wanted[:i])} artifact for {backend}, so {dt}"
         if artifact.precision != dt:
@@ -628,7 +634,7 @@ def info_report(model: str | None = None, *, backend: str = "auto", dtype: str =
         lines.append(f"WARNING: {conflict}")
     lines += ["", "devices (auto order: " + " > ".join(AUTO_ORDER) + "; npu only when asked for):"]
     for device in DEVICES_BY_PREFERENCE:
-        for be in _backends_for(device, "auto"):
+        for be in _backends_for(device, "auto", inv):
             provider = ORT_PROVIDER[device] if be == "onnx" else OV_DEVICE[device]
             status = "available" if inv.present(be, device) else "absent: " + inv.absent_reason(be, device)
             lines.append(f"  {device:<10} {be:<9} {provider:<26} {status}")
@@ -669,7 +675,7 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
              f"  {'device':<10} {'backend':<9} {'dtype':<6} {'file':<46} why"]
     ctx = _Context(inv, default_cache_dir(), spec.folder, "latency", None)
     for device in DEVICES_BY_PREFERENCE:
-        for be in _backends_for(device, backend):
+        for be in _backends_for(device, backend, inv):
             try:
                 chosen = _choose_dtype(spec.artifacts, be, device, dtype, inv, explicit=False)
             except GraniteRTError as exc:

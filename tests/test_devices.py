@@ -309,6 +309,7 @@ def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch):
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime-gpu",))
+    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
     monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
     inv = devices.probe()
     assert inv.ort_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -405,12 +406,14 @@ def test_cpu_int8_dot_reads_the_cpuinfo_flags(tmp_path, monkeypatch, flags, expe
     assert devices.cpu_int8_dot(tmp_path / "missing") == ()
 
 
-def test_cpu_auto_dtype_follows_int8_dot_products():
+def test_cpu_auto_order_follows_int8_dot_products():
     vnni = dataclasses.replace(CPU_ONLY, cpu_int8_dot=("avx512_vnni",))
     avx2 = dataclasses.replace(CPU_ONLY, cpu_int8_dot=())
-    assert summary(plan(vnni))[0] == ("cpu", "openvino", "int8", OV8.path)
-    first = plan(avx2)[0]
-    assert (first.backend, first.dtype, first.artifact) == ("openvino", "fp32", OV32)
-    assert "INT8 is not faster here" in first.why
-    assert plan(avx2, dtype="int8")[0].dtype == "int8"
-    assert summary(plan(avx2, [ONNX8]))[0] == ("cpu", "onnx", "int8", ONNX8.path)  # the only artifact still runs
+    assert summary(plan(vnni)) == [("cpu", "openvino", "int8", OV8.path), ("cpu", "onnx", "int8", ONNX8.path)]
+    first, second = plan(avx2)  # onnxruntime's INT8 first; OpenVINO's fp32 before its slower INT8
+    assert (first.backend, first.dtype, first.artifact) == ("onnx", "int8", ONNX8)
+    assert "onnxruntime before OpenVINO" in first.why and "no int8 dot-product" in first.why
+    assert (second.backend, second.dtype, second.artifact) == ("openvino", "fp32", OV32)
+    assert plan(avx2, backend="openvino", dtype="int8")[0].artifact == OV8  # still there when asked for
+    assert [d.backend for d in devices.available_devices(avx2)] == ["onnx", "openvino"]
+    assert [d.backend for d in devices.available_devices(vnni)] == ["openvino", "onnx"]

@@ -17,6 +17,14 @@ from granite_rt.model_folder import load_spec
 pytest.importorskip("openvino")
 
 
+@pytest.fixture(autouse=True)
+def vnni_cpu(monkeypatch):
+    """The CPU order these tests assume (OpenVINO first), whatever CPU runs them (see test_devices for the other)."""
+    from granite_rt import devices
+
+    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
+
+
 @pytest.fixture(scope="module")
 def folder(tiny_embedder_folders):
     return tiny_embedder_folders["hub"]  # IBM layout: onnx/model.onnx and openvino/openvino_model.xml

@@ -54,12 +54,13 @@ def test_auto_dtype_on_cpu_picks_int8_openvino_first(with_int8, vnni_cpu):
         assert ((model.encode(TEXTS) * fp32).sum(axis=1) > 0.9).all()
 
 
-def test_auto_dtype_on_a_cpu_without_int8_dot_products_is_fp32(with_int8, avx2_cpu):
+def test_auto_on_a_cpu_without_int8_dot_products_runs_onnxruntime_int8(with_int8, avx2_cpu):
     emb = Embedder(with_int8)
-    assert (emb.info["backend"], emb.info["dtype"]) == ("openvino", "fp32")
-    assert "without int8 dot-product instructions" in emb.info["why"]
-    assert Embedder(with_int8, backend="onnx").info["dtype"] == "fp32"
-    assert Embedder(with_int8, dtype="int8").info["dtype"] == "int8"  # still there when asked for
+    assert (emb.info["backend"], emb.info["dtype"]) == ("onnx", "int8")
+    assert "no int8 dot-product instructions" in emb.info["why"]
+    ov = Embedder(with_int8, backend="openvino")
+    assert (ov.info["dtype"], ov.info["files"][0]) == ("fp32", "openvino/openvino_model.xml")
+    assert Embedder(with_int8, backend="openvino", dtype="int8").info["dtype"] == "int8"  # still there when asked
 
 
 def test_auto_dtype_without_int8_uses_fp32(tiny_embedder_folders):

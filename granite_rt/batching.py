@@ -50,20 +50,35 @@ def pad_batch(encodings: Sequence, pad_id: int) -> dict[str, np.ndarray]:
 
 def map_batches(encodings: Sequence, batch_size: int, pad_id: int,
                 run: Callable[[Mapping[str, np.ndarray]], np.ndarray],
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                progress: Callable[[int, int], None] | None = None, workers: int = 1) -> np.ndarray:
     """Apply ``run`` (padded batch → one row per input) over length-sorted batches; rows in input order.
 
-    ``progress(done, total)`` is called after each batch.
+    ``progress(done, total)`` is called after each batch. ``workers`` > 1 keeps that many batches in
+    flight on a thread pool (the backends release the GIL while they compute).
     """
     out: np.ndarray | None = None
     batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size)
-    for done, index in enumerate(batches, 1):
-        rows = run(pad_batch([encodings[i] for i in index], pad_id))
-        if out is None:
-            out = np.empty((len(encodings),) + rows.shape[1:], dtype=rows.dtype)
-        out[index] = rows
-        if progress is not None:
-            progress(done, len(batches))
+
+    def run_batch(index: np.ndarray) -> np.ndarray:
+        return run(pad_batch([encodings[i] for i in index], pad_id))
+
+    if workers > 1 and len(batches) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(min(workers, len(batches)), thread_name_prefix="granite-rt")
+        results = pool.map(run_batch, batches)  # in order; at most `workers` batches run at once
+    else:
+        pool, results = None, map(run_batch, batches)
+    try:
+        for done, (index, rows) in enumerate(zip(batches, results), 1):
+            if out is None:
+                out = np.empty((len(encodings),) + rows.shape[1:], dtype=rows.dtype)
+            out[index] = rows
+            if progress is not None:
+                progress(done, len(batches))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if out is None:
         raise ValueError("map_batches needs at least one input")
     return out

@@ -22,7 +22,7 @@ class LoadedModel:
 
     def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None) -> None:
+                 revision: str | None = None, workload: str = "latency") -> None:
         from granite_rt import devices
 
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
@@ -33,11 +33,12 @@ class LoadedModel:
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
                                    truncation_side=self.spec.truncation_side)
         self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,
-                                                    allow_fallback=allow_fallback, threads=threads)
+                                                    allow_fallback=allow_fallback, threads=threads, workload=workload)
         self.info: dict[str, Any] = {
             **selection.info(), "model": str(model), "folder": str(folder), "kind": kind,
             "files": [str(p.relative_to(folder)) for p in artifact_files(folder, selection.placement.artifact)],
-            "max_length": self.spec.max_length,
+            "max_length": self.spec.max_length, "workload": workload,
+            "parallel_requests": self.backend.parallel_requests,
         }
 
     def run(self, encodings: Sequence, batch_size: int,
@@ -46,7 +47,8 @@ class LoadedModel:
         """``fn(backend output, batch inputs)`` → one row per input, over length-sorted batches, in input order."""
         return map_batches(encodings, batch_size, self.tokenizer.pad_id,
                            lambda batch: fn(self.backend.run(batch), batch),
-                           progress=_print_progress if show_progress_bar else None)
+                           progress=_print_progress if show_progress_bar else None,
+                           workers=self.backend.parallel_requests)
 
 
 def _print_progress(done: int, total: int) -> None:
@@ -55,15 +57,20 @@ def _print_progress(done: int, total: int) -> None:
 
 
 class RuntimeModel:
-    """What Embedder and Reranker share: loading by (model, backend, device, dtype), spec, tokenizer, info."""
+    """What Embedder and Reranker share: loading by (model, backend, device, dtype), spec, tokenizer, info.
+
+    ``workload="latency"`` (default) runs one batch at a time on all cores; ``"throughput"`` asks OpenVINO
+    for its THROUGHPUT hint and keeps as many batches in flight as it has infer requests (bulk encoding).
+    """
 
     kind: Kind
 
     def __init__(self, model: str | os.PathLike, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", *, threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None) -> None:
+                 revision: str | None = None, workload: str = "latency") -> None:
         self._model = LoadedModel(model, self.kind, backend=backend, device=device, dtype=dtype,
-                                  threads=threads, allow_fallback=allow_fallback, revision=revision)
+                                  threads=threads, allow_fallback=allow_fallback, revision=revision,
+                                  workload=workload)
         self.spec = self._model.spec
         self.tokenizer = self._model.tokenizer
         self.info: dict[str, Any] = {**self._model.info, **self._describe()}

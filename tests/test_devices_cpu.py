@@ -139,3 +139,17 @@ def test_unwritable_or_disabled_cache_still_loads(folder, monkeypatch, tmp_path)
     assert Embedder(folder, backend="openvino", dtype="fp32").info["cache_dir"] is None
     monkeypatch.setenv("GRANITE_RT_CACHE", "off")
     assert Embedder(folder, backend="openvino", dtype="fp32").info["cache_dir"] is None
+
+
+def test_throughput_workload_keeps_openvino_streams_busy_with_the_same_results(folder):
+    texts = [f"text number {i} " + "word " * (i % 17) for i in range(70)]  # several batches
+    latency = Embedder(folder, backend="openvino", dtype="fp32")
+    bulk = Embedder(folder, backend="openvino", dtype="fp32", workload="throughput")
+    assert (latency.info["performance_hint"], latency.info["parallel_requests"]) == ("LATENCY", 1)
+    assert bulk.info["performance_hint"] == "THROUGHPUT" and bulk.info["workload"] == "throughput"
+    compiled = bulk._model.backend.compiled
+    assert bulk.info["parallel_requests"] == int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) >= 1
+    np.testing.assert_allclose(bulk.encode(texts, batch_size=8), latency.encode(texts, batch_size=8), atol=1e-5)
+    assert Embedder(folder, backend="onnx", dtype="fp32", workload="throughput").info["parallel_requests"] == 1
+    with pytest.raises(ValueError, match="workload"):
+        Embedder(folder, workload="bulk")

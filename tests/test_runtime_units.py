@@ -73,6 +73,34 @@ def test_batches_are_length_sorted_and_results_come_back_in_order():
     assert seen == [(3, 9), (3, 5), (1, 1)]  # each batch padded only to its own longest text
 
 
+def test_batches_in_flight_on_several_workers_come_back_in_input_order():
+    import threading
+    import time
+
+    class Enc:
+        def __init__(self, n: int) -> None:
+            self.ids, self.type_ids = list(range(1, n + 1)), [0] * n
+
+    lengths = [int(n) for n in np.random.default_rng(0).integers(1, 40, size=50)]
+    running, peak, lock, done = [0], [0], threading.Lock(), []
+
+    def run(batch):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.002 * (batch["input_ids"].shape[1] % 5))  # batches finish out of order
+        with lock:
+            running[0] -= 1
+        return batch["attention_mask"].sum(axis=1, keepdims=True)
+
+    encodings = [Enc(n) for n in lengths]
+    out = map_batches(encodings, 4, pad_id=0, run=run, workers=3, progress=lambda d, t: done.append((d, t)))
+    assert out[:, 0].tolist() == lengths
+    assert 1 < peak[0] <= 3
+    assert done == [(i, 13) for i in range(1, 14)]
+    np.testing.assert_array_equal(out, map_batches(encodings, 4, pad_id=0, run=run))
+
+
 @pytest.mark.parametrize("config, expected", [
     ({"num_labels": 1}, "sigmoid"),
     ({"id2label": {"0": "a", "1": "b", "2": "c"}}, "identity"),

@@ -55,6 +55,7 @@ class Backend(Protocol):
 
     placement: Placement
     input_names: tuple[str, ...]
+    parallel_requests: int          # batches worth running at once (OpenVINO THROUGHPUT streams), else 1
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Run one batch; ``inputs`` holds int64 arrays of shape (batch, sequence)."""

@@ -22,6 +22,8 @@ _FILE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "no_suchfile", "l
 class OnnxRuntimeBackend:
     """A compiled ONNX graph on the providers the placement names (CPU when it names none)."""
 
+    parallel_requests = 1  # one session uses every intra-op thread per run
+
     def __init__(self, folder: Path, placement: Placement, threads: int) -> None:
         self.placement = placement
         self.path = folder / placement.artifact.path

@@ -54,6 +54,10 @@ class OpenVINOBackend:
             self.compiled = self._compiled_for(*self._buckets[0])
         else:  # from the file: with CACHE_DIR, OpenVINO then loads the cached blob without reading the IR
             self.compiled = self._compile(str(self.path))
+        # THROUGHPUT compiles several streams; each needs its own request in flight to be used.
+        throughput = self.config.get("PERFORMANCE_HINT") == "THROUGHPUT" and not self._buckets
+        self.parallel_requests = (int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+                                  if throughput else 1)
         self.input_names = tuple(p.get_any_name() for p in self.compiled.inputs)
         unknown = sorted(set(self.input_names) - set(KNOWN_INPUTS))
         if unknown:
@@ -131,7 +135,7 @@ class OpenVINOBackend:
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "f32", "bf16", ...
         return {"backend": "openvino", "device": self.placement.device, "dtype": self.placement.dtype,
                 "ov_device": self.device, "inference_precision": hint.to_string(),
-                "cache_dir": self.config.get("CACHE_DIR"),
+                "cache_dir": self.config.get("CACHE_DIR"), "performance_hint": self.config.get("PERFORMANCE_HINT"),
                 "file": self.placement.artifact.path,
                 "inputs": list(self.input_names), "output": self.output_name}
 

@@ -58,7 +58,7 @@ OV_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"
 OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}   # OPTIMIZATION_CAPABILITIES a CPU hint needs
 
 # CPU extensions with int8 dot products (x86 VNNI/AMX, Arm dotprod), as /proc/cpuinfo names them. With one,
-# OpenVINO's INT8 is the fastest CPU path (2.6x its fp32 on an AVX512-VNNI Xeon). Without one (an AVX2-only
+# OpenVINO's INT8 is the fastest CPU path (1.6x its fp32 on an AVX512-VNNI Xeon, 97m shape). Without one (an AVX2-only
 # AMD EPYC, docs/devices.md) OpenVINO's INT8 ran slower than its fp32 and onnxruntime's INT8 was the fastest
 # path, so the CPU then tries onnxruntime first, and OpenVINO fp32 before its INT8.
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")

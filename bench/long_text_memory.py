@@ -3,8 +3,9 @@
 Each case runs in a fresh subprocess (so peaks do not mix) under an address-space limit (so a case
 that would need more memory fails cleanly instead of waking the OOM killer on a shared machine);
 the peak is the child's ru_maxrss, read by the parent with wait4 even when the case is stopped at
-its time limit. Run: ``python -m bench.long_text_memory [--cases 1x8192,8x8192] [--update-docs]``.
-Results: bench/results/long_text_memory.json; ``--update-docs`` writes the table into docs/long-text.md.
+its time limit. Run: ``python -m bench.long_text_memory [--cases 1x8192,8x8192] [--backend auto --dtype auto]
+[--update-docs]`` (default: fp32 ONNX on onnxruntime; ``auto``/``auto`` is the runtime's default CPU path).
+Results: bench/results/long_text_memory[-BACKEND-DTYPE].json; ``--update-docs`` writes the table into docs/long-text.md.
 """
 
 from __future__ import annotations
@@ -29,42 +30,49 @@ DEFAULT_CASES = "1x512,1x8192,8x8192,32x8192,1x32768,8x32768,32x32768"
 TABLE_START, TABLE_END = "<!-- long-text-memory:start -->", "<!-- long-text-memory:end -->"
 
 
+# The CPU artifacts: fp32 and INT8 on both backends (auto/auto picks OpenVINO INT8 when openvino is installed).
+FORMATS = ["onnx", "onnx-int8", "openvino", "openvino-int8"]
+
+
 def model_folder(log=print) -> Path:
-    """The full-size random 97m multilingual shape, exported to fp32 ONNX once (cached outside git)."""
-    from bench.models import CACHE, model_key, _shapes
+    """The full-size random 97m multilingual shape, exported once per exporter version (cached outside git)."""
+    from bench.models import CACHE, _shapes, exporter_fingerprint, model_key
 
     shape = _shapes()["embedder"]
     base = CACHE / model_key("embedder", shape)
-    out = CACHE / "long-text-97m-onnx"
+    out = base / f"long-text-{exporter_fingerprint()}"
     if not (out / "granite_rt.json").exists():
         if not (base / "checkpoint" / ".bench-ready").exists():
             log("building the random 97m checkpoint (cached) ...")
             subprocess.run([sys.executable, "-m", "bench.models", "checkpoint", "embedder", str(base / "checkpoint")],
                            cwd=ROOT, check=True)
-        log(f"exporting fp32 ONNX → {out} (cached) ...")
+        log(f"exporting {','.join(FORMATS)} → {out} (cached) ...")
         from granite_export import export_model
 
-        export_model(base / "checkpoint", out, formats=["onnx"], log=log)
+        export_model(base / "checkpoint", out, formats=FORMATS, log=log)
     return out
 
 
-def worker(folder: str, texts_file: str) -> None:
+def worker(folder: str, texts_file: str, backend: str = "onnx", dtype: str = "fp32") -> None:
     """Child: load the model, encode the texts in truncate mode, print one JSON line of figures."""
     texts = json.loads(Path(texts_file).read_text())
     from granite_rt import Embedder
 
-    emb = Embedder(folder, backend="onnx", dtype="fp32")
+    emb = Embedder(folder, backend=backend, dtype=dtype, device="cpu")
+    placement = f"{emb.info['backend']} {emb.info['dtype']} ({emb.info['file']})"
     loaded_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rss_pages = int(Path("/proc/self/statm").read_text().split()[1])
     start = time.perf_counter()
     vectors, truncated = emb.encode(texts, batch_size=32, long_text="truncate", return_truncation=True,
                                     show_progress_bar=True)
     print(json.dumps({"seconds": time.perf_counter() - start, "loaded_peak_mib": loaded_kib / 1024,
+                      "placement": placement,
                       "rss_after_load_mib": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
                       "shape": list(vectors.shape), "truncated": int(truncated.sum())}), flush=True)
 
 
-def run_case(folder: Path, texts: list[str], time_limit: float, mem_limit_gib: float) -> dict:
+def run_case(folder: Path, texts: list[str], time_limit: float, mem_limit_gib: float, backend: str = "onnx",
+             dtype: str = "fp32") -> dict:
     """One case in a fresh child under RLIMIT_AS; peak RSS from wait4 (also when stopped at the time limit)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(texts, f)
@@ -75,7 +83,8 @@ def run_case(folder: Path, texts: list[str], time_limit: float, mem_limit_gib: f
 
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.long_text_memory", "--worker", str(folder), f.name],
+        proc = subprocess.Popen([sys.executable, "-m", "bench.long_text_memory", "--worker", str(folder), f.name,
+                                 "--backend", backend, "--dtype", dtype],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=cap)
         status = "ok"
         deadline = start + time_limit
@@ -120,7 +129,8 @@ def make_texts(tokenizer_json: Path, n: int, tokens: int) -> list[str]:
 
 def table(results: dict) -> str:
     """Markdown table of the results."""
-    rows = ["| texts × tokens | status | peak RSS (MiB) | RSS after load (MiB) | encode (s) | batches |",
+    rows = [f"**{results.get('artifact', 'fp32 ONNX')}**", "",
+            "| texts × tokens | status | peak RSS (MiB) | RSS after load (MiB) | encode (s) | batches |",
             "|---|---|---:|---:|---:|---|"]
     for case in results["cases"]:
         rows.append(f"| {case['n']} × {case['tokens']} | {_status(case)} | {case['peak_rss_mib']:.0f} | "
@@ -128,7 +138,10 @@ def table(results: dict) -> str:
                     f"{case['batches_done']} |")
     m = results["machine"]
     rows.append("")
-    rows.append(f"Machine: {m.get('description') or ''} {m['cpus']} CPUs, {m['platform']}, onnxruntime {m['onnxruntime']}; fp32 ONNX, "
+    what = results.get("artifact", "fp32 ONNX")
+    versions = f"onnxruntime {m['onnxruntime']}" + (f", openvino {m['openvino']}" if m.get("openvino") else "")
+    when = f", {results['date']}" if results.get("date") else ""
+    rows.append(f"Machine: {m.get('description') or ''} {m['cpus']} CPUs, {m['platform']}, {versions}{when}; {what}, "
                 f"token budget {results['max_batch_tokens']} padded tokens per batch, address-space limit "
                 f"{results['mem_limit_gib']} GiB, time limit {results['time_limit_s']} s per case; one run per case.")
     return "\n".join(rows)
@@ -168,31 +181,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/long-text.md")
     parser.add_argument("--render", nargs="+", type=Path, metavar="RESULTS_JSON",
                         help="only write the tables of saved results files (e.g. runs on other machines) into the docs")
+    parser.add_argument("--backend", default="onnx", choices=["auto", "onnx", "openvino"],
+                        help="runtime backend (default: %(default)s)")
+    parser.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "int8"],
+                        help="compute precision (default: %(default)s; auto = INT8 on CPU)")
     parser.add_argument("--worker", nargs=2, metavar=("FOLDER", "TEXTS_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(*args.worker)
+        worker(*args.worker, backend=args.backend, dtype=args.dtype)
         return 0
     if args.render:
         update_docs(*(json.loads(path.read_text()) for path in args.render))
         return 0
+    import datetime
+
     import onnxruntime
 
     from granite_rt.batching import MAX_BATCH_TOKENS
 
+    try:
+        import openvino
+        ov_version = openvino.__version__.split("-")[0]
+    except ImportError:
+        ov_version = None
     folder = args.model or model_folder()
     cases = [tuple(int(x) for x in case.split("x")) for case in args.cases.split(",")]
-    results = {"model": "random GRANITE_97M_MULTILINGUAL_R2 shape, fp32 ONNX", "max_batch_tokens": MAX_BATCH_TOKENS,
-               "mem_limit_gib": args.mem_limit_gib, "time_limit_s": args.time_limit,
-               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                           "onnxruntime": onnxruntime.__version__, "description": args.machine}, "cases": []}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    default = (args.backend, args.dtype) == ("onnx", "fp32")
+    artifact = "fp32 ONNX" if default else f"backend={args.backend}, dtype={args.dtype} (see placement)"
+    results = {"model": f"random GRANITE_97M_MULTILINGUAL_R2 shape, {artifact}", "artifact": artifact,
+               "backend": args.backend, "dtype": args.dtype, "date": datetime.date.today().isoformat(),
+               "max_batch_tokens": MAX_BATCH_TOKENS, "mem_limit_gib": args.mem_limit_gib, "time_limit_s": args.time_limit,
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
+                           "openvino": ov_version, "description": args.machine}, "cases": []}
+    results_path = RESULTS if default else RESULTS.with_name(f"{RESULTS.stem}-{args.backend}-{args.dtype}.json")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
     for n, tokens in cases:
         texts = make_texts(folder / "tokenizer.json", n, tokens)
-        case = {"n": n, "tokens": tokens, **run_case(folder, texts, args.time_limit, args.mem_limit_gib)}
+        case = {"n": n, "tokens": tokens, **run_case(folder, texts, args.time_limit, args.mem_limit_gib,
+                                                     args.backend, args.dtype)}
         print(json.dumps(case), flush=True)
         results["cases"].append(case)
-        RESULTS.write_text(json.dumps(results, indent=2))
+        if case.get("placement"):
+            results["artifact"] = case["placement"]
+        results_path.write_text(json.dumps(results, indent=2))
     print(table(results))
     if args.update_docs:
         update_docs(results)

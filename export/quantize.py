@@ -172,12 +172,12 @@ def compress_token_embeddings(model) -> int:
         raise ExportError(f"expected one token-embedding Gather on input_ids, found {len(gathers)}; "
                           "cannot compress the embedding table")
     gather = gathers[0]
-    table = numpy_helper.to_array(tables[gather.input[0]])
+    name = gather.input[0]
+    table = numpy_helper.to_array(tables[name])
     scales = np.abs(table).max(axis=1, keepdims=True) / 127.0
     scales[scales == 0] = 1.0
     quantized = np.clip(np.rint(table / scales), -127, 127).astype(np.int8)
-    graph.initializer.remove(tables[gather.input[0]])
-    name = gather.input[0]
+    graph.initializer.remove(tables[name])
     graph.initializer.extend([numpy_helper.from_array(quantized, f"{name}_int8"),
                               numpy_helper.from_array(scales.astype(np.float32), f"{name}_scale")])
     ids, out = gather.input[1], gather.output[0]

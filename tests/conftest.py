@@ -65,6 +65,22 @@ def _offline_hub(tmp_path_factory):
     yield
 
 
+@pytest.fixture
+def vnni_cpu(monkeypatch):
+    """This CPU reported with int8 dot products (OpenVINO INT8 first), whatever CPU runs the tests."""
+    from granite_rt import devices
+
+    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
+
+
+@pytest.fixture
+def avx2_cpu(monkeypatch):
+    """This CPU reported without int8 dot products (onnxruntime INT8 first)."""
+    from granite_rt import devices
+
+    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ())
+
+
 def _runtime_folders(checkpoint: Path, out: Path) -> dict[str, Path]:
     """``export``: export_model's folder (manifest, fp32 ONNX); ``hub``: the same files laid out like
     IBM's Hub repos (no manifest) plus an fp32 OpenVINO IR converted from the ONNX graph."""

@@ -298,7 +298,7 @@ def test_open_best_plans_and_opens_with_the_threads_given():
 
 # ---- the probe seam --------------------------------------------------------------------------------
 
-def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch):
+def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch, vnni_cpu):
     import onnxruntime
 
     class FakeCore:
@@ -309,7 +309,6 @@ def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch):
 
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime-gpu",))
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
     monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
     inv = devices.probe()
     assert inv.ort_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")

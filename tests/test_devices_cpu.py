@@ -18,11 +18,8 @@ pytest.importorskip("openvino")
 
 
 @pytest.fixture(autouse=True)
-def vnni_cpu(monkeypatch):
-    """The CPU order these tests assume (OpenVINO first), whatever CPU runs them (see test_devices for the other)."""
-    from granite_rt import devices
-
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
+def _openvino_first(vnni_cpu):
+    """The CPU order these tests assume (OpenVINO first), whatever CPU runs them (test_devices tests the other)."""
 
 
 @pytest.fixture(scope="module")

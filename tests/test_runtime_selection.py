@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granite_rt import Embedder, devices
+from granite_rt import Embedder
 from granite_rt.backends import open_backend
 from granite_rt.backends.base import Artifact, Placement
 from granite_rt.batching import pad_batch
@@ -29,17 +29,6 @@ def with_int8(tiny_embedder_folders, tmp_path_factory) -> Path:
     compressed = nncf.compress_weights(ov.Core().read_model(str(folder / "openvino" / "openvino_model.xml")))
     ov.save_model(compressed, str(folder / "openvino" / "openvino_model_qint8_quantized.xml"))
     return folder
-
-
-@pytest.fixture
-def vnni_cpu(monkeypatch):
-    """This CPU reported with int8 dot products (the choice must not depend on the machine CI runs on)."""
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
-
-
-@pytest.fixture
-def avx2_cpu(monkeypatch):
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ())
 
 
 def test_auto_dtype_on_cpu_picks_int8_openvino_first(with_int8, vnni_cpu):

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from granite_rt.errors import UnsupportedModelError
-from granite_rt.model_folder import sha256_file
+from granite_rt.backends.base import Artifact
+from granite_rt.model_folder import artifact_files, sha256_file
 
 from .checkpoint import Checkpoint
 
@@ -59,10 +60,12 @@ class ArtifactRecord:
         return self.files[self.path]
 
 
-def record_artifact(folder: Path, path: str, backend: str, precision: str, quantization: dict | None = None,
-                    extra_files: tuple[str, ...] = ()) -> ArtifactRecord:
-    """An ArtifactRecord for files already written under ``folder`` (sha256 of each)."""
-    files = {p: sha256_file(folder / p) for p in (path, *extra_files)}
+def record_artifact(folder: Path, path: str, backend: str, precision: str,
+                    quantization: dict | None = None) -> ArtifactRecord:
+    """An ArtifactRecord for an artifact already written under ``folder``: sha256 of each of its files
+    (the graph, an IR's .bin, ONNX external data), found the way the runtime finds them."""
+    parts = artifact_files(folder, Artifact(path, backend, precision))  # type: ignore[arg-type]
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in parts}
     return ArtifactRecord(path=path, backend=backend, precision=precision, files=files, quantization=quantization)
 
 

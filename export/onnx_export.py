@@ -6,16 +6,25 @@ max |Δ| ≤ 1e-6 against eager torch on ModernBERT, including sequences shorter
 the sliding window and padded rows. ModernBERT is traced with the memory-bounded attention of
 ``attention.py`` (global layers as ``com.microsoft.MultiHeadAttention``, sliding-window layers in
 blocks), so a 32k-token input needs memory linear in its length; BERT/XLM-R keep eager attention.
+Every ONNX file is written by ``save_onnx``: weights in a page-aligned ``<file>_data`` beside the graph,
+which onnxruntime memory-maps instead of copying.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from .attention import MS_DOMAIN, blocked_attention
 
 OPSET = 18
+# Initializers of at least this many bytes go to the external data file, each at an offset that is a
+# multiple of it: onnxruntime maps external data aligned to the allocation granularity (4 KiB pages on
+# Linux, 64 KiB on Windows) straight from the file instead of reading a private copy, so a weight is
+# resident only once and only where it is touched (the token-embedding table: the rows of seen tokens).
+EXTERNAL_DATA_ALIGNMENT = 64 * 1024
 
 
 class _Graph:
@@ -44,6 +53,7 @@ def export_onnx(
     example_length: int = 16,
 ) -> Path:
     """Export ``model`` to ``out_path``; ``output_name`` is ``last_hidden_state`` or ``logits``."""
+    import onnx
     import torch
 
     out_path = Path(out_path)
@@ -57,10 +67,45 @@ def export_onnx(
     args = tuple(examples[name] for name in input_names)
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     axes[output_name] = {0: "batch", 1: "sequence"} if output_name == "last_hidden_state" else {0: "batch"}
-    with torch.no_grad(), blocked_attention(model) as blocked:
+    # Traced into a scratch folder (a model over 2 GB comes out as one file per tensor), then re-saved.
+    with torch.no_grad(), blocked_attention(model) as blocked, tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        traced = Path(tmp) / out_path.name
         torch.onnx.export(
-            graph, args, str(out_path), input_names=list(input_names), output_names=[output_name],
+            graph, args, str(traced), input_names=list(input_names), output_names=[output_name],
             dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
             custom_opsets={MS_DOMAIN: 1} if blocked else None,
         )
+        save_onnx(onnx.load(str(traced)), out_path)
     return out_path
+
+
+def save_onnx(model, path: str | Path) -> Path:
+    """Write ``model`` as ``path`` (graph) + ``path``_data (initializers ≥ 64 KiB, 64 KiB-aligned).
+
+    Alignment is what lets onnxruntime memory-map the weights (see EXTERNAL_DATA_ALIGNMENT); onnx,
+    onnxruntime and OpenVINO all read the standard external-data fields written here.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    path = Path(path)
+    data = path.with_name(path.name + "_data")
+    with open(data, "wb") as out:
+        for tensor in model.graph.initializer:
+            if tensor.data_location == TensorProto.EXTERNAL:
+                raise ValueError(f"{tensor.name}: external data not loaded; load the model with its data first")
+            if len(tensor.raw_data) < EXTERNAL_DATA_ALIGNMENT:  # small (or typed-field) tensors stay inline
+                continue
+            offset = -(-out.tell() // EXTERNAL_DATA_ALIGNMENT) * EXTERNAL_DATA_ALIGNMENT
+            out.write(bytes(offset - out.tell()))
+            out.write(tensor.raw_data)
+            fields = {"location": data.name, "offset": str(offset), "length": str(len(tensor.raw_data))}
+            del tensor.external_data[:]
+            for key, value in fields.items():
+                tensor.external_data.add(key=key, value=value)
+            tensor.data_location = TensorProto.EXTERNAL
+            tensor.ClearField("raw_data")
+    if data.stat().st_size == 0:
+        os.remove(data)
+    onnx.save(model, str(path))
+    return path

@@ -70,11 +70,13 @@ def export_model(
     with _staging(out) as stage:
         copy_model_files(checkpoint.folder, stage)
         export_onnx(model, stage / FP32_ONNX, inputs, info.output)
-        records = [record_artifact(stage, FP32_ONNX, "onnx", "fp32")]
-        records += _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration, calibration_samples, log)
+        fp32 = record_artifact(stage, FP32_ONNX, "onnx", "fp32")
+        records = [fp32] + _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration,
+                                            calibration_samples, log)
         if "onnx" not in wanted:
-            records = [r for r in records if r.path != FP32_ONNX]
-            (stage / FP32_ONNX).unlink()
+            records.remove(fp32)
+            for path in fp32.files:
+                (stage / path).unlink()
             if not any((stage / "onnx").iterdir()):
                 (stage / "onnx").rmdir()
         # The runtime verifies the folder as users will load it: through this manifest (kind, checksums).

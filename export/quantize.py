@@ -25,6 +25,7 @@ from granite_rt.errors import ExportError
 
 from .checkpoint import Checkpoint
 from .manifest import ArtifactRecord, ModelInfo, record_artifact
+from .onnx_export import save_onnx
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
 PATHS = {
@@ -130,8 +131,7 @@ def _onnx_fp16(source: Path, target: Path, stage: Path) -> ArtifactRecord:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, disable_shape_infer=False)
-    onnx.save(model, str(target))
+    save_onnx(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, disable_shape_infer=False), target)
     return record_artifact(stage, _rel(stage, target), "onnx", "fp16",
                            {"method": "onnxruntime.transformers.float16", "keep_io_types": True})
 
@@ -208,7 +208,7 @@ def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Cali
     )
     model = onnx.load(str(target))
     rows = compress_token_embeddings(model)
-    onnx.save(model, str(target))
+    save_onnx(model, target)
     return record_artifact(stage, _rel(stage, target), "onnx", "int8", {
         "method": "onnxruntime.quantization.quantize_static", "format": "QOperator", "weights": "int8 per-channel",
         "activations": "uint8 per-tensor, static MinMax", "quantized_matmuls": len(quantized),
@@ -222,8 +222,7 @@ def _openvino(source: Path, target: Path, stage: Path) -> ArtifactRecord:
     import openvino as ov
 
     ov.save_model(ov.convert_model(str(source)), str(target), compress_to_fp16=False)
-    return record_artifact(stage, _rel(stage, target), "openvino", "fp32", None,
-                           extra_files=(_rel(stage, target.with_suffix(".bin")),))
+    return record_artifact(stage, _rel(stage, target), "openvino", "fp32", None)
 
 
 def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration) -> ArtifactRecord:
@@ -248,4 +247,4 @@ def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: 
         **({"fp32_attention": f"{SDPA} inputs (global attention with the padding bias channel)"} if blocked else {}),
         "token_embeddings": f"int8, per-row fp32 scale ({rows} rows)",
         "calibration": calibration.source, "calibration_samples": len(feeds),
-    }, extra_files=(_rel(stage, target.with_suffix(".bin")),))
+    })

@@ -42,7 +42,8 @@ META_FILES = (
 ARTIFACT_PATTERNS: dict[tuple[BackendName, Precision], tuple[str, ...]] = {
     ("onnx", "fp32"): ("onnx/model.onnx", "onnx/model.onnx_data"),
     ("onnx", "fp16"): ("onnx/model_fp16.onnx", "onnx/model_fp16.onnx_data"),
-    ("onnx", "int8"): ("onnx/model_qint8*.onnx", "onnx/model_quint8*.onnx"),
+    ("onnx", "int8"): ("onnx/model_qint8*.onnx", "onnx/model_qint8*.onnx_data",
+                       "onnx/model_quint8*.onnx", "onnx/model_quint8*.onnx_data"),
     ("openvino", "fp32"): ("openvino/openvino_model.xml", "openvino/openvino_model.bin"),
     ("openvino", "fp16"): ("openvino/openvino_model_fp16.xml", "openvino/openvino_model_fp16.bin"),
     ("openvino", "int8"): ("openvino/openvino_model_qint8_quantized.xml", "openvino/openvino_model_qint8_quantized.bin"),

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 pytest.importorskip("transformers")
@@ -15,13 +16,14 @@ pytest.importorskip("nncf")
 
 from conftest import EXPORT_TEST_ARGS, run_export_cli  # noqa: E402
 from granite_export import verify  # noqa: E402
+from granite_export.onnx_export import EXTERNAL_DATA_ALIGNMENT  # noqa: E402
 from granite_export.pipeline import FORMATS, export_model  # noqa: E402
 from granite_rt.errors import ParityError  # noqa: E402
 
 ARTIFACTS = {
-    ("onnx", "fp32"): ["onnx/model.onnx"],
-    ("onnx", "fp16"): ["onnx/model_fp16.onnx"],
-    ("onnx", "int8"): ["onnx/model_qint8.onnx"],
+    ("onnx", "fp32"): ["onnx/model.onnx", "onnx/model.onnx_data"],
+    ("onnx", "fp16"): ["onnx/model_fp16.onnx", "onnx/model_fp16.onnx_data"],
+    ("onnx", "int8"): ["onnx/model_qint8.onnx", "onnx/model_qint8.onnx_data"],
     ("openvino", "fp32"): ["openvino/openvino_model.xml", "openvino/openvino_model.bin"],
     ("openvino", "int8"): ["openvino/openvino_model_qint8_quantized.xml", "openvino/openvino_model_qint8_quantized.bin"],
 }
@@ -90,6 +92,21 @@ def test_every_artifact_file_has_its_sha256(exported):
         for path, digest in artifact["files"].items():
             assert _sha256(folder / path) == digest, path
         assert artifact["sha256"] == artifact["files"][artifact["path"]]
+
+
+def test_onnx_weights_are_external_and_page_aligned(exported):
+    """onnxruntime memory-maps only external data at aligned offsets; anything else is copied into the process."""
+    _, folder = exported
+    for artifact in _manifest(folder)["artifacts"]:
+        if artifact["backend"] != "onnx":
+            continue
+        graph = onnx.load(str(folder / artifact["path"]), load_external_data=False)
+        external = [dict((e.key, e.value) for e in t.external_data) for t in graph.graph.initializer
+                    if t.data_location == onnx.TensorProto.EXTERNAL]
+        inline = max(len(t.raw_data) for t in graph.graph.initializer)
+        assert external and inline < EXTERNAL_DATA_ALIGNMENT, (artifact["path"], len(external), inline)
+        assert all(int(e["offset"]) % EXTERNAL_DATA_ALIGNMENT == 0 for e in external), artifact["path"]
+        assert {e["location"] for e in external} == {Path(artifact["path"]).name + "_data"}
 
 
 def test_parity_figures_meet_their_bounds(exported):

@@ -12,8 +12,9 @@ tokens on the 97m model). For the export, ModernBERT runs this attention impleme
   frontend turns the same node into ``ScaledDotProductAttention``, which its CPU plugin also computes
   in blocks.
 - **Sliding-window layers** (``|i − j| ≤ config.sliding_window``) are computed blockwise with plain
-  ONNX ops: the sequence is cut into blocks of ``sliding_window`` tokens and each block attends to its
-  own and its two neighbouring blocks, so the scores are ``heads × S × 3w`` instead of ``heads × S²``.
+  ONNX ops: the sequence is cut into blocks of ``w = sliding_window`` tokens and each block attends to a
+  span of ``3w`` keys around it, so the scores are ``heads × S × 3w`` instead of ``heads × S²``; inputs
+  shorter than a block or a span use smaller ones (a 32-token query costs what eager attention costs).
 
 The padding bias of both layer types is computed once per forward pass (by the mask interface), not
 per layer. Masked scores get ``MASK_VALUE`` (−1e4, representable in fp16) instead of eager
@@ -58,25 +59,27 @@ def _global_inputs(valid, num_heads: int, dtype) -> dict:
 def _sliding_inputs(valid, window: int, dtype) -> dict:
     """Indices and bias of the blocked sliding window, shared by every sliding layer.
 
-    ``qidx`` [blocks, w]: each block's query positions; ``kidx`` [blocks, 3w]: the positions of its
-    previous, own and next block (clamped into the sequence); ``bias`` [B, 1, blocks, w, 3w]: 0 where
-    |i − j| ≤ w and key j is a real token inside the sequence, else MASK_VALUE; ``length`` [1]: S.
+    Queries come in blocks of ``b = min(w, S)`` positions, and each block attends to a span of
+    ``K = min(3w, S)`` keys that covers its window (the span starts ``w`` before the block, shifted to
+    stay inside the sequence), so a short input costs what eager attention costs and a long one
+    ``S × 3w`` scores. ``qidx`` [blocks, b]: each block's query positions (the last block's tail repeats
+    the last position; those rows are cut off); ``kidx`` [blocks, K]; ``bias`` [B, 1, blocks, b, K]: 0 where
+    |i − j| ≤ w and key j is a real token, else MASK_VALUE; ``length`` [1]: S.
     """
     import torch
 
     w = int(window)
-    # Positions 0 … S−1 as a tensor derived from the input's shape (so the graph keeps S dynamic).
+    # Positions 0 … S−1 as a tensor derived from the input's shape (so the graph keeps S dynamic); slices of
+    # it with constant ends give the sizes min(w, S) and min(3w, S) without data-dependent Python.
     pos = torch.ones_like(valid[0], dtype=torch.long).cumsum(0) - 1
     last = pos[-1:]
     starts = pos[::w]                                                   # [blocks]
-    qidx = torch.minimum(starts[:, None] + torch.arange(w, device=valid.device)[None], last)
-    kpos = starts[:, None] + (torch.arange(3 * w, device=valid.device) - w)[None]
-    inside = (kpos >= 0) & (kpos <= last)
-    kidx = torch.minimum(kpos.clamp(min=0), last)
-    keys_valid = valid[:, kidx] & inside                                # [B, blocks, 3w]
-    offsets = torch.arange(w, device=valid.device)[:, None] - (torch.arange(3 * w, device=valid.device) - w)[None]
-    band = offsets.abs() <= w                                           # [w, 3w], the same in every block
-    allowed = band[None, None] & keys_valid[:, :, None, :]              # [B, blocks, w, 3w]
+    qidx = torch.minimum(starts[:, None] + pos[:w][None], last)         # [blocks, b]
+    span = pos[: 3 * w]                                                 # [K]
+    first = torch.minimum((starts - w).clamp(min=0), last - span[-1:])  # the span stays inside the sequence
+    kidx = first[:, None] + span[None]                                  # [blocks, K]
+    band = (qidx[:, :, None] - kidx[:, None, :]).abs() <= w             # [blocks, b, K]
+    allowed = band[None] & valid[:, kidx][:, :, None, :]                # [B, blocks, b, K]
     bias = ((~allowed).to(dtype) * MASK_VALUE)[:, None]
     return {"qidx": qidx, "kidx": kidx, "bias": bias, "length": last + 1}
 

@@ -68,9 +68,10 @@ def test_no_intermediate_tensor_grows_with_the_square_of_the_length(tiny_embedde
     assert size < length * length, f"{name} has {size} elements (S² = {length * length})"
 
 
-@pytest.mark.parametrize("lengths", [[300, 129, 40, 7], [64, 63, 65, 1]])
+@pytest.mark.parametrize("lengths", [[300, 129, 40, 7], [64, 63, 65, 1], [20, 9, 16], [7, 3], [1]])
 def test_blocked_attention_equals_eager_attention(tiny_embedder_checkpoint, tiny_embedder_folders, lengths):
-    """Padded rows, lengths across block boundaries and beyond max_position_embeddings: both backends = eager torch."""
+    """Padded rows, lengths across block boundaries, shorter than a block or a key span (smaller blocks) and beyond
+    max_position_embeddings: both backends = eager torch."""
     import onnxruntime as ort
     import openvino as ov
     import torch

@@ -96,6 +96,7 @@ class Inventory:
     ov_capabilities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)              # backend -> why it is unusable
     cpu_int8_dot: tuple[str, ...] | None = None                          # INT8_DOT_FLAGS present; None: unknown
+    ov_asked: bool = True       # False: OpenVINO not imported yet (it can offer only its CPU here, see probe)
 
     def has_ov(self, ov_device: str) -> bool:
         return any(d == ov_device or d.startswith(ov_device + ".") for d in self.ov_devices)
@@ -105,6 +106,14 @@ class Inventory:
         if backend == "onnx":
             return ORT_PROVIDER.get(device, "") in self.ort_providers
         return device in OV_DEVICE and self.has_ov(OV_DEVICE[device])
+
+    def ov_cpu_capabilities(self) -> tuple[str, ...]:
+        """OpenVINO's OPTIMIZATION_CAPABILITIES for the CPU (asked now if probe() did not import OpenVINO)."""
+        if self.ov_asked or self.ov_version is None:
+            return tuple(self.ov_capabilities.get("CPU", ()))
+        import openvino as ov
+
+        return tuple(str(c) for c in (_ov_property(ov.Core(), "CPU", "OPTIMIZATION_CAPABILITIES") or ()))
 
     def absent_reason(self, backend: str, device: str) -> str:
         """Why ``device`` is not reachable through ``backend`` (with the fix)."""
@@ -152,14 +161,17 @@ def onnxruntime_conflict(dists: Sequence[str]) -> str | None:
             f"&& pip install {keep}")
 
 
-def probe() -> Inventory:
-    """Ask the installed backends what they offer (imports onnxruntime and openvino if present)."""
+def probe(full: bool = False) -> Inventory:
+    """Ask the installed backends what they offer (imports onnxruntime and openvino if present).
+
+    OpenVINO is not imported (0.15 s and ~40 MB of a cold start that then runs onnxruntime) where it can
+    offer nothing but its CPU plugin: on Linux without GPU render or accelerator (NPU) device nodes.
+    ``full`` asks it anyway (device names and capabilities for ``granite-rt info``).
+    """
     ort_version, providers, errors = None, (), {}
     dists = onnxruntime_distributions()
     if dists == ("onnxruntime",):  # the CPU build: known without importing it (26 MB, when OpenVINO is chosen)
-        from importlib.metadata import version
-
-        ort_version, providers = version("onnxruntime"), ("CPUExecutionProvider",)
+        ort_version, providers = _installed_version("onnxruntime"), ("CPUExecutionProvider",)
     else:
         try:
             import onnxruntime as ort
@@ -172,6 +184,10 @@ def probe() -> Inventory:
             providers = tuple(p for p in providers if p != "TensorrtExecutionProvider")
             errors["tensorrt"] = missing
     ov_version, ov_devices, names, caps = None, (), {}, {}
+    ov_cpu_only = not full and not accelerator_nodes()
+    if ov_cpu_only and _installed_version("openvino"):
+        return Inventory(ort_version, providers, dists, _installed_version("openvino"), ("CPU",),
+                         errors=errors, cpu_int8_dot=cpu_int8_dot(), ov_asked=False)
     try:
         import openvino as ov
         core = ov.Core()
@@ -183,6 +199,22 @@ def probe() -> Inventory:
         errors["openvino"] = f"import openvino failed: {exc}"
     return Inventory(ort_version, providers, dists, ov_version, ov_devices,
                      names, caps, errors, cpu_int8_dot())
+
+
+def accelerator_nodes(dev: Path = Path("/dev")) -> bool:
+    """Whether a GPU or NPU OpenVINO could use may be present: Linux render / accel device nodes; True elsewhere."""
+    if platform.system() != "Linux":
+        return True
+    return any(dev.glob("dri/renderD*")) or any(dev.glob("accel/accel*"))
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def cpu_int8_dot(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
@@ -385,11 +417,12 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
         wanted = ("fp32", "int8")
     for i, dt in enumerate(wanted):
         if backend == "openvino" and device == "cpu" and dt in OV_CPU_CAPABILITY:
-            if OV_CPU_CAPABILITY[dt] not in inv.ov_capabilities.get("CPU", ()):
+            capabilities = inv.ov_cpu_capabilities()
+            if OV_CPU_CAPABILITY[dt] not in capabilities:
                 if dtype != "auto" and explicit:
                     raise DeviceUnavailableError(f"dtype={dt!r} on the OpenVINO CPU needs a CPU with "
                                                  f"{OV_CPU_CAPABILITY[dt]} support; this one reports "
-                                                 f"{list(inv.ov_capabilities.get('CPU', ()))}")
+                                                 f"{list(capabilities)}")
                 continue
         artifact = _pick_artifact(artifacts, backend, RUNNABLE.get((backend, device, dt), ()))
         if artifact is None:
@@ -626,7 +659,7 @@ def open_best(folder: Path, artifacts: Sequence[Artifact], backend: str = "auto"
 def info_report(model: str | None = None, *, backend: str = "auto", dtype: str = "auto",
                 inventory: Inventory | None = None) -> str:
     """The ``granite-rt info [MODEL]`` text: what is installed, and what each device would run and why."""
-    inv = inventory or probe()
+    inv = inventory or probe(full=True)
     lines = [f"granite-rt on {platform.system()} {platform.machine()}, Python {platform.python_version()}",
              _ort_line(inv), _ov_line(inv), f"cache dir: {default_cache_dir() or 'off (GRANITE_RT_CACHE=off)'}"]
     conflict = onnxruntime_conflict(inv.ort_distributions)

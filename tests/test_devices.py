@@ -310,6 +310,7 @@ def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch, vnn
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime-gpu",))
     monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
+    monkeypatch.setattr(devices, "accelerator_nodes", lambda: True)  # /dev/dri/renderD128 present
     inv = devices.probe()
     assert inv.ort_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
     assert inv.ov_devices == ("CPU", "GPU.0", "GPU.1") and inv.ov_version == "2099.1.0"
@@ -328,6 +329,40 @@ def test_probe_knows_the_cpu_onnxruntime_without_importing_it(monkeypatch):
     inv = devices.probe()
     assert (inv.ort_version, inv.ort_providers) == (version("onnxruntime"), ("CPUExecutionProvider",))
     assert "onnx" not in inv.errors
+
+
+def test_probe_leaves_openvino_unimported_where_it_can_offer_only_the_cpu(monkeypatch, tmp_path):
+    """No GPU/NPU device nodes (Linux): OpenVINO is known from its metadata; imported only when asked for more."""
+    from importlib.metadata import version
+
+    asked = []
+
+    class FakeCore:
+        available_devices = ["CPU"]
+
+        def get_property(self, device, name):
+            asked.append((device, name))
+            return ["FP32", "INT8", "BF16"] if name == "OPTIMIZATION_CAPABILITIES" else "fake cpu"
+
+    monkeypatch.setattr(devices.platform, "system", lambda: "Linux")
+    assert devices.accelerator_nodes(tmp_path) is False
+    (tmp_path / "dri").mkdir()
+    (tmp_path / "dri" / "renderD128").touch()
+    assert devices.accelerator_nodes(tmp_path) is True
+
+    monkeypatch.setattr(devices, "accelerator_nodes", lambda: False)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # an import would raise ImportError
+    inv = devices.probe()
+    assert (inv.ov_version, inv.ov_devices, inv.ov_asked) == (version("openvino"), ("CPU",), False)
+    assert {(d.name, d.backend) for d in devices.available_devices(inv)} >= {("cpu", "openvino"), ("cpu", "onnx")}
+    with pytest.raises(ImportError):  # bf16 on the OpenVINO CPU needs its capabilities: now it is asked
+        select_placements(ALL, backend="openvino", device="cpu", dtype="bf16", inventory=inv)
+
+    monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
+    assert select_placements(ALL, backend="openvino", device="cpu", dtype="bf16", inventory=inv)[0].dtype == "bf16"
+    assert ("CPU", "OPTIMIZATION_CAPABILITIES") in asked
+    full = devices.probe(full=True)  # what `granite-rt info` shows: OpenVINO's own answer
+    assert full.ov_asked and full.ov_version == "2099.1.0" and full.ov_capabilities["CPU"] == ("FP32", "INT8", "BF16")
 
 
 # ---- one onnxruntime distribution ------------------------------------------------------------------

@@ -196,21 +196,27 @@ def compress_token_embeddings(model) -> int:
 
 
 def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration) -> ArtifactRecord:
-    """Static INT8 (QOperator, per-channel int8 weights, uint8 activations, MinMax scales from calibration)."""
+    """Static INT8 (QDQ, per-channel int8 weights, uint8 activations with MinMax scales from calibration).
+
+    Only MatMul inputs are quantised, outputs stay fp32: onnxruntime then fuses each MatMul with its
+    DequantizeLinears into MatMulIntegerToFloat (int8 GEMM, scales applied on the way out), instead of
+    re-quantising every output to uint8 and dequantising it again as the QOperator format does.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantized, kept = _quantizable_matmuls(onnx.load(str(source)))
     quantize_static(
-        str(source), str(target), _FeedReader(feeds), quant_format=QuantFormat.QOperator, per_channel=True,
+        str(source), str(target), _FeedReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
         calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
     )
     model = onnx.load(str(target))
     rows = compress_token_embeddings(model)
     save_onnx(model, target)
     return record_artifact(stage, _rel(stage, target), "onnx", "int8", {
-        "method": "onnxruntime.quantization.quantize_static", "format": "QOperator", "weights": "int8 per-channel",
+        "method": "onnxruntime.quantization.quantize_static", "format": "QDQ, MatMul outputs fp32", "weights": "int8 per-channel",
         "activations": "uint8 per-tensor, static MinMax", "quantized_matmuls": len(quantized),
         "fp32_matmuls": len(kept), "token_embeddings": f"int8, per-row fp32 scale ({rows} rows)",
         "calibration": calibration.source, "calibration_samples": len(feeds),

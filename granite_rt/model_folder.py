@@ -238,13 +238,47 @@ def verify_artifact(folder: Path, artifact: Artifact) -> list[Path]:
     if artifact.sha256 and artifact.path not in expected:
         expected[artifact.path] = artifact.sha256
     for rel, digest in expected.items():
+        if _verified_before(folder / rel, digest):
+            continue
         actual = sha256_file(folder / rel)
         if actual != digest:
             raise ModelFileError(f"{folder / rel} does not match {MANIFEST} (sha256 {actual[:12]}… != "
                                  f"{digest[:12]}…): the file is corrupted or was replaced; re-export or re-download it")
+        _remember_verified(folder / rel, digest)
     if artifact.backend == "openvino":
         _check_openvino_weights(files[0], files[1])
     return files
+
+
+def _verified_marker(path: Path, digest: str) -> Path | None:
+    """Where a passed check of ``path`` against ``digest`` is remembered: keyed by the file's identity and
+    every stat field a write changes (size, mtime, ctime, inode), so a replaced or rewritten file is hashed
+    again. None when the cache is off (GRANITE_RT_CACHE=off)."""
+    from granite_rt.devices import default_cache_dir
+
+    cache = default_cache_dir()
+    if cache is None:
+        return None
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}|{digest}"
+    return cache / "verified" / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _verified_before(path: Path, digest: str) -> bool:
+    marker = _verified_marker(path, digest)
+    return marker is not None and marker.is_file()
+
+
+def _remember_verified(path: Path, digest: str) -> None:
+    """Skip re-reading the weights at the next load (0.1 s per 120 MB); an unwritable cache is no error."""
+    marker = _verified_marker(path, digest)
+    if marker is None:
+        return
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{path}\n")
+    except OSError:
+        pass
 
 
 def sha256_file(path: Path) -> str:

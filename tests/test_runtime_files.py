@@ -37,9 +37,40 @@ def test_sha256_mismatch_names_the_file(exported):
         Embedder(exported, backend="onnx", dtype="fp32")
 
 
+def test_a_verified_file_is_hashed_again_only_when_it_changes(exported, monkeypatch):
+    """The check passed once is remembered per file stat; a rewrite keeping size and mtime is still caught."""
+    import os
+
+    from granite_rt import model_folder
+
+    Embedder(exported, backend="onnx", dtype="fp32")  # hashes and remembers
+    hashed = []
+    real = model_folder.sha256_file
+    monkeypatch.setattr(model_folder, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    Embedder(exported, backend="onnx", dtype="fp32")
+    assert hashed == []
+    data = exported / "onnx" / "model.onnx_data"
+    before = data.stat()
+    with open(data, "r+b") as fh:  # one byte changed in place, size and mtime put back
+        fh.seek(before.st_size // 2)
+        byte = fh.read(1)
+        fh.seek(before.st_size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx_data does not match granite_rt\.json"):
+        Embedder(exported, backend="onnx", dtype="fp32")
+    assert "model.onnx_data" in hashed
+
+
+def test_truncated_onnx_external_data_names_the_file(hub_layout):
+    _truncate(hub_layout / "onnx" / "model.onnx_data")
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx \(weights in model\.onnx_data\) cannot be loaded"):
+        Embedder(hub_layout, backend="onnx", dtype="fp32")
+
+
 def test_truncated_onnx_without_manifest_names_the_file(hub_layout):
     _truncate(hub_layout / "onnx" / "model.onnx")
-    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx cannot be loaded by onnxruntime"):
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx (\(weights in model\.onnx_data\) )?cannot be loaded"):
         Embedder(hub_layout, backend="onnx", dtype="fp32")
 
 
@@ -134,7 +165,8 @@ def test_hub_patterns_for_auto_prefer_int8_then_fp32():
     from granite_rt.model_folder import hub_patterns
 
     files = ["onnx/model.onnx", "onnx/model_qint8.onnx"]
-    assert hub_patterns(("onnx",), ("int8", "fp32"), files)[-2:] == ["onnx/model_qint8*.onnx", "onnx/model_quint8*.onnx"]
+    assert hub_patterns(("onnx",), ("int8", "fp32"), files)[-4:] == [
+        "onnx/model_qint8*.onnx", "onnx/model_qint8*.onnx_data", "onnx/model_quint8*.onnx", "onnx/model_quint8*.onnx_data"]
     assert "onnx/model.onnx" in hub_patterns(("onnx",), ("int8", "fp32"), ["onnx/model.onnx"])
     arm_only = ["onnx/model.onnx", "onnx/model_qint8_arm64.onnx"]  # an INT8 file this x86 CPU cannot run
     if platform.machine().lower() in {"x86_64", "amd64"}:

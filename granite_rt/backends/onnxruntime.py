@@ -14,9 +14,9 @@ from granite_rt.errors import DeviceUnavailableError, ModelFileError, Unsupporte
 
 _CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
-# Messages onnxruntime gives for a file it cannot parse (truncated, not ONNX, missing external data).
+# Messages onnxruntime gives for a file it cannot parse (truncated, not ONNX, missing or short external data).
 _FILE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "no_suchfile", "load model from",
-                "model_path", "external data", "invalid model")
+                "model_path", "external data", "invalid model", "deserialize tensor", "getextdatafromtensorproto")
 
 
 class OnnxRuntimeBackend:
@@ -43,7 +43,9 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # noqa: BLE001 - sorted into a file error or a device error below
             text = f"{type(exc).__name__}: {exc}"
             if any(marker in text.lower() for marker in _FILE_ERRORS):
-                raise ModelFileError(f"{self.path} cannot be loaded by onnxruntime (truncated or corrupted? "
+                data = self.path.with_name(self.path.name + "_data")
+                files = f"{self.path} (weights in {data.name})" if data.exists() else str(self.path)
+                raise ModelFileError(f"{files} cannot be loaded by onnxruntime (truncated or corrupted? "
                                      f"re-export or re-download it): {exc}") from exc
             raise DeviceUnavailableError(f"onnxruntime could not create a session for {self.path} on "
                                          f"{providers or ['CPUExecutionProvider']}: {exc}") from exc

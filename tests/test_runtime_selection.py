@@ -54,7 +54,7 @@ def test_auto_on_a_cpu_without_int8_dot_products_runs_onnxruntime_int8(with_int8
 
 def test_auto_dtype_without_int8_uses_fp32(tiny_embedder_folders):
     emb = Embedder(tiny_embedder_folders["export"])
-    assert (emb.info["dtype"], emb.info["files"]) == ("fp32", ["onnx/model.onnx"])
+    assert (emb.info["dtype"], emb.info["files"]) == ("fp32", ["onnx/model.onnx", "onnx/model.onnx_data"])
 
 
 def test_openvino_precision_hint_is_explicit(tiny_embedder_folders):

@@ -56,3 +56,16 @@ def encoder_gop_per_token(layers: int, hidden: int, intermediate: int, seq: int,
     dense = layers * (4 * hidden * hidden + 3 * hidden * intermediate)
     attention = 2 * hidden * (n_global * seq + (layers - n_global) * min(seq, window))
     return 2 * (dense + attention) / 1e9
+
+
+def peak_rss_mib() -> float | None:
+    """This process's own peak RSS (Linux VmHWM), None where /proc is absent.
+
+    Not ``ru_maxrss``: the kernel folds the peak of the process that forked a child into the child's
+    ru_maxrss at exec, so a child of a 300 MiB benchmark runner never reports less than 300 MiB.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None

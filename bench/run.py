@@ -122,9 +122,11 @@ def cold_start(model: BenchModel, rounds: int, bench_py: Path, only: set[str] | 
                 continue
             if index == 0:
                 continue  # warm-up: fills the page cache for every contender alike
-            seconds[name].append(json.loads(out.strip().splitlines()[-1])["seconds"])
+            report = json.loads(out.strip().splitlines()[-1])
+            seconds[name].append(report["seconds"])
             wall[name].append(elapsed)
-            rss[name].append(usage.ru_maxrss / 1024)  # KiB → MiB on Linux
+            # The child's own VmHWM; ru_maxrss (KiB on Linux) only where /proc is absent (it holds this runner's peak).
+            rss[name].append(report.get("peak_rss_mib") or usage.ru_maxrss / 1024)
             print(f"    {name:32s} {seconds[name][-1]:6.2f} s  {rss[name][-1]:7.0f} MiB", flush=True)
     return {name: {"seconds": asdict(summarize(seconds[name])), "process_wall": asdict(summarize(wall[name])),
                    "peak_rss_mib": asdict(summarize(rss[name]))}

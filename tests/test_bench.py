@@ -6,6 +6,10 @@ from known inputs.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from bench.harness import interleave, round_order, warm_up
@@ -107,3 +111,19 @@ def test_cutter_makes_texts_of_exact_token_counts(tiny_embedder_checkpoint):
     tok.no_truncation()
     assert [len(tok.encode(t).ids) for t in texts] == [64, 64, 64]
     assert len(set(texts)) == 3
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_cold_start_peak_rss_is_the_childs_own_not_the_runners():
+    """ru_maxrss of a child includes its parent's peak (folded in at exec); the cold start reports VmHWM."""
+    import os
+    import subprocess
+    import sys
+
+    ballast = np.ones(300 * 2**20 // 8)  # this process: ≥ 300 MiB resident
+    code = "import json; from bench.machine import peak_rss_mib; print(json.dumps(peak_rss_mib()))"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, text=True)
+    own = json.loads(proc.stdout.read())
+    _, _, usage = os.wait4(proc.pid, 0)
+    assert usage.ru_maxrss / 1024 > 300 > 100 > own > 1, (usage.ru_maxrss / 1024, own)
+    assert ballast.sum() > 0

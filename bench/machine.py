@@ -32,14 +32,17 @@ def machine_info() -> dict:
 
 
 def peak_gops(info: dict) -> dict[str, float]:
-    """Theoretical peak per precision, assuming two 512-bit FMA ports per core (AVX-512 Xeons).
+    """Theoretical peak per precision, assuming two FMA ports per core of the widest vector unit.
 
-    fp32: 2 ports × 16 lanes × 2 (FMA) per cycle; bf16 (vdpbf16ps): 2 × 32 × 2; INT8 (VNNI
-    vpdpbusd): 2 × 64 × 2. An upper bound: turbo, port counts and the hypervisor may differ.
+    AVX-512: fp32 2 ports × 16 lanes × 2 (FMA) per cycle; bf16 (vdpbf16ps) 2 × 32 × 2; INT8 (VNNI
+    vpdpbusd) 2 × 64 × 2. AVX2 only: fp32 2 × 8 × 2; INT8 2 × 32 × 2 / 2 (vpmaddubsw then vpmaddwd:
+    two instructions per 32 multiply-adds). An upper bound: turbo, port counts and the hypervisor may differ.
     """
-    if not info["flags"].get("avx512f") or not info["mhz"]:
+    if not info["mhz"] or not (info["flags"].get("avx512f") or info["flags"].get("avx2")):
         return {}
     cycles = info["physical_cores"] * info["mhz"] * 1e6
+    if not info["flags"].get("avx512f"):
+        return {"fp32": cycles * 32 / 1e9, "int8": cycles * 64 / 1e9}
     peaks = {"fp32": cycles * 64 / 1e9}
     if info["flags"].get("avx512_bf16"):
         peaks["bf16"] = cycles * 128 / 1e9

@@ -127,3 +127,14 @@ def test_cold_start_peak_rss_is_the_childs_own_not_the_runners():
     _, _, usage = os.wait4(proc.pid, 0)
     assert usage.ru_maxrss / 1024 > 300 > 100 > own > 1, (usage.ru_maxrss / 1024, own)
     assert ballast.sum() > 0
+
+
+def test_peak_rates_follow_the_widest_vector_unit():
+    from bench.machine import peak_gops
+
+    def info(*flags):
+        return {"physical_cores": 2, "mhz": 2500.0, "flags": {f: True for f in flags}}
+
+    assert peak_gops(info("avx2")) == {"fp32": 160.0, "int8": 320.0}                   # 2 × 2.5 GHz × 32 / 64
+    assert peak_gops(info("avx2", "avx512f", "avx512_vnni")) == {"fp32": 320.0, "int8": 1280.0}
+    assert peak_gops(info()) == {}                                                       # unknown unit: no claim

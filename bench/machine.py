@@ -61,14 +61,14 @@ def encoder_gop_per_token(layers: int, hidden: int, intermediate: int, seq: int,
     return 2 * (dense + attention) / 1e9
 
 
-def peak_rss_mib() -> float | None:
-    """This process's own peak RSS (Linux VmHWM), None where /proc is absent.
+def peak_rss_mib(pid: int | str = "self") -> float | None:
+    """Peak RSS of this process (or of child ``pid``, while it runs): Linux VmHWM; None where /proc is absent.
 
     Not ``ru_maxrss``: the kernel folds the peak of the process that forked a child into the child's
     ru_maxrss at exec, so a child of a 300 MiB benchmark runner never reports less than 300 MiB.
     """
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
         return None

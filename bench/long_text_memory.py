@@ -3,7 +3,8 @@
 Each case runs in a fresh subprocess (so peaks do not mix) under an address-space limit (so a case
 that would need more memory fails cleanly instead of waking the OOM killer on a shared machine);
 the peak is the child's VmHWM, which it reports itself, or the last one the parent read while it
-ran when the case is stopped at its time limit (not wait4's ru_maxrss, which includes the parent's peak). Run: ``python -m bench.long_text_memory [--cases 1x8192,8x8192] [--backend auto --dtype auto]
+ran when the case is stopped at its time limit (not wait4's ru_maxrss, which includes the parent's
+peak). Run: ``python -m bench.long_text_memory [--cases 1x8192,8x8192] [--backend auto --dtype auto]
 [--update-docs]`` (default: fp32 ONNX on onnxruntime; ``auto``/``auto`` is the runtime's default CPU path).
 Results: bench/results/long_text_memory[-BACKEND-DTYPE].json; ``--update-docs`` writes the table into docs/long-text.md.
 """
@@ -67,8 +68,8 @@ def worker(folder: str, texts_file: str, backend: str = "onnx", dtype: str = "fp
     start = time.perf_counter()
     vectors, truncated = emb.encode(texts, batch_size=32, long_text="truncate", return_truncation=True,
                                     show_progress_bar=True)
-    print(json.dumps({"seconds": time.perf_counter() - start, "loaded_peak_mib": loaded_mib, "peak_rss_mib": round(peak_rss_mib(), 1),
-                      "placement": placement,
+    print(json.dumps({"seconds": time.perf_counter() - start, "loaded_peak_mib": loaded_mib,
+                      "peak_rss_mib": round(peak_rss_mib(), 1), "placement": placement,
                       "rss_after_load_mib": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
                       "shape": list(vectors.shape), "truncated": int(truncated.sum())}), flush=True)
 

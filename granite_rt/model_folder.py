@@ -238,13 +238,14 @@ def verify_artifact(folder: Path, artifact: Artifact) -> list[Path]:
     if artifact.sha256 and artifact.path not in expected:
         expected[artifact.path] = artifact.sha256
     for rel, digest in expected.items():
-        if _verified_before(folder / rel, digest):
+        marker = _verified_marker(folder / rel, digest)
+        if marker is not None and marker.is_file():
             continue
         actual = sha256_file(folder / rel)
         if actual != digest:
             raise ModelFileError(f"{folder / rel} does not match {MANIFEST} (sha256 {actual[:12]}… != "
                                  f"{digest[:12]}…): the file is corrupted or was replaced; re-export or re-download it")
-        _remember_verified(folder / rel, digest)
+        _remember_verified(marker, folder / rel)
     if artifact.backend == "openvino":
         _check_openvino_weights(files[0], files[1])
     return files
@@ -264,14 +265,8 @@ def _verified_marker(path: Path, digest: str) -> Path | None:
     return cache / "verified" / hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _verified_before(path: Path, digest: str) -> bool:
-    marker = _verified_marker(path, digest)
-    return marker is not None and marker.is_file()
-
-
-def _remember_verified(path: Path, digest: str) -> None:
+def _remember_verified(marker: Path | None, path: Path) -> None:
     """Skip re-reading the weights at the next load (0.1 s per 120 MB); an unwritable cache is no error."""
-    marker = _verified_marker(path, digest)
     if marker is None:
         return
     try:

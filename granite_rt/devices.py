@@ -184,9 +184,9 @@ def probe(full: bool = False) -> Inventory:
             providers = tuple(p for p in providers if p != "TensorrtExecutionProvider")
             errors["tensorrt"] = missing
     ov_version, ov_devices, names, caps = None, (), {}, {}
-    ov_cpu_only = not full and not accelerator_nodes()
-    if ov_cpu_only and _installed_version("openvino"):
-        return Inventory(ort_version, providers, dists, _installed_version("openvino"), ("CPU",),
+    ov_installed = _installed_version("openvino")
+    if ov_installed and not full and not accelerator_nodes():  # only the CPU plugin could answer
+        return Inventory(ort_version, providers, dists, ov_installed, ("CPU",),
                          errors=errors, cpu_int8_dot=cpu_int8_dot(), ov_asked=False)
     try:
         import openvino as ov

@@ -11,6 +11,7 @@ import onnxruntime as ort
 from granite_rt.backends import KNOWN_INPUTS, pick_output
 from granite_rt.backends.base import Placement
 from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
+from granite_rt.model_folder import artifact_files
 
 _CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -43,8 +44,8 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # noqa: BLE001 - sorted into a file error or a device error below
             text = f"{type(exc).__name__}: {exc}"
             if any(marker in text.lower() for marker in _FILE_ERRORS):
-                data = self.path.with_name(self.path.name + "_data")
-                files = f"{self.path} (weights in {data.name})" if data.exists() else str(self.path)
+                weights = ", ".join(p.name for p in artifact_files(folder, placement.artifact)[1:])
+                files = f"{self.path} (weights in {weights})" if weights else str(self.path)
                 raise ModelFileError(f"{files} cannot be loaded by onnxruntime (truncated or corrupted? "
                                      f"re-export or re-download it): {exc}") from exc
             raise DeviceUnavailableError(f"onnxruntime could not create a session for {self.path} on "

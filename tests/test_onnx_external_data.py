@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,16 +18,15 @@ from granite_export.onnx_export import EXTERNAL_DATA_ALIGNMENT, save_onnx  # noq
 
 ROWS, DIM = 200_000, 128  # a 100 MB fp32 table, about the 97m model's int8 one scaled up
 
-# VmHWM (this process image's peak RSS), not ru_maxrss, which keeps the forking parent's peak across exec.
+# VmHWM (bench.machine.peak_rss_mib), not ru_maxrss, which keeps the forking parent's peak across exec.
 _PEAK_GROWTH = """
 import json, sys
 import numpy as np, onnxruntime as ort
-def peak_kib():
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-before = peak_kib()
+from bench.machine import peak_rss_mib
+before = peak_rss_mib()
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 out = session.run(None, {"input_ids": np.array([[1, 5, 99_999]], dtype=np.int64)})[0]
-print(json.dumps({"grown_mib": (peak_kib() - before) / 1024, "row": out[0, 2].tolist()}))
+print(json.dumps({"grown_mib": peak_rss_mib() - before, "row": out[0, 2].tolist()}))
 """
 
 
@@ -43,7 +43,7 @@ def _table_model(table: np.ndarray):
 
 def _peak_growth(path) -> dict:
     done = subprocess.run([sys.executable, "-c", _PEAK_GROWTH, str(path)], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -10,6 +10,9 @@ from typing import Any, Callable
 
 from bench.contenders import BATCH_SIZE, Contender
 
+# Copies of model folders that transformers 4 can load (legacy_tokenizer_view), beside the bench models.
+VIEWS = Path(__file__).resolve().parent / ".models" / "transformers4-views"
+
 
 def load(contender: Contender, kind: str, checkpoint: Path, exported: Path) -> Callable[..., Any]:
     """Return the contender's call for ``kind``: embedder → f(texts), reranker → f(query, passages)."""
@@ -26,7 +29,7 @@ def _sentence_transformers(opts: dict, kind: str, checkpoint: Path, exported: Pa
             kwargs["model_kwargs"] = {"file_name": opts["file_name"]}
     # torch loads the transformers checkpoint; the other backends load the exported files, as a
     # user does with IBM's Hub repos (which ship onnx/ and openvino/ beside the weights).
-    path = str(checkpoint if backend == "torch" else exported)
+    path = str(checkpoint if backend == "torch" else legacy_tokenizer_view(exported, _transformers_major()))
     if kind == "embedder":
         from sentence_transformers import SentenceTransformer
 
@@ -36,6 +39,55 @@ def _sentence_transformers(opts: dict, kind: str, checkpoint: Path, exported: Pa
 
     model = CrossEncoder(path, **kwargs)
     return lambda query, passages: model.predict([(query, p) for p in passages], batch_size=BATCH_SIZE)
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def legacy_tokenizer_view(folder: Path, transformers_major: int, views: Path = VIEWS) -> Path:
+    """``folder`` as transformers 4 can load it (sentence-transformers' onnx backend runs there).
+
+    transformers 5 writes ``"tokenizer_class": "TokenizersBackend"`` in tokenizer_config.json, a class
+    transformers 4 does not have. Its equivalent there is PreTrainedTokenizerFast over the same
+    tokenizer.json, so under transformers 4 this returns a copy of ``folder`` in ``views`` (hard links: no
+    bytes copied) whose tokenizer_config.json names that class; otherwise ``folder`` itself. The copy is
+    named after the files' names, sizes and mtimes, so a changed ``folder`` gets a new one.
+    """
+    import hashlib
+    import json
+    import os
+    import shutil
+
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    if transformers_major >= 5 or config.get("tokenizer_class") != "TokenizersBackend":
+        return folder
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stats = "\n".join(f"{p.relative_to(folder)} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
+    key = hashlib.sha256(f"{folder.resolve()}\n{stats}".encode()).hexdigest()[:12]
+    view = views / f"{folder.name}-{key}"
+    if (view / "tokenizer_config.json").exists():
+        return view
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system, or no hard links there
+            shutil.copy2(src, dst)
+
+    staging = view.with_name(f"{view.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a crashed run
+    shutil.copytree(folder, staging, copy_function=link)
+    (staging / "tokenizer_config.json").unlink()  # a link: writing through it would change ``folder``
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (staging / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    try:
+        staging.rename(view)
+    except OSError:  # another worker made it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return view
 
 
 def _fastembed(opts: dict, kind: str, checkpoint: Path, exported: Path):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Family = Literal["st", "fastembed", "granite-rt"]
-Env = Literal["project", "bench"]   # project venv (.venv) or bench venv (bench/.venv: optimum-intel, fastembed)
+Env = Literal["project", "bench", "st-onnx"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
 BATCH_SIZE = 32                     # sentence-transformers' default, used by every contender
 
 
@@ -33,6 +33,10 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("ST openvino", "st", "bench", ("embedder", "reranker"), {"backend": "openvino"}),
     Contender("ST openvino INT8 IR", "st", "bench", ("embedder",),
               {"backend": "openvino", "file_name": "openvino/openvino_model_qint8_quantized.xml"}),
+    Contender("ST onnx", "st", "st-onnx", ("embedder", "reranker"),
+              {"backend": "onnx", "file_name": "onnx/model.onnx"}),
+    Contender("ST onnx INT8", "st", "st-onnx", ("embedder", "reranker"),
+              {"backend": "onnx", "file_name": "onnx/model_qint8.onnx"}),
     Contender("fastembed fp32", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model.onnx"}),
     Contender("fastembed INT8", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model_qint8.onnx"}),
     _granite("auto", "auto", default=True),

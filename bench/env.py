@@ -1,9 +1,13 @@
-"""The two Python environments contenders run in, and creating the bench one on first use.
+"""The Python environments contenders run in, and creating the bench ones on first use.
 
-granite-rt and sentence-transformers on torch run in the project's venv (what a user installs);
-optimum-intel (for sentence-transformers' openvino backend) and fastembed pin older
-transformers / huggingface-hub, so they get bench/.venv, which sees the project's site-packages
-after its own (torch, openvino and sentence-transformers are shared, never re-downloaded).
+granite-rt and sentence-transformers on torch run in the project's venv (what a user installs).
+The peers that pin older libraries get venvs of their own under bench/, each seeing the project's
+site-packages after its own (torch, openvino, onnxruntime are shared, never re-downloaded):
+
+- ``bench`` (bench/.venv): optimum-intel (sentence-transformers' openvino backend) and fastembed, which
+  pin older transformers / huggingface-hub;
+- ``st-onnx`` (bench/.venv-st-onnx): sentence-transformers' onnx backend, whose optimum-onnx requires
+  transformers < 4.58, so sentence-transformers 5.x (the last series that runs on transformers 4).
 """
 
 from __future__ import annotations
@@ -13,26 +17,43 @@ import subprocess
 import sys
 import sysconfig
 import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_VENV = ROOT / "bench" / ".venv"
-REQUIREMENTS = ROOT / "bench" / "requirements.txt"
 # PyPI's torchvision is built against the CUDA torch and breaks transformers' import beside the
 # +cpu torch; optimum-intel declares it but never needs it for text models.
 UNWANTED = ("torchvision",)
 
 
-def bench_python() -> Path:
-    return BENCH_VENV / "bin" / "python"
+@dataclass(frozen=True)
+class BenchEnv:
+    """A venv for peers: its folder, its requirements file, and the project packages it must keep."""
+
+    name: str
+    folder: Path
+    requirements: Path
+    keep: tuple[str, ...]   # installed at the project's versions (constraints), never re-resolved
+
+    @property
+    def python(self) -> Path:
+        return self.folder / "bin" / "python"
 
 
-def _stamp() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes() + sys.executable.encode()).hexdigest()[:16]
+ENVS = {
+    "bench": BenchEnv("bench", ROOT / "bench" / ".venv", ROOT / "bench" / "requirements.txt",
+                      ("torch", "openvino", "sentence-transformers", "numpy")),
+    "st-onnx": BenchEnv("st-onnx", ROOT / "bench" / ".venv-st-onnx", ROOT / "bench" / "requirements-st-onnx.txt",
+                        ("torch", "onnxruntime", "numpy")),
+}
+
+
+def _stamp(env: BenchEnv) -> str:
+    return hashlib.sha256(env.requirements.read_bytes() + sys.executable.encode()).hexdigest()[:16]
 
 
 def _pinned(*dists: str) -> list[str]:
-    """``name==version`` of the project's installed ``dists``, so the bench venv keeps them."""
+    """``name==version`` of the project's installed ``dists``, so a bench venv keeps them."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
@@ -44,20 +65,21 @@ def _pinned(*dists: str) -> list[str]:
     return pins
 
 
-def ensure_bench_env(log=print) -> Path:
-    """Create bench/.venv and install bench/requirements.txt into it unless already up to date."""
-    stamp_file = BENCH_VENV / "granite-rt-bench.stamp"
-    if stamp_file.exists() and stamp_file.read_text() == _stamp():
-        return bench_python()
-    log(f"creating the bench environment {BENCH_VENV} (once) ...")
-    venv.EnvBuilder(with_pip=True, clear=True).create(BENCH_VENV)
+def ensure_env(name: str, log=print) -> Path:
+    """Create the venv ``name`` of ``ENVS`` and install its requirements unless already up to date; its python."""
+    env = ENVS[name]
+    stamp_file = env.folder / "granite-rt-bench.stamp"
+    if stamp_file.exists() and stamp_file.read_text() == _stamp(env):
+        return env.python
+    log(f"creating the {name} environment {env.folder} (once) ...")
+    venv.EnvBuilder(with_pip=True, clear=True).create(env.folder)
     site = Path(subprocess.check_output(
-        [str(bench_python()), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+        [str(env.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
     (site / "zz_granite_rt_project.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    constraints = BENCH_VENV / "constraints.txt"
-    constraints.write_text("\n".join(_pinned("torch", "openvino", "sentence-transformers", "numpy")) + "\n")
-    pip = [str(bench_python()), "-m", "pip"]
-    subprocess.run([*pip, "install", "-q", "-c", str(constraints), "-r", str(REQUIREMENTS)], check=True)
+    constraints = env.folder / "constraints.txt"
+    constraints.write_text("\n".join(_pinned(*env.keep)) + "\n")
+    pip = [str(env.python), "-m", "pip"]
+    subprocess.run([*pip, "install", "-q", "-c", str(constraints), "-r", str(env.requirements)], check=True)
     subprocess.run([*pip, "uninstall", "-q", "-y", *UNWANTED], check=False)
-    stamp_file.write_text(_stamp())
-    return bench_python()
+    stamp_file.write_text(_stamp(env))
+    return env.python

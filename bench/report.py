@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from bench.machine import encoder_gop_per_token, machine_info, peak_gops
@@ -23,7 +22,7 @@ TARGETS = (
     ("d_rerank512", "ST openvino", "time", 0.75),
 )
 VERSIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy", "torch", "transformers",
-            "sentence-transformers", "optimum", "optimum-intel", "fastembed")
+            "sentence-transformers", "optimum", "optimum-intel", "optimum-onnx", "fastembed")
 
 
 def versions(python: str) -> dict[str, str]:
@@ -148,10 +147,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: dict, models: dict, out: Path, bench_py: Path) -> None:
+def write_report(results: dict, models: dict, out: Path, pythons: dict[str, str]) -> None:
     """results.json, results.md and results.png (drawn with the bench venv's matplotlib)."""
     results["machine"] = machine_info()
-    results["versions"] = {"project": versions(sys.executable), "bench": versions(str(bench_py))}
+    results["versions"] = {env: versions(python) for env, python in pythons.items()}
     results["models"] = {k: str(v.exported) for k, v in models.items()}
     results["ratios"] = {k: time_ratios(medians(w)) for k, w in results["workloads"].items()}
     results["targets"] = check_targets(results)
@@ -160,5 +159,5 @@ def write_report(results: dict, models: dict, out: Path, bench_py: Path) -> None
         results["efficiency"] = efficiency(results, config, results["machine"])
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
-    subprocess.run([str(bench_py), "-m", "bench.chart", str(out / "results.json"), str(out / "results.png")],
+    subprocess.run([pythons["bench"], "-m", "bench.chart", str(out / "results.json"), str(out / "results.png")],
                    check=False)

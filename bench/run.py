@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.contenders import COLD_START, CONTENDERS, Contender, by_name
-from bench.env import ensure_bench_env
+from bench.env import ensure_env
 from bench.harness import interleave, warm_up
 from bench.models import ROOT, BenchModel, ensure_models
 from bench.stats import summarize
@@ -57,11 +57,16 @@ class Worker:
         self.proc.wait(timeout=60)
 
 
-def _python(contender: Contender, bench_py: Path) -> str:
-    return sys.executable if contender.env == "project" else str(bench_py)
+def ensure_pythons(contenders: list[Contender]) -> dict[str, str]:
+    """The interpreter of every environment ``contenders`` run in (creating bench venvs on first use).
+
+    The ``bench`` venv is always made: the report's chart is drawn with its matplotlib.
+    """
+    envs = {"bench"} | {c.env for c in contenders if c.env != "project"}
+    return {"project": sys.executable, **{env: str(ensure_env(env)) for env in sorted(envs)}}
 
 
-def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Sizes, bench_py: Path,
+def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Sizes, pythons: dict[str, str],
              log_dir: Path, only: set[str] | None) -> dict:
     """Load every contender of ``kind`` once, then run its workloads interleaved."""
     results: dict = {}
@@ -71,7 +76,7 @@ def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Siz
             continue
         print(f"  loading {contender.name} ...", flush=True)
         try:
-            workers.append(Worker(contender, kind, model, _python(contender, bench_py), log_dir))
+            workers.append(Worker(contender, kind, model, pythons[contender.env], log_dir))
         except WorkerError as exc:
             failed[contender.name] = str(exc)
             print(f"    FAILED: {exc}", flush=True)
@@ -97,7 +102,7 @@ def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Siz
     return results
 
 
-def cold_start(model: BenchModel, rounds: int, bench_py: Path, only: set[str] | None) -> dict:
+def cold_start(model: BenchModel, rounds: int, pythons: dict[str, str], only: set[str] | None) -> dict:
     """(e) import + load + first vector in a fresh process, interleaved; one warm-up (page cache)."""
     names = [n for n in COLD_START if not only or n in only]
     seconds: dict[str, list[float]] = {n: [] for n in names}
@@ -108,7 +113,7 @@ def cold_start(model: BenchModel, rounds: int, bench_py: Path, only: set[str] | 
         for name in names:
             if name in failed:
                 continue
-            cmd = [_python(by_name(name), bench_py), "-m", "bench.coldstart", name,
+            cmd = [pythons[by_name(name).env], "-m", "bench.coldstart", name,
                    str(model.checkpoint), str(model.exported)]
             start = time.perf_counter()
             proc = subprocess.Popen(cmd, cwd=ROOT, env=WORKER_ENV, stdout=subprocess.PIPE,
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
-    bench_py = ensure_bench_env()
+    pythons = ensure_pythons([c for c in CONTENDERS if not only or c.name in only])
     given = {kind: getattr(args, kind).resolve() for kind in ("embedder", "reranker") if getattr(args, kind)}
     needed = {"embedder"} if set(args.workloads) & set("abce") else set()
     needed |= {"reranker"} if "d" in args.workloads else set()
@@ -163,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("embedder", "reranker"):
         mine = [w for w in workloads if w.kind == kind]
         if mine:
-            results["workloads"].update(run_kind(kind, mine, models[kind], sizes, bench_py, out / "logs", only))
+            results["workloads"].update(run_kind(kind, mine, models[kind], sizes, pythons, out / "logs", only))
     if "e" in args.workloads:
         print("(e) cold start: import + load + first vector, fresh process", flush=True)
-        results["cold_start"] = cold_start(models["embedder"], sizes.cold_rounds, bench_py, only)
+        results["cold_start"] = cold_start(models["embedder"], sizes.cold_rounds, pythons, only)
     results["duration_s"] = time.time() - started
 
     from bench.report import write_report
 
-    write_report(results, models, out, bench_py)
+    write_report(results, models, out, pythons)
     print(f"results: {out}")
     return 0

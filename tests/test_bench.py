@@ -138,3 +138,45 @@ def test_peak_rates_follow_the_widest_vector_unit():
     assert peak_gops(info("avx2")) == {"fp32": 160.0, "int8": 320.0}                   # 2 × 2.5 GHz × 32 / 64
     assert peak_gops(info("avx2", "avx512f", "avx512_vnni")) == {"fp32": 320.0, "int8": 1280.0}
     assert peak_gops(info()) == {}                                                       # unknown unit: no claim
+
+
+def _folder_with_tokenizer_class(root: Path, tokenizer_class: str) -> Path:
+    folder = root / "model"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "onnx" / "model.onnx").write_bytes(b"graph")
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class, "cls_token": "<s>"}))
+    return folder
+
+
+def test_legacy_tokenizer_view_renames_the_class_for_transformers_4_without_touching_the_folder(tmp_path):
+    from bench.adapters import legacy_tokenizer_view
+
+    folder = _folder_with_tokenizer_class(tmp_path, "TokenizersBackend")
+    view = legacy_tokenizer_view(folder, transformers_major=4, views=tmp_path / "views")
+    assert view != folder and view.parent == tmp_path / "views"
+    assert json.loads((view / "tokenizer_config.json").read_text()) == {
+        "tokenizer_class": "PreTrainedTokenizerFast", "cls_token": "<s>"}
+    assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "TokenizersBackend"
+    assert (view / "onnx" / "model.onnx").stat().st_ino == (folder / "onnx" / "model.onnx").stat().st_ino  # linked
+    assert legacy_tokenizer_view(folder, transformers_major=4, views=tmp_path / "views") == view  # reused
+    (folder / "tokenizer.json").write_text('{"changed": true}')
+    changed = legacy_tokenizer_view(folder, transformers_major=4, views=tmp_path / "views")
+    assert changed != view and (changed / "tokenizer.json").read_text() == '{"changed": true}'
+
+
+@pytest.mark.parametrize(("major", "tokenizer_class"), [(5, "TokenizersBackend"), (4, "PreTrainedTokenizerFast")])
+def test_legacy_tokenizer_view_is_the_folder_itself_where_nothing_needs_renaming(tmp_path, major, tokenizer_class):
+    from bench.adapters import legacy_tokenizer_view
+
+    folder = _folder_with_tokenizer_class(tmp_path, tokenizer_class)
+    assert legacy_tokenizer_view(folder, transformers_major=major, views=tmp_path / "views") == folder
+    assert not (tmp_path / "views").exists()
+
+
+def test_every_contender_runs_in_a_known_environment():
+    from bench.contenders import CONTENDERS
+    from bench.env import ENVS
+
+    assert {c.env for c in CONTENDERS} - {"project"} <= set(ENVS)
+    assert all(env.requirements.is_file() for env in ENVS.values())

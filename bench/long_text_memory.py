@@ -33,27 +33,11 @@ DEFAULT_CASES = "1x512,1x8192,8x8192,32x8192,1x32768,8x32768,32x32768"
 TABLE_START, TABLE_END = "<!-- long-text-memory:start -->", "<!-- long-text-memory:end -->"
 
 
-# The CPU artifacts: fp32 and INT8 on both backends (auto/auto picks OpenVINO INT8 when openvino is installed).
-FORMATS = ["onnx", "onnx-int8", "openvino", "openvino-int8"]
-
-
 def model_folder(log=print) -> Path:
-    """The full-size random 97m multilingual shape, exported once per exporter version (cached outside git)."""
-    from bench.models import CACHE, _shapes, exporter_fingerprint, model_key
+    """The full-size random 97m multilingual shape as the benchmark exports it (bench.models; cached outside git)."""
+    from bench.models import ensure_models
 
-    shape = _shapes()["embedder"]
-    base = CACHE / model_key("embedder", shape)
-    out = base / f"long-text-{exporter_fingerprint()}"
-    if not (out / "granite_rt.json").exists():
-        if not (base / "checkpoint" / ".bench-ready").exists():
-            log("building the random 97m checkpoint (cached) ...")
-            subprocess.run([sys.executable, "-m", "bench.models", "checkpoint", "embedder", str(base / "checkpoint")],
-                           cwd=ROOT, check=True)
-        log(f"exporting {','.join(FORMATS)} → {out} (cached) ...")
-        from granite_export import export_model
-
-        export_model(base / "checkpoint", out, formats=FORMATS, log=log)
-    return out
+    return ensure_models(["embedder"], log=log)["embedder"].exported
 
 
 def worker(folder: str, texts_file: str, backend: str = "onnx", dtype: str = "fp32") -> None:

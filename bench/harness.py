@@ -8,7 +8,13 @@ all of them alike.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+import time
+from typing import Callable, Protocol, Sequence
+
+# Pause before each contender's turn: the runtimes keep their worker threads spinning for a while
+# after a call (OpenMP in torch up to 200 ms, TBB in OpenVINO, onnxruntime's pool), which on 2 shared
+# cores slowed the next contender's first calls by up to 2× (a 10 ms query measured 15–25 ms).
+SETTLE_S = 0.5
 
 
 class Runner(Protocol):
@@ -37,13 +43,23 @@ def warm_up(runners: Sequence[Runner], payload: dict) -> tuple[list[Runner], dic
     return ok, failed
 
 
+def settle(seconds: float = SETTLE_S) -> None:
+    """Wait until the previous contender's idle threads stop spinning (see SETTLE_S)."""
+    time.sleep(seconds)
+
+
 def interleave(runners: Sequence[Runner], payload: dict, rounds: int, calls_per_round: int = 1,
-               on_call=None) -> dict[str, list[float]]:
-    """Time ``calls_per_round`` calls of each runner per round, the runners interleaved."""
+               on_call=None, pause: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Time ``calls_per_round`` calls of each runner per round, the runners interleaved.
+
+    ``pause`` (the benchmark passes ``settle``) runs before each runner's calls in a round.
+    """
     by_name = {r.name: r for r in runners}
     times: dict[str, list[float]] = {r.name: [] for r in runners}
     for index in range(rounds):
         for name in round_order(list(by_name), index):
+            if pause:
+                pause()
             for _ in range(calls_per_round):
                 seconds = by_name[name].call(payload)
                 times[name].append(seconds)

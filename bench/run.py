@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.contenders import COLD_START, CONTENDERS, Contender, by_name
 from bench.env import ensure_env
-from bench.harness import interleave, warm_up
+from bench.harness import interleave, settle, warm_up
 from bench.models import ROOT, BenchModel, ensure_models
 from bench.stats import summarize
 from bench.workloads import FULL, QUICK, Sizes, Workload, build_workloads
@@ -87,7 +87,7 @@ def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Siz
             ok, wl_failed = warm_up(runners, wl.warmup or wl.payload)
             for name, err in wl_failed.items():
                 print(f"    {name} FAILED: {err}", flush=True)
-            times = interleave(ok, wl.payload, sizes.rounds, wl.calls_per_round,
+            times = interleave(ok, wl.payload, wl.rounds or sizes.rounds, wl.calls_per_round, pause=settle,
                                on_call=lambda n, s: print(f"    {n:32s} {s:8.3f} s", flush=True))
             results[wl.key] = {
                 "title": wl.title, "kind": kind, "unit": wl.unit, "items": wl.items, "tokens": wl.tokens,

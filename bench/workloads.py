@@ -14,6 +14,7 @@ class Sizes:
     """How much work one run does: the full run fits in ~20 min on 2 cores, --quick in ~3."""
 
     rounds: int = 3
+    docs512_rounds: int = 5         # (a) is one call per round: more rounds for a steadier median
     docs512: int = 8
     corpus: int = 64
     query_calls: int = 10
@@ -22,7 +23,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(rounds=2, docs512=4, corpus=24, query_calls=3, passages=4, cold_rounds=1)
+QUICK = Sizes(rounds=2, docs512_rounds=2, docs512=4, corpus=24, query_calls=3, passages=4, cold_rounds=1)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Workload:
     items: int                      # documents or passages per call (for items/s)
     unit: str                       # "docs/s", "ms", "s"
     calls_per_round: int = 1
+    rounds: int | None = None       # default: Sizes.rounds
     warmup: dict | None = None      # untimed first call (default: the payload itself)
     skip: tuple[str, ...] = ()      # contenders too slow to run it within the time budget
     tokens: dict = field(default_factory=dict)
@@ -60,7 +62,8 @@ def _embedder_workloads(sizes: Sizes, emb_tok) -> list[Workload]:
     query = Cutter(emb_tok).pieces(1, 32, seed=2)
     return [
         Workload("a_docs512", f"(a) embedder, {len(docs)} docs × 512 tokens", "embedder",
-                 {"texts": docs}, len(docs), "docs/s", warmup={"texts": docs[:2]}, tokens={"per_doc": token_lengths(emb_tok, docs)[0]}),
+                 {"texts": docs}, len(docs), "docs/s", rounds=sizes.docs512_rounds, warmup={"texts": docs[:2]},
+                 tokens={"per_doc": token_lengths(emb_tok, docs)[0]}),
         Workload("b_cranfield", f"(b) embedder, Cranfield corpus ({len(corpus)} docs, mixed lengths)",
                  "embedder", {"texts": corpus}, len(corpus), "docs/s", warmup={"texts": corpus[:8]}, skip=("ST torch",),
                  tokens={"total": sum(lengths), "min": min(lengths), "max": max(lengths),

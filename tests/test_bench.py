@@ -46,6 +46,14 @@ def test_interleave_alternates_contenders_and_keeps_each_ones_times():
     assert times == {"A": [1.0, 2.0, 3.0, 4.0], "B": [10.0, 20.0, 30.0, 40.0]}
 
 
+def test_interleave_pauses_before_each_contenders_turn_not_between_its_calls():
+    log: list[str] = []
+    a = FakeRunner("A", [1.0, 2.0, 3.0, 4.0], log)
+    b = FakeRunner("B", [10.0, 20.0, 30.0, 40.0], log)
+    interleave([a, b], {}, rounds=2, calls_per_round=2, pause=lambda: log.append("pause"))
+    assert log == ["pause", "A", "A", "pause", "B", "B", "pause", "B", "B", "pause", "A", "A"]
+
+
 def test_warm_up_calls_each_once_and_drops_failures_with_their_error():
     log: list[str] = []
     good = FakeRunner("good", [0.5], log)

@@ -95,7 +95,8 @@ def markdown(results: dict) -> str:
     lines = [f"Measured {m['date']} on {m['cpu']}, {m['physical_cores']} cores ({m['logical_cpus']} logical), "
              f"{m['mhz']} MHz, {m['memory_gib']} GiB; {flags}. "
              f"{'QUICK smoke run — not a measurement. ' if results['quick'] else ''}"
-             f"{results['sizes']['rounds']} interleaved rounds ((a): {results['sizes'].get('docs512_rounds', '?')}) "
+             f"{results['sizes']['rounds']} interleaved rounds ((a): {results['sizes'].get('docs512_rounds', '?')}, "
+             f"(c): {results['sizes'].get('query_rounds', '?')} of {results['sizes'].get('query_calls', '?')} calls) "
              f"after one warm-up call each, a {SETTLE_S} s pause before each contender's turn; "
              "'× peer' = peer's median time / this contender's median time (above 1: faster than the peer).", ""]
     for key, wl in results["workloads"].items():

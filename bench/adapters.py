@@ -112,8 +112,11 @@ def _granite_rt(opts: dict, kind: str, checkpoint: Path, exported: Path):
         from granite_rt import Embedder
 
         model = Embedder(str(exported), backend=opts["backend"], dtype=opts["dtype"])
-        return lambda texts: model.encode(texts, batch_size=BATCH_SIZE)
-    from granite_rt import Reranker
+        call = lambda texts: model.encode(texts, batch_size=BATCH_SIZE)  # noqa: E731
+    else:
+        from granite_rt import Reranker
 
-    model = Reranker(str(exported), backend=opts["backend"], dtype=opts["dtype"])
-    return lambda query, passages: model.predict([(query, p) for p in passages], batch_size=BATCH_SIZE)
+        model = Reranker(str(exported), backend=opts["backend"], dtype=opts["dtype"])
+        call = lambda query, passages: model.predict([(query, p) for p in passages], batch_size=BATCH_SIZE)  # noqa: E731
+    call.precision = model.info["dtype"]  # what dtype="auto" chose: the report's efficiency needs it
+    return call

@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from bench.contenders import by_name
 from bench.harness import SETTLE_S
 from bench.machine import encoder_gop_per_token, machine_info, peak_gops
 from bench.stats import time_ratios
@@ -57,6 +58,27 @@ def check_targets(results: dict) -> list[dict]:
     return rows
 
 
+def contender_precision(name: str, reported: str | None, machine: dict) -> str | None:
+    """The precision a contender computes in: as its worker reported it (granite-rt), else by its configuration."""
+    if reported:
+        return reported
+    lowered = name.lower()
+    named = next((p for p in ("int8", "bf16", "fp32") if p in lowered), None)
+    if named:
+        return named
+    try:
+        options = by_name(name).options
+    except KeyError:
+        return None
+    file = options.get("file_name") or options.get("model_file")
+    if file:
+        return "int8" if "qint8" in file else "fp32"
+    if options.get("backend") == "openvino":  # the CPU plugin's default: bf16 where the CPU has it
+        flags = machine.get("flags", {})
+        return "bf16" if flags.get("avx512_bf16") or flags.get("amx_bf16") else "fp32"
+    return "fp32" if options.get("backend") == "torch" else None
+
+
 def efficiency(results: dict, config: dict, machine: dict) -> dict:
     """Achieved GOP/s of each granite-rt configuration on (a) against the CPU's peak for its precision."""
     wl = results["workloads"].get("a_docs512")
@@ -68,7 +90,7 @@ def efficiency(results: dict, config: dict, machine: dict) -> dict:
     peaks = peak_gops(machine)
     out = {"gop_per_doc": per_doc, "peaks_gops": peaks, "contenders": {}}
     for name, s in wl["seconds"].items():
-        precision = next((p for p in ("int8", "bf16", "fp32") if p in name.lower()), None)
+        precision = contender_precision(name, wl.get("precision", {}).get(name), machine)
         gops = per_doc * wl["items"] / s["median"]
         out["contenders"][name] = {"gops": gops, "precision": precision,
                                    "fraction_of_peak": gops / peaks[precision] if precision in peaks else None}

@@ -35,8 +35,9 @@ class Worker:
         log = open(log_dir / f"{kind}-{contender.name.replace(' ', '_')}.log", "w")
         self.proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=ROOT, env=WORKER_ENV, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
-        self.load_s = self._ask({"op": "load", "contender": contender.name, "kind": kind,
-                                 "checkpoint": str(model.checkpoint), "exported": str(model.exported)})["load_s"]
+        loaded = self._ask({"op": "load", "contender": contender.name, "kind": kind,
+                            "checkpoint": str(model.checkpoint), "exported": str(model.exported)})
+        self.load_s, self.precision = loaded["load_s"], loaded.get("precision")
 
     def _ask(self, msg: dict) -> dict:
         self.proc.stdin.write(json.dumps(msg) + "\n")
@@ -93,6 +94,7 @@ def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Siz
                 "title": wl.title, "kind": kind, "unit": wl.unit, "items": wl.items, "tokens": wl.tokens,
                 "skipped": list(wl.skip), "failed": {**failed, **wl_failed},
                 "load_s": {w.name: w.load_s for w in ok},
+                "precision": {w.name: w.precision for w in ok if w.precision},
                 "seconds": {name: asdict(summarize(ts)) for name, ts in times.items()},
                 "raw_seconds": times,
             }

@@ -2,7 +2,7 @@
 
 Protocol: one JSON object per line on stdin, one reply per line on a private copy of stdout
 (the libraries' own prints go to stderr). Requests: {"op": "load", "contender", "kind",
-"checkpoint", "exported"} → {"load_s"}; {"op": "call", "texts"} or {"op": "call", "query",
+"checkpoint", "exported"} → {"load_s", "precision"} (precision where the contender reports it); {"op": "call", "texts"} or {"op": "call", "query",
 "passages"} → {"seconds"}. An exception becomes {"error": "..."}.
 """
 
@@ -30,7 +30,7 @@ def handle(msg: dict, state: _State) -> dict:
         state.call = adapters.load(by_name(msg["contender"]), msg["kind"], Path(msg["checkpoint"]),
                                    Path(msg["exported"]))
         state.kind = msg["kind"]
-        return {"load_s": time.perf_counter() - start}
+        return {"load_s": time.perf_counter() - start, "precision": getattr(state.call, "precision", None)}
     if msg["op"] == "call":
         args = (msg["texts"],) if state.kind == "embedder" else (msg["query"], msg["passages"])
         start = time.perf_counter()

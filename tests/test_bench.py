@@ -188,3 +188,18 @@ def test_every_contender_runs_in_a_known_environment():
 
     assert {c.env for c in CONTENDERS} - {"project"} <= set(ENVS)
     assert all(env.requirements.is_file() for env in ENVS.values())
+
+
+def test_contender_precision_comes_from_the_worker_else_from_the_configuration():
+    from bench.report import contender_precision
+
+    avx2 = {"flags": {"avx512_bf16": False, "amx_bf16": False}}
+    sapphire = {"flags": {"avx512_bf16": True, "amx_bf16": True}}
+    assert contender_precision("granite-rt defaults (auto)", "int8", avx2) == "int8"
+    assert contender_precision("granite-rt defaults (auto)", None, avx2) is None
+    assert contender_precision("ST onnx", None, avx2) == "fp32"
+    assert contender_precision("ST onnx INT8", None, avx2) == "int8"
+    assert contender_precision("ST openvino INT8 IR", None, sapphire) == "int8"
+    assert contender_precision("ST openvino", None, avx2) == "fp32"
+    assert contender_precision("ST openvino", None, sapphire) == "bf16"
+    assert contender_precision("ST torch", None, sapphire) == "fp32"

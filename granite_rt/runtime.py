@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from granite_rt.batching import map_batches
+from granite_rt.batching import batch_overhead_tokens, map_batches
 from granite_rt.errors import UnsupportedModelError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
 from granite_rt.tokenize import Tokenizer
@@ -48,7 +48,8 @@ class LoadedModel:
         return map_batches(encodings, batch_size, self.tokenizer.pad_id,
                            lambda batch: fn(self.backend.run(batch), batch),
                            progress=_print_progress if show_progress_bar else None,
-                           workers=self.backend.parallel_requests)
+                           workers=self.backend.parallel_requests,
+                           overhead_tokens=batch_overhead_tokens(self.backend.placement.device))
 
 
 def _print_progress(done: int, total: int) -> None:

@@ -56,7 +56,7 @@ def test_no_max_length_is_an_error():
 def test_batches_are_length_sorted_and_results_come_back_in_order():
     lengths = [3, 9, 1, 9, 5, 2, 7]
     batches = length_sorted_batches(lengths, 3)
-    assert [list(b) for b in batches] == [[1, 3, 6], [4, 0, 5], [2]]
+    assert [list(b) for b in batches] == [[1, 3, 6], [4, 0], [5, 2]]  # 9 9 7 | 5 3 | 2 1: less padding than 5 3 2 | 1
 
     class Enc:
         def __init__(self, n: int) -> None:
@@ -70,7 +70,7 @@ def test_batches_are_length_sorted_and_results_come_back_in_order():
 
     out = map_batches([Enc(n) for n in lengths], 3, pad_id=0, run=run)
     assert out[:, 0].tolist() == lengths
-    assert seen == [(3, 9), (3, 5), (1, 1)]  # each batch padded only to its own longest text
+    assert seen == [(3, 9), (2, 5), (2, 2)]  # each batch padded only to its own longest text
 
 
 def test_batches_in_flight_on_several_workers_come_back_in_input_order():
@@ -138,3 +138,44 @@ def test_declared_activation_is_applied(tiny_reranker_folders, tmp_path):
     rr = Reranker(folder, backend="onnx")
     assert rr.info["activation"] == "identity"
     np.testing.assert_array_equal(rr.predict(pairs), rr.predict(pairs, activation="identity"))
+
+
+def _padded_cost(batches, lengths, overhead):
+    return sum(overhead + len(b) * max(max(lengths[i] for i in b), 1) for b in batches)
+
+
+def _best_cut_cost(sorted_lengths, batch_size, overhead):
+    """Brute force: every way to cut the sorted lengths into runs of at most ``batch_size``."""
+    n = len(sorted_lengths)
+    best = None
+    for mask in range(1 << max(n - 1, 0)):
+        cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+        runs = [sorted_lengths[a:b] for a, b in zip(cuts, cuts[1:])]
+        if any(len(r) > batch_size for r in runs):
+            continue
+        cost = sum(overhead + len(r) * max(r[0], 1) for r in runs)
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_batches_cut_where_padding_costs_more_than_a_batch(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 600, int(rng.integers(1, 9))).tolist()
+    batch_size, overhead = int(rng.integers(1, 5)), int(rng.choice([0, 16, 200]))
+    batches = length_sorted_batches(lengths, batch_size, overhead_tokens=overhead)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert all(len(b) <= batch_size for b in batches)
+    order = np.concatenate(batches)
+    assert all(lengths[a] >= lengths[b] for a, b in zip(order, order[1:]))  # longest first: runs of the sorted order
+    assert _padded_cost(batches, lengths, overhead) == _best_cut_cost(sorted(lengths, reverse=True), batch_size, overhead)
+
+
+def test_cpu_cuts_mixed_lengths_and_accelerators_keep_full_batches():
+    from granite_rt.batching import MAX_BATCH_TOKENS, batch_overhead_tokens
+
+    lengths = [600, 590, 300, 290, 100, 95]
+    cpu = length_sorted_batches(lengths, 32, overhead_tokens=batch_overhead_tokens("cpu"))
+    assert [b.tolist() for b in cpu] == [[0, 1], [2, 3], [4, 5]]
+    cuda = length_sorted_batches(lengths, 32, overhead_tokens=batch_overhead_tokens("cuda"))
+    assert [b.tolist() for b in cuda] == [[0, 1, 2, 3, 4, 5]] and batch_overhead_tokens("npu") == MAX_BATCH_TOKENS

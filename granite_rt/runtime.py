@@ -40,6 +40,8 @@ class LoadedModel:
             "max_length": self.spec.max_length, "workload": workload,
             "parallel_requests": self.backend.parallel_requests,
         }
+        # Per-batch cost (tokens) that batching weighs against padding when it cuts length-sorted batches.
+        self.batch_overhead_tokens = batch_overhead_tokens(selection.placement.device)
 
     def run(self, encodings: Sequence, batch_size: int,
             fn: Callable[[np.ndarray, Mapping[str, np.ndarray]], np.ndarray],
@@ -49,7 +51,7 @@ class LoadedModel:
                            lambda batch: fn(self.backend.run(batch), batch),
                            progress=_print_progress if show_progress_bar else None,
                            workers=self.backend.parallel_requests,
-                           overhead_tokens=batch_overhead_tokens(self.backend.placement.device))
+                           overhead_tokens=self.batch_overhead_tokens)
 
 
 def _print_progress(done: int, total: int) -> None:
@@ -80,6 +82,19 @@ class RuntimeModel:
     def max_length(self) -> int:
         """Tokens per input (special tokens included); longer input is truncated, as the reference does."""
         return self.spec.max_length
+
+    @property
+    def batch_overhead_tokens(self) -> int:
+        """What one more batch costs, in tokens, when length-sorted batches are cut (16 on CPU, see
+        ``granite_rt.batching``). Set it to ``batching.MAX_BATCH_TOKENS`` for the fewest, fullest batches:
+        texts of very different lengths then share a padded batch (what padding-invariance checks need)."""
+        return self._model.batch_overhead_tokens
+
+    @batch_overhead_tokens.setter
+    def batch_overhead_tokens(self, tokens: int) -> None:
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise ValueError(f"batch_overhead_tokens must be an int >= 0, got {tokens!r}")
+        self._model.batch_overhead_tokens = tokens
 
     def _describe(self) -> dict[str, Any]:
         """Model-specific entries of ``info``."""

@@ -88,10 +88,12 @@ def test_padding_invariance(exported_minilm, backend, dtype):
     not depend on the batch (onnxruntime's dynamic INT8 computes them over the padded batch and fails this).
     """
     from granite_rt import Embedder
+    from granite_rt.batching import MAX_BATCH_TOKENS
     from granite_rt.eval.collections import load_cranfield
 
     long_texts = sorted(load_cranfield(CRANFIELD).docs, key=len)[-3:]
     embedder = Embedder(exported_minilm, backend=backend, device="cpu", dtype=dtype)
+    embedder.batch_overhead_tokens = MAX_BATCH_TOKENS  # one batch: the short texts padded to the long ones
     alone = np.stack([embedder.encode([t])[0] for t in SHORT])
     with pytest.warns(UserWarning, match="truncated"):
         batched = embedder.encode(SHORT + long_texts, batch_size=len(SHORT) + len(long_texts))[: len(SHORT)]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from granite_rt import Embedder, Reranker
+from granite_rt.batching import MAX_BATCH_TOKENS
 
 TEXTS = ["What is the chemical formula of water?", "Water is H2O.", "", "   ", "😀", "mixed 日本語 Русский",
          "nul\x00byte", "a much longer text about boundary layers, supersonic flow and heat transfer " * 3]
@@ -36,11 +37,23 @@ def test_shapes_single_string_and_empty(embedder):
     assert embedder.encode(iter(TEXTS[:2])).shape == (2, embedder.dim)
 
 
+def test_batch_overhead_tokens_is_checked(embedder):
+    for bad in (-1, 2.5, True, "16"):
+        with pytest.raises(ValueError, match="batch_overhead_tokens"):
+            embedder.batch_overhead_tokens = bad
+
+
 def test_padding_invariance_and_input_order(embedder):
     """A text's vector does not depend on its batch neighbours or on the batch size."""
     alone = np.stack([embedder.encode([t])[0] for t in TEXTS])
-    for batch_size in (1, 3, 32):
-        np.testing.assert_allclose(embedder.encode(TEXTS, batch_size=batch_size), alone, atol=1e-5)
+    cut = embedder.batch_overhead_tokens
+    try:
+        for overhead in (cut, MAX_BATCH_TOKENS):  # batches cut by length; the fewest, fullest (most padding)
+            embedder.batch_overhead_tokens = overhead
+            for batch_size in (1, 3, 32):
+                np.testing.assert_allclose(embedder.encode(TEXTS, batch_size=batch_size), alone, atol=1e-5)
+    finally:
+        embedder.batch_overhead_tokens = cut
     shuffled = [TEXTS[i] for i in (7, 2, 5, 0, 1, 6, 3, 4)]
     np.testing.assert_allclose(embedder.encode(shuffled, batch_size=3), alone[[7, 2, 5, 0, 1, 6, 3, 4]], atol=1e-5)
 

@@ -2,8 +2,9 @@
 
 Protocol: one JSON object per line on stdin, one reply per line on a private copy of stdout
 (the libraries' own prints go to stderr). Requests: {"op": "load", "contender", "kind",
-"checkpoint", "exported"} → {"load_s", "precision"} (precision where the contender reports it); {"op": "call", "texts"} or {"op": "call", "query",
-"passages"} → {"seconds"}. An exception becomes {"error": "..."}.
+"checkpoint", "exported"} → {"load_s", "precision"} (precision where the contender reports it);
+{"op": "call", "texts"} or {"op": "call", "query", "passages"} → {"seconds"}. An exception becomes
+{"error": "..."}.
 """
 
 from __future__ import annotations

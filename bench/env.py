@@ -30,7 +30,6 @@ UNWANTED = ("torchvision",)
 class BenchEnv:
     """A venv for peers: its folder, its requirements file, and the project packages it must keep."""
 
-    name: str
     folder: Path
     requirements: Path
     keep: tuple[str, ...]   # installed at the project's versions (constraints), never re-resolved
@@ -41,9 +40,9 @@ class BenchEnv:
 
 
 ENVS = {
-    "bench": BenchEnv("bench", ROOT / "bench" / ".venv", ROOT / "bench" / "requirements.txt",
+    "bench": BenchEnv(ROOT / "bench" / ".venv", ROOT / "bench" / "requirements.txt",
                       ("torch", "openvino", "sentence-transformers", "numpy")),
-    "st-onnx": BenchEnv("st-onnx", ROOT / "bench" / ".venv-st-onnx", ROOT / "bench" / "requirements-st-onnx.txt",
+    "st-onnx": BenchEnv(ROOT / "bench" / ".venv-st-onnx", ROOT / "bench" / "requirements-st-onnx.txt",
                         ("torch", "onnxruntime", "numpy")),
 }
 

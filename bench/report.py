@@ -80,7 +80,7 @@ def contender_precision(name: str, reported: str | None, machine: dict) -> str |
 
 
 def efficiency(results: dict, config: dict, machine: dict) -> dict:
-    """Achieved GOP/s of each granite-rt configuration on (a) against the CPU's peak for its precision."""
+    """Achieved GOP/s of each contender on (a) against the CPU's peak for its precision."""
     wl = results["workloads"].get("a_docs512")
     if not wl:
         return {}

@@ -99,13 +99,13 @@ def _prepare(*, attention_mask=None, batch_size=None, q_length=None, config=None
 _FUNCTIONS: dict[tuple, type] = {}
 
 
-def _const(g, values, dtype=None):
+def const(g, values, dtype=None):
     import torch
 
     return g.op("Constant", value_t=torch.tensor(values, dtype=dtype))
 
 
-def _set_type(out, like, rank: int) -> None:
+def set_type(out, like, rank: int) -> None:
     """Best-effort output type for the exporter's shape inference (dtype of ``like``, given rank)."""
     try:
         out.setType(like.type().with_sizes([None] * rank))
@@ -134,13 +134,13 @@ def _global_function(num_heads: int, scaling: float):
             @staticmethod
             def symbolic(g, query, key, value, ones, bias):
                 bshd = [0, 2, 1, 3]
-                flat = _const(g, [0, 0, -1], torch.int64)
-                q = g.op("Mul", g.op("Transpose", query, perm_i=bshd), _const(g, scaling, torch.float32))
+                flat = const(g, [0, 0, -1], torch.int64)
+                q = g.op("Mul", g.op("Transpose", query, perm_i=bshd), const(g, scaling, torch.float32))
                 q = g.op("Reshape", g.op("Concat", q, ones, axis_i=-1), flat)
                 k = g.op("Reshape", g.op("Concat", g.op("Transpose", key, perm_i=bshd), bias, axis_i=-1), flat)
                 v = g.op("Reshape", g.op("Transpose", value, perm_i=bshd), flat)
                 out = g.op(f"{MS_DOMAIN}::MultiHeadAttention", q, k, v, num_heads_i=num_heads, scale_f=1.0)
-                _set_type(out, value, 3)
+                set_type(out, value, 3)
                 return out
 
         _FUNCTIONS[key] = GlobalAttention
@@ -171,12 +171,12 @@ def _sliding_function(num_heads: int, head_dim: int, scaling: float):
                 k = g.op("Gather", key, kidx, axis_i=2)
                 v = g.op("Gather", value, kidx, axis_i=2)
                 scores = g.op("MatMul", q, g.op("Transpose", k, perm_i=[0, 1, 2, 4, 3]))
-                scores = g.op("Add", g.op("Mul", scores, _const(g, scaling, torch.float32)), bias)
+                scores = g.op("Add", g.op("Mul", scores, const(g, scaling, torch.float32)), bias)
                 out = g.op("MatMul", g.op("Softmax", scores, axis_i=-1), v)         # [B, H, blocks, w, D]
                 out = g.op("Transpose", out, perm_i=[0, 2, 3, 1, 4])                 # [B, blocks, w, H, D]
-                out = g.op("Reshape", out, _const(g, [0, -1, num_heads * head_dim], torch.int64))
-                out = g.op("Slice", out, _const(g, [0], torch.int64), length, _const(g, [1], torch.int64))
-                _set_type(out, value, 3)
+                out = g.op("Reshape", out, const(g, [0, -1, num_heads * head_dim], torch.int64))
+                out = g.op("Slice", out, const(g, [0], torch.int64), length, const(g, [1], torch.int64))
+                set_type(out, value, 3)
                 return out
 
         _FUNCTIONS[key] = SlidingAttention

@@ -5,7 +5,8 @@ honours every key of transformers-5 configs (``rope_parameters``, ``layer_types`
 max |Δ| ≤ 1e-6 against eager torch on ModernBERT, including sequences shorter and longer than
 the sliding window and padded rows. ModernBERT is traced with the memory-bounded attention of
 ``attention.py`` (global layers as ``com.microsoft.MultiHeadAttention``, sliding-window layers in
-blocks), so a 32k-token input needs memory linear in its length; BERT/XLM-R keep eager attention.
+blocks), so a 32k-token input needs memory linear in its length, and with the fused rotary/GLU ops of
+``fusions.py``; BERT/XLM-R keep eager attention.
 Every ONNX file is written by ``save_onnx``: weights in a page-aligned ``<file>_data`` beside the graph,
 which onnxruntime memory-maps instead of copying.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .attention import MS_DOMAIN, blocked_attention
+from .fusions import fused_layers
 
 OPSET = 18
 # Initializers of at least this many bytes go to the external data file, each at an offset that is a
@@ -68,12 +70,13 @@ def export_onnx(
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
     axes[output_name] = {0: "batch", 1: "sequence"} if output_name == "last_hidden_state" else {0: "batch"}
     # Traced into a scratch folder (a model over 2 GB comes out as one file per tensor), then re-saved.
-    with torch.no_grad(), blocked_attention(model) as blocked, tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+    with torch.no_grad(), blocked_attention(model) as blocked, fused_layers(model) as fused, \
+            tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         traced = Path(tmp) / out_path.name
         torch.onnx.export(
             graph, args, str(traced), input_names=list(input_names), output_names=[output_name],
             dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True,
-            custom_opsets={MS_DOMAIN: 1} if blocked else None,
+            custom_opsets={MS_DOMAIN: 1} if blocked or fused else None,
         )
         save_onnx(onnx.load(str(traced)), out_path)
     return out_path

@@ -25,6 +25,7 @@ from granite_rt.errors import ExportError
 
 from .checkpoint import Checkpoint
 from .manifest import ArtifactRecord, ModelInfo, record_artifact
+from .fusions import unfuse_rotary
 from .onnx_export import save_onnx
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
@@ -223,23 +224,32 @@ def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Cali
     })
 
 
+def _openvino_graph(source: Path, compress_embeddings: bool = False):
+    """The fp32 ONNX graph as OpenVINO converts it: rotary embedding as plain ops (fusions.unfuse_rotary),
+    optionally with the int8 token-embedding table; returns (ov.Model, the onnx graph, rows compressed)."""
+    import onnx
+    import openvino as ov
+
+    graph = onnx.load(str(source))
+    unfuse_rotary(graph)
+    rows = compress_token_embeddings(graph) if compress_embeddings else 0
+    return ov.convert_model(io.BytesIO(graph.SerializeToString())), graph, rows
+
+
 def _openvino(source: Path, target: Path, stage: Path) -> ArtifactRecord:
     """OpenVINO IR converted from the fp32 ONNX graph, weights kept fp32."""
     import openvino as ov
 
-    ov.save_model(ov.convert_model(str(source)), str(target), compress_to_fp16=False)
+    ov.save_model(_openvino_graph(source)[0], str(target), compress_to_fp16=False)
     return record_artifact(stage, _rel(stage, target), "openvino", "fp32", None)
 
 
 def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration) -> ArtifactRecord:
     """NNCF post-training INT8 (ModelType.TRANSFORMER) of the OpenVINO model, calibrated on real text."""
     import nncf
-    import onnx
     import openvino as ov
 
-    graph = onnx.load(str(source))
-    rows = compress_token_embeddings(graph)
-    model = ov.convert_model(io.BytesIO(graph.SerializeToString()))
+    model, graph, rows = _openvino_graph(source, compress_embeddings=True)
     # ModernBERT's global attention (attention.py) carries the padding bias in an extra key channel: a
     # quantizer on its inputs, calibrated on unpadded texts, would clamp the bias away, so they stay fp32.
     blocked = any(n.op_type == "MultiHeadAttention" for n in graph.graph.node)

@@ -19,6 +19,7 @@ Measured with both (97m shape, INT8, onnxruntime, 2-core AMD EPYC, interleaved m
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from types import MethodType
 from typing import Iterator
@@ -69,10 +70,16 @@ def _fused_rotary(original):
     """``apply_rotary_pos_emb`` that traces as ``RotaryEmbedding`` where the op computes exactly the same:
     4-D [B, H, S, D] query/key, rotation over the whole head, one row of positions; else ``original``."""
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
-        if (unsqueeze_dim != 1 or q.dim() != 4 or cos.dim() != 3 or cos.shape[0] != 1
-                or cos.shape[-1] != q.shape[-1] or q.dtype != cos.dtype):
+        import torch
+
+        with warnings.catch_warnings():  # shapes are fixed per model: the tracer may treat them as constants
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            fusable = (unsqueeze_dim == 1 and q.dim() == 4 and cos.dim() == 3 and cos.shape[0] == 1
+                       and cos.shape[-1] == q.shape[-1] and q.dtype == cos.dtype)
+            head_dim = int(q.shape[-1])
+        if not fusable:
             return original(q, k, cos, sin, unsqueeze_dim)
-        return _rotary_function(int(q.shape[-1])).apply(q, k, cos, sin)
+        return _rotary_function(head_dim).apply(q, k, cos, sin)
 
     return apply_rotary_pos_emb
 

@@ -5,8 +5,8 @@ honours every key of transformers-5 configs (``rope_parameters``, ``layer_types`
 max |Δ| ≤ 1e-6 against eager torch on ModernBERT, including sequences shorter and longer than
 the sliding window and padded rows. ModernBERT is traced with the memory-bounded attention of
 ``attention.py`` (global layers as ``com.microsoft.MultiHeadAttention``, sliding-window layers in
-blocks), so a 32k-token input needs memory linear in its length, and with the fused rotary/GLU ops of
-``fusions.py``; BERT/XLM-R keep eager attention.
+blocks), so a 32k-token input needs memory linear in its length; its rotary embedding and GLU are traced
+as fused ops (``fusions.py``). BERT/XLM-R keep eager attention.
 Every ONNX file is written by ``save_onnx``: weights in a page-aligned ``<file>_data`` beside the graph,
 which onnxruntime memory-maps instead of copying.
 """

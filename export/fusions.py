@@ -117,11 +117,16 @@ def unfuse_rotary(model) -> int:
             helper.make_node("Mul", [p + "rotated", p + "sin"], [p + "rotated_sin"], name=p + "rotated_sin"),
             helper.make_node("Add", [p + "x_cos", p + "rotated_sin"], [node.output[0]], name=p + "add"),
         ]
-        position = list(graph.node).index(node)
-        graph.node.remove(node)
-        for offset, op in enumerate(ops):
-            graph.node.insert(position + offset, op)
+        replace_node(graph, node, ops)
     return len(nodes)
+
+
+def replace_node(graph, node, replacements) -> None:
+    """Put ``replacements`` (onnx NodeProtos) where ``node`` stands in ``graph``, keeping the topological order."""
+    position = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, op in enumerate(replacements):
+        graph.node.insert(position + offset, op)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from granite_rt.errors import ExportError
 
 from .checkpoint import Checkpoint
 from .manifest import ArtifactRecord, ModelInfo, record_artifact
-from .fusions import unfuse_rotary
+from .fusions import replace_node, unfuse_rotary
 from .onnx_export import save_onnx
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
@@ -189,10 +189,7 @@ def compress_token_embeddings(model) -> int:
         helper.make_node("Gather", [f"{name}_scale", ids], [f"{out}_scale"], name=f"{gather.name}_scale"),
         helper.make_node("Mul", [f"{out}_dequantized", f"{out}_scale"], [out], name=f"{gather.name}_mul"),
     ]
-    position = list(graph.node).index(gather)
-    graph.node.remove(gather)
-    for offset, node in enumerate(nodes):
-        graph.node.insert(position + offset, node)
+    replace_node(graph, gather, nodes)
     return int(table.shape[0])
 
 
@@ -224,9 +221,10 @@ def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Cali
     })
 
 
-def _openvino_graph(source: Path, compress_embeddings: bool = False):
-    """The fp32 ONNX graph as OpenVINO converts it: rotary embedding as plain ops (fusions.unfuse_rotary),
-    optionally with the int8 token-embedding table; returns (ov.Model, the onnx graph, rows compressed)."""
+def openvino_model(source: Path, compress_embeddings: bool = False):
+    """The fp32 ONNX graph at ``source`` converted to OpenVINO as every IR of a model folder is: rotary
+    embedding as plain ops (fusions.unfuse_rotary), optionally the int8 token-embedding table; returns
+    (ov.Model, the onnx graph, rows compressed)."""
     import onnx
     import openvino as ov
 
@@ -240,7 +238,7 @@ def _openvino(source: Path, target: Path, stage: Path) -> ArtifactRecord:
     """OpenVINO IR converted from the fp32 ONNX graph, weights kept fp32."""
     import openvino as ov
 
-    ov.save_model(_openvino_graph(source)[0], str(target), compress_to_fp16=False)
+    ov.save_model(openvino_model(source)[0], str(target), compress_to_fp16=False)
     return record_artifact(stage, _rel(stage, target), "openvino", "fp32", None)
 
 
@@ -249,7 +247,7 @@ def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: 
     import nncf
     import openvino as ov
 
-    model, graph, rows = _openvino_graph(source, compress_embeddings=True)
+    model, graph, rows = openvino_model(source, compress_embeddings=True)
     # ModernBERT's global attention (attention.py) carries the padding bias in an extra key channel: a
     # quantizer on its inputs, calibrated on unpadded texts, would clamp the bias away, so they stay fp32.
     blocked = any(n.op_type == "MultiHeadAttention" for n in graph.graph.node)

@@ -85,23 +85,19 @@ def _runtime_folders(checkpoint: Path, out: Path) -> dict[str, Path]:
     """``export``: export_model's folder (manifest, fp32 ONNX); ``hub``: the same files laid out like
     IBM's Hub repos (no manifest) plus an fp32 OpenVINO IR converted from the ONNX graph (rotary embedding
     as plain ops, as the export converts it and as IBM's ONNX files have it)."""
-    import io
     import shutil
 
-    import onnx
     import openvino as ov
     from granite_export import export_model
-    from granite_export.fusions import unfuse_rotary
+    from granite_export.quantize import openvino_model
 
     exported = out / "export"
     export_model(checkpoint, exported, formats=("onnx",), log=lambda _: None)
     hub = out / "hub"
     shutil.copytree(exported, hub, ignore=shutil.ignore_patterns("granite_rt.json"))
     (hub / "openvino").mkdir()
-    graph = onnx.load(str(hub / "onnx" / "model.onnx"))
-    unfuse_rotary(graph)
-    ov.save_model(ov.convert_model(io.BytesIO(graph.SerializeToString())),
-                  str(hub / "openvino" / "openvino_model.xml"), compress_to_fp16=False)
+    ov.save_model(openvino_model(hub / "onnx" / "model.onnx")[0], str(hub / "openvino" / "openvino_model.xml"),
+                  compress_to_fp16=False)
     return {"export": exported, "hub": hub}
 
 

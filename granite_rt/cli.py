@@ -1,4 +1,4 @@
-"""``granite-rt``: embed, rerank, export, info, eval, bench and serve from the command line.
+"""``granite-rt``: embed, rerank, export, bundle, info, eval, bench and serve from the command line.
 
 Every command imports what it needs only when it runs, so ``granite-rt --help`` is instant and
 works without torch or the server extra. Exit codes: 0 success, 2 usage error, 1 runtime
@@ -192,6 +192,17 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Copy what one placement loads (artifact, tokenizer, configs, manifest) into --out, for shipping in an app."""
+    from granite_rt.bundle import bundle
+
+    made = bundle(args.model, args.out, backend=args.backend, dtype=args.dtype)
+    if not args.quiet:
+        print(f"wrote {made.folder}: {made.artifact.backend} {made.artifact.precision} ({made.artifact.path}), "
+              f"{len(made.files)} files, {made.size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
     from granite_rt.devices import info_report
@@ -279,7 +290,7 @@ PASSTHROUGH: dict[str, tuple[Callable[[list[str]], int], str]] = {
 # -------------------------------------------------------------------------------------- parsing
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Embed, rerank, export, inspect, evaluate, benchmark and serve "
+    parser = _Parser(prog=PROG, description="Embed, rerank, export, bundle, inspect, evaluate, benchmark and serve "
                                             "Granite embedding models without torch.")
     _global_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -321,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--max-query-tokens", type=positive_int, metavar="N",
                         help="cut the query to N tokens before pair truncation (the model card evaluates with 64)")
     rerank.set_defaults(run=cmd_rerank, positional_rest="documents")
+
+    bundle = sub.add_parser("bundle", parents=[flags], help="copy one placement of a model for an app to ship",
+                            description=cmd_bundle.__doc__)
+    bundle.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
+    bundle.add_argument("--out", metavar="DIR", required=True, help="folder to write (new, empty or a previous bundle)")
+    bundle.add_argument("--backend", choices=("onnx", "openvino"), default="onnx", help="default: onnx")
+    bundle.add_argument("--dtype", choices=("int8", "fp32", "fp16"), default="int8",
+                        help="stored precision of the artifact (default: int8)")
+    bundle.set_defaults(run=cmd_bundle)
 
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)

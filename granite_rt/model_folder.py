@@ -132,7 +132,12 @@ def hub_patterns(backends: tuple[BackendName, ...], precisions: tuple[Precision,
 def fetch_from_hub(repo_id: str, backends: tuple[BackendName, ...], precisions: tuple[Precision, ...],
                    revision: str | None = None) -> Path:
     """Download (or find in the cache, when offline) only the files the chosen backend needs."""
-    import huggingface_hub
+    try:
+        import huggingface_hub
+    except ImportError as exc:  # a frozen app leaves the Hub client out (granite_rt/_pyinstaller)
+        raise ModelNotFoundError(f"{repo_id!r} is a Hugging Face Hub id, but huggingface_hub cannot be imported "
+                                 f"({exc}); give a model folder or bundle (granite-rt bundle), or install "
+                                 "huggingface_hub (in a frozen app: import it in the app)") from exc
 
     offline = hub_offline()
     repo_files = None

@@ -16,10 +16,15 @@ def main(argv: list[str]) -> int:
         print("usage: desktop_app BUNDLE TEXT", file=sys.stderr)
         return 2
     from granite_rt import Embedder
+    from granite_rt.errors import GraniteRTError
 
     bundle, text = argv
-    with Embedder(bundle, threads=2) as embedder:
-        vector = embedder.encode(text)
+    try:
+        with Embedder(bundle, threads=2) as embedder:
+            vector = embedder.encode(text)
+    except GraniteRTError as err:  # a missing or damaged bundle: one line, as a GUI would show it
+        print(f"desktop_app: error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps([float(v) for v in vector]))
     return 0
 

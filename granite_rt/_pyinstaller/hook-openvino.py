@@ -1,25 +1,30 @@
 """PyInstaller hook for openvino (pyinstaller-hooks-contrib has none).
 
-OpenVINO finds its device plugins and model frontends next to libopenvino in ``openvino/libs``, so
-those are collected there, keeping the layout. Only the frontends a granite-rt model needs are kept:
-the IR reader (our OpenVINO artifacts) and ONNX (compiling an ONNX graph); the PyTorch, TensorFlow,
-Paddle, JAX and GGUF frontends (and the Python modules that drive them) would add their libraries and
-pull in their frameworks. The distribution's metadata tells the runtime openvino is installed.
+OpenVINO dlopens its device plugins and model frontends from the folder of libopenvino
+(``openvino/libs``), so every library there is collected into that folder, the versioned ones
+(``libopenvino_ir_frontend.so.2641``) too: PyInstaller's own library scan misses what is dlopened.
+Only the frontends a granite-rt model needs are kept, the IR reader (our OpenVINO artifacts) and ONNX;
+the PyTorch, TensorFlow, Paddle, JAX and GGUF frontends (and the Python modules that drive them) would
+add their libraries and pull in their frameworks. The distribution's metadata tells the runtime that
+openvino is installed.
 """
 
-from PyInstaller.utils.hooks import collect_data_files, collect_dynamic_libs, collect_submodules, copy_metadata
+from pathlib import Path
+
+from PyInstaller.utils.hooks import collect_data_files, collect_submodules, copy_metadata, get_package_paths
 
 _UNUSED_FRONTENDS = ("pytorch", "tensorflow", "paddle", "jax", "gguf")
+_LIBS = Path(get_package_paths("openvino")[1]) / "libs"
 
 
-def _wanted(entry: tuple[str, str]) -> bool:
-    name = entry[0].rsplit("/", 1)[-1]
+def _wanted(name: str) -> bool:
     return not any(f"openvino_{frontend}_frontend" in name for frontend in _UNUSED_FRONTENDS)
 
 
-binaries = [b for b in collect_dynamic_libs("openvino") if _wanted(b)]
+binaries = [(str(path), "openvino/libs") for pattern in ("*.so*", "*.dll", "*.dylib")
+            for path in sorted(_LIBS.glob(pattern)) if _wanted(path.name)]
 datas = collect_data_files("openvino", includes=["libs/*.json", "libs/*.xml"]) + copy_metadata("openvino")
-hiddenimports = [m for m in collect_submodules("openvino", filter=lambda name: not any(
-    f".frontend.{frontend}" in name for frontend in _UNUSED_FRONTENDS)) if ".tools" not in m]
+hiddenimports = collect_submodules("openvino", filter=lambda name: not any(
+    f".frontend.{frontend}" in name for frontend in _UNUSED_FRONTENDS) and ".tools" not in name)
 excludedimports = ["torch", "tensorflow", "jax", "paddle", "openvino.frontend.pytorch",
                    "openvino.frontend.tensorflow", "openvino.frontend.jax", "openvino.tools"]

@@ -14,7 +14,7 @@ import pytest
 from granite_rt.cli import main as cli_main
 from granite_rt.eval.collections import load_collection
 from granite_rt.eval.runner import EvalReport, EvalRow, Subsample, evaluate
-from test_evaluate_metrics import _loop_ndcg
+from test_eval_metrics import _loop_ndcg
 
 WORDS = "wing lift shock flow heat plate boundary layer pressure supersonic turbulent nozzle".split()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -99,6 +98,8 @@ def accelerator_nodes(dev: Path = Path("/dev")) -> bool:
 
 def installed_version(distribution: str) -> str | None:
     """The installed version of a Python distribution, without importing it; None when absent."""
+    from importlib.metadata import PackageNotFoundError, version  # 60 ms of imports: only when asked
+
     try:
         return version(distribution)
     except PackageNotFoundError:

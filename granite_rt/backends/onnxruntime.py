@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import platform
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -243,6 +242,8 @@ def _input_type(node, path: Path) -> type:
 
 def distributions(version: Callable[[str], str] | None = None) -> tuple[str, ...]:
     """Installed distributions that provide the ``onnxruntime`` package (``version`` is importlib.metadata's)."""
+    from importlib.metadata import PackageNotFoundError  # 60 ms of imports: only when asked
+
     if version is None:
         from importlib.metadata import version
     found = []

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from granite_rt import backends
 from granite_rt.backends.base import Artifact
 from granite_rt.errors import (BackendUnavailableError, BundleError, DeviceUnavailableError, GraniteRTError,
                                ModelFileError)
 from granite_rt.model_folder import (MANIFEST, META_FILES, ModelSpec, artifact_files, load_spec, resolve_model,
                                      sha256_file, verify_artifact)
 
-BACKENDS = ("onnx", "openvino")
-PRECISIONS = ("int8", "fp32", "fp16")
+PRECISIONS = ("int8", "fp32", "fp16")  # stored precisions ("bf16" is computed from fp32, never stored)
 # Shipped with the weights when the model folder has them (Apache-2.0 asks redistributors to include it).
 LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "NOTICE", "NOTICE.txt", "README.md")
 FORMAT_VERSION = 1
@@ -53,30 +53,36 @@ def bundle(model: str | os.PathLike, out: str | os.PathLike, *, backend: str = "
     ``out`` must not exist, be empty, or be a previous bundle (replaced); it is written atomically
     (a sibling staging folder renamed into place), so a failed run leaves nothing half-written.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}")
+    backends.get(backend)  # BackendUnavailableError naming the registered backends
     if dtype not in PRECISIONS:
         raise ValueError(f"dtype={dtype!r} is not one of {', '.join(map(repr, PRECISIONS))} (the stored precision)")
     out = Path(out).expanduser()
     check_out(out)
     folder = resolve_model(model, backend=backend, dtype=dtype)
     spec = load_spec(folder)
-    artifact = _pick(spec, backend, dtype, model)
+    source_manifest = read_manifest(folder)
+    artifact = _pick(spec, backend, dtype, model, exported=source_manifest is not None)
     parts = [p.relative_to(folder).as_posix() for p in verify_artifact(folder, artifact)]
-    names = parts + [n for n in meta_files(folder, spec) if n not in parts]
+    names = parts + [n for n in meta_files(folder) if n not in parts]
     with _staging(out) as stage:
         for rel in names:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / rel, stage / rel)
         digests = {rel: sha256_file(stage / rel) for rel in names}
-        manifest = bundle_manifest(spec, artifact, digests, str(model), parts)
+        manifest = bundle_manifest(spec, source_manifest, artifact, digests, str(model), parts)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         verify_bundle(stage)
     files = {rel: (out / rel).stat().st_size for rel in [*names, MANIFEST]}
     return Bundle(out, load_spec(out).artifacts[0], files)
 
 
-def meta_files(folder: Path, spec: ModelSpec) -> list[str]:
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """``granite_rt.json`` of ``folder`` (load_spec has checked it is valid JSON), None without one."""
+    path = folder / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def meta_files(folder: Path) -> list[str]:
     """The non-artifact files of ``folder`` the runtime reads (and the license), those present."""
     names = [n for n in META_FILES if n != MANIFEST]
     modules = json.loads((folder / "modules.json").read_text(encoding="utf-8")) if (folder / "modules.json").is_file() else []
@@ -86,11 +92,11 @@ def meta_files(folder: Path, spec: ModelSpec) -> list[str]:
     return list(dict.fromkeys(n for n in names if (folder / n).is_file()))
 
 
-def bundle_manifest(spec: ModelSpec, artifact: Artifact, digests: dict[str, str], source: str,
-                    parts: list[str]) -> dict[str, Any]:
+def bundle_manifest(spec: ModelSpec, source_manifest: dict[str, Any] | None, artifact: Artifact,
+                    digests: dict[str, str], source: str, parts: list[str]) -> dict[str, Any]:
     """The export's manifest with only ``artifact`` listed (or one built from the spec for a folder without
     one, e.g. IBM's Hub layout), plus ``bundle``: the source and every file's sha256."""
-    manifest = dict(spec.manifest or {"format_version": FORMAT_VERSION, "kind": spec.kind,
+    manifest = dict(source_manifest or {"format_version": FORMAT_VERSION, "kind": spec.kind,
                                       "max_seq_length": spec.max_length, "dim": spec.dim,
                                       "matryoshka_dims": list(spec.matryoshka_dims)})
     records = [a for a in (manifest.get("artifacts") or []) if a.get("path") == artifact.path]
@@ -104,16 +110,22 @@ def bundle_manifest(spec: ModelSpec, artifact: Artifact, digests: dict[str, str]
     return manifest
 
 
-def is_bundle(spec: ModelSpec) -> bool:
-    return bool(spec.manifest and isinstance(spec.manifest.get("bundle"), dict))
+def bundle_info(folder: Path) -> dict[str, Any] | None:
+    """The ``bundle`` entry of a bundle's manifest (source, backend, precision, files); None for other folders."""
+    try:
+        info = (read_manifest(folder) or {}).get("bundle")
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def check_complete(spec: ModelSpec) -> None:
     """At load (no hashing: cold start): every file a bundle lists is present, so a deleted config cannot
     silently change the max length or pooling. ModelFileError naming the missing files."""
-    if not is_bundle(spec):
+    info = bundle_info(spec.folder)
+    if info is None:
         return
-    missing = [rel for rel in spec.manifest["bundle"]["files"] if not (spec.folder / rel).is_file()]  # type: ignore[index]
+    missing = [rel for rel in info["files"] if not (spec.folder / rel).is_file()]
     if missing:
         raise ModelFileError(f"the bundle {spec.folder} is missing {', '.join(missing)} (listed in its {MANIFEST}); "
                              "make the bundle again with `granite-rt bundle`")
@@ -122,10 +134,10 @@ def check_complete(spec: ModelSpec) -> None:
 def verify_bundle(folder: Path) -> None:
     """Every file ``bundle.files`` lists is there with its sha256, and nothing else is (ModelFileError)."""
     spec = load_spec(folder)
-    if not is_bundle(spec):
+    info = bundle_info(folder)
+    if info is None:
         raise ModelFileError(f"{folder} is not a granite-rt bundle (its {MANIFEST} has no 'bundle' entry)")
-    listed: dict[str, str] = spec.manifest["bundle"]["files"]  # type: ignore[index]
-    for rel, digest in listed.items():
+    for rel, digest in info["files"].items():
         path = folder / rel
         if not path.is_file():
             raise ModelFileError(f"{path} is missing from the bundle (listed in {MANIFEST})")
@@ -138,10 +150,10 @@ def verify_bundle(folder: Path) -> None:
 def explain_missing(exc: GraniteRTError, spec: ModelSpec, backend: str = "auto", dtype: str = "auto") -> GraniteRTError:
     """For a bundle that cannot open the asked placement: the same error, saying what the bundle holds and
     the command that makes the asked one."""
-    if not is_bundle(spec) or not isinstance(exc, (ModelFileError, DeviceUnavailableError, BackendUnavailableError)):
+    info = bundle_info(spec.folder)
+    if info is None or not isinstance(exc, (ModelFileError, DeviceUnavailableError, BackendUnavailableError)):
         return exc
-    info = spec.manifest["bundle"]  # type: ignore[index]
-    want_backend = backend if backend in BACKENDS else info["backend"]
+    want_backend = backend if backend in (b.name for b in backends.registered()) else info["backend"]
     want_dtype = dtype if dtype in PRECISIONS else "fp32" if dtype in ("auto", "bf16") else info["precision"]
     return type(exc)(f"{exc}. {spec.folder} is a granite-rt bundle holding only {info['backend']} "
                      f"{info['precision']} ({spec.artifacts[0].path}): load it with backend='auto' or "
@@ -166,19 +178,16 @@ def check_out(out: Path) -> None:
 
 
 def _previous_bundle(out: Path) -> bool:
-    try:
-        return is_bundle(load_spec(out))
-    except (GraniteRTError, OSError, ValueError):
-        return False
+    return bundle_info(out) is not None
 
 
-def _pick(spec: ModelSpec, backend: str, dtype: str, model: Any) -> Artifact:
+def _pick(spec: ModelSpec, backend: str, dtype: str, model: Any, *, exported: bool) -> Artifact:
     for artifact in spec.artifacts:  # best first (canonical names before IBM's per-ISA variants)
         if artifact.backend == backend and artifact.precision == dtype:
             return artifact
     have = ", ".join(f"{a.backend} {a.precision} ({a.path})" for a in spec.artifacts) or "none"
     raise ModelFileError(f"{model} has no {backend} {dtype} model file to bundle; it has: {have}"
-                         + ("; export it with `granite-rt export`" if spec.manifest else ""))
+                         + ("; export it with `granite-rt export`" if exported else ""))
 
 
 @contextmanager

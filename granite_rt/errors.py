@@ -59,3 +59,10 @@ class BundleError(GraniteRTError, RuntimeError):
 
 class AlreadyCancelledError(GraniteRTError, RuntimeError):
     """``CancelToken.cancel()`` was called on a token that is already cancelled."""
+
+
+def one_line(err: BaseException | Warning | str, limit: int | None = None) -> str:
+    """An error's message on one line (whitespace collapsed), cut to ``limit`` characters; its type's name
+    when it has no message."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    return message if limit is None or len(message) <= limit else message[:limit - 3] + "..."

@@ -10,6 +10,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from granite_rt import devices
+from granite_rt.arguments import is_int
 from granite_rt.background import Cancellable, Progress, Worker, check_cancel, check_progress, raise_if_cancelled
 from granite_rt.bundle import check_complete, explain_missing
 from granite_rt.batching import batch_overhead_tokens, map_batches
@@ -27,8 +29,6 @@ class LoadedModel:
     def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
                  revision: str | None = None, workload: str = "latency") -> None:
-        from granite_rt import devices
-
         check_threads(threads)
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
@@ -90,7 +90,7 @@ class LoadedModel:
 
 
 def check_threads(threads: Any) -> None:
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+    if threads is not None and (not is_int(threads) or threads < 1):
         raise ValueError(f"threads must be None (every physical core) or an int >= 1, got {threads!r}")
 
 
@@ -191,7 +191,7 @@ class RuntimeModel:
 
     @batch_overhead_tokens.setter
     def batch_overhead_tokens(self, tokens: int) -> None:
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        if not is_int(tokens) or tokens < 0:
             raise ValueError(f"batch_overhead_tokens must be an int >= 0, got {tokens!r}")
         self._loaded.batch_overhead_tokens = tokens
 

@@ -14,7 +14,7 @@ import pytest
 from granite_rt import Embedder
 from granite_rt.bundle import bundle, verify_bundle
 from granite_rt.cli import main
-from granite_rt.errors import BundleError, DeviceUnavailableError, ModelFileError
+from granite_rt.errors import BackendUnavailableError, BundleError, DeviceUnavailableError, ModelFileError
 from granite_rt.model_folder import artifact_files, load_spec, sha256_file
 from torch_blocked import run_without_torch
 
@@ -161,5 +161,5 @@ def test_bundle_bad_inputs_are_one_line_errors(exported_tiny_embedder, tiny_embe
     assert code == 2 and "invalid choice: 'bf16'" in err
     with pytest.raises(BundleError):
         bundle(source, a_file)
-    with pytest.raises(ValueError, match="backend='tensorrt' is not one of"):
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'tensorrt'; registered: openvino, onnx"):
         bundle(source, tmp_path / "o5", backend="tensorrt")

@@ -10,7 +10,7 @@ granite-rt app built in a venv that has them. An app that imports them itself st
 
 from PyInstaller.utils.hooks import collect_dynamic_libs, copy_metadata
 
-from granite_rt.devices import onnxruntime_distributions
+from granite_rt.backends.onnxruntime import distributions as onnxruntime_distributions
 
 binaries = collect_dynamic_libs("onnxruntime")
 datas = [entry for name in onnxruntime_distributions() for entry in copy_metadata(name)]

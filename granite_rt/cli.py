@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from granite_rt.bundle import bundle
 from granite_rt.embedder import Embedder
 from granite_rt.errors import CollectionError, one_line
 from granite_rt.eval.collections import load_collection
@@ -197,8 +198,6 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     """Copy what one placement loads (artifact, tokenizer, configs, manifest) into --out, for shipping in an app."""
-    from granite_rt.bundle import bundle
-
     made = bundle(args.model, args.out, backend=args.backend, dtype=args.dtype)
     if not args.quiet:
         print(f"wrote {made.folder}: {made.artifact.backend} {made.artifact.precision} ({made.artifact.path}), "
@@ -348,14 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cut the query to N tokens before pair truncation (the model card evaluates with 64)")
     rerank.set_defaults(run=cmd_rerank, positional_rest="documents")
 
-    bundle = sub.add_parser("bundle", parents=[flags], help="copy one placement of a model for an app to ship",
+    bundle_parser = sub.add_parser("bundle", parents=[flags], help="copy one placement of a model for an app to ship",
                             description=cmd_bundle.__doc__)
-    bundle.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
-    bundle.add_argument("--out", metavar="DIR", required=True, help="folder to write (new, empty or a previous bundle)")
-    bundle.add_argument("--backend", default="onnx", help="onnx | openvino (default: onnx)")
-    bundle.add_argument("--dtype", choices=("int8", "fp32", "fp16"), default="int8",
+    bundle_parser.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
+    bundle_parser.add_argument("--out", metavar="DIR", required=True, help="folder to write (new, empty or a previous bundle)")
+    bundle_parser.add_argument("--backend", default="onnx", help="onnx | openvino (default: onnx)")
+    bundle_parser.add_argument("--dtype", choices=("int8", "fp32", "fp16"), default="int8",
                         help="stored precision of the artifact (default: int8)")
-    bundle.set_defaults(run=cmd_bundle)
+    bundle_parser.set_defaults(run=cmd_bundle)
 
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)

@@ -1,6 +1,7 @@
 """``threads=N`` caps the CPU threads a model computes on at N, tokenization included: on a long batch the
 process's CPU time is at most N × wall time and exactly N threads do the work (per-thread CPU from /proc,
-so the check holds on a loaded machine, where CPU time per wall second falls below N)."""
+so the check holds on a loaded machine, where CPU time per wall second falls below N: a working thread
+is one with more than a tenth of the process's CPU time)."""
 
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ def measure(folder, backend: str, threads: int) -> dict:
 @pytest.mark.parametrize("threads", [1, 2])
 def test_threads_caps_cpu_time_and_working_threads(minilm_folders, backend, folder_kind, threads):
     m = measure(minilm_folders[folder_kind], backend, threads)
-    working = [c for c in m["per_thread"] if c > 0.1 * m["wall"]]
+    working = [c for c in m["per_thread"] if c > 0.1 * m["cpu"]]  # share of the work, not of wall time (load)
     print(f"\n{backend} threads={threads}: wall {m['wall']:.2f} s, cpu {m['cpu']:.2f} s "
           f"({m['cpu'] / m['wall']:.2f} x wall), per thread {[round(c, 2) for c in m['per_thread'][:4]]}")
-    assert m["wall"] > 0.5  # a long batch: long enough for the 10 ms CPU clock
+    assert m["cpu"] > 0.5  # a long batch: long enough for the 10 ms CPU clock
     assert m["cpu"] <= m["wall"] * threads * 1.1 + 0.05
     assert len(working) == threads, m

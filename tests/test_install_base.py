@@ -101,7 +101,7 @@ def test_the_base_install_runs_int8_and_fp32_on_onnxruntime(base_site, exported_
 import json
 from granite_rt import Embedder
 from granite_rt.devices import probe
-out = {{"openvino": probe().ov_version}}
+out = {{"openvino": probe().engine("openvino").version}}
 for dtype in ("int8", "fp32", "auto"):
     model = Embedder({str(exported_tiny_embedder)!r}, dtype=dtype)
     out[dtype] = {{"backend": model.info["backend"], "file": model.info["file"],

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from PyInstaller.utils.hooks import collect_data_files, collect_submodules, copy_metadata, get_package_paths
 
-_UNUSED_FRONTENDS = ("pytorch", "tensorflow", "paddle", "jax", "gguf")
+_UNUSED_FRONTENDS = ("pytorch", "tensorflow", "tensorflow_lite", "paddle", "jax", "gguf")
+# openvino.torch is the torch.compile backend; openvino.tools the model converters.
+_UNUSED_MODULES = ("openvino.torch", "openvino.tools") + tuple(f"openvino.frontend.{f}" for f in _UNUSED_FRONTENDS)
 _LIBS = Path(get_package_paths("openvino")[1]) / "libs"
 
 
@@ -24,7 +26,5 @@ def _wanted(name: str) -> bool:
 binaries = [(str(path), "openvino/libs") for pattern in ("*.so*", "*.dll", "*.dylib")
             for path in sorted(_LIBS.glob(pattern)) if _wanted(path.name)]
 datas = collect_data_files("openvino", includes=["libs/*.json", "libs/*.xml"]) + copy_metadata("openvino")
-hiddenimports = collect_submodules("openvino", filter=lambda name: not any(
-    f".frontend.{frontend}" in name for frontend in _UNUSED_FRONTENDS) and ".tools" not in name)
-excludedimports = ["torch", "tensorflow", "jax", "paddle", "openvino.frontend.pytorch",
-                   "openvino.frontend.tensorflow", "openvino.frontend.jax", "openvino.tools"]
+hiddenimports = collect_submodules("openvino", filter=lambda name: not name.startswith(_UNUSED_MODULES))
+excludedimports = ["torch", "tensorflow", "jax", "paddle", *_UNUSED_MODULES]

@@ -276,6 +276,15 @@ PASSTHROUGH: dict[str, tuple[Callable[[list[str]], int], str]] = {
 }
 
 
+# Global flags a delegated command's own parser also takes: given before the command, they are passed on.
+FORWARDED_FLAGS = {"export": ("--debug", "--quiet"), "eval": ("--quiet",)}
+
+
+def _forwarded_flags(command: str, args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """``granite-rt --debug export ...`` means ``granite-rt export ... --debug`` (docs/cli.md: before or after)."""
+    return [flag for flag in FORWARDED_FLAGS.get(command, ()) if getattr(args, flag[2:]) and flag not in rest]
+
+
 # -------------------------------------------------------------------------------------- parsing
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is not None and argv[command] in PASSTHROUGH:
         args = parser.parse_args(argv[:command] + [argv[command]])
         run_passthrough = PASSTHROUGH[argv[command]][0]
-        return _guarded(lambda: run_passthrough(argv[command + 1:]), args)
+        rest = argv[command + 1:] + _forwarded_flags(argv[command], args, argv[command + 1:])
+        return _guarded(lambda: run_passthrough(rest), args)
     try:
         args = _parse(parser, argv)
     except SystemExit as exit_:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from torch_blocked import blocker
+
 
 ROOT = Path(__file__).resolve().parents[1]
 GRANITE_RT = shutil.which("granite-rt", path=str(Path(sys.executable).parent)) or shutil.which("granite-rt")
@@ -208,6 +210,34 @@ def test_export_without_the_extra_says_how_to_install_it():
                    "from granite_rt.cli import main\n"
                    "sys.exit(main(['export', 'some/model', '--out', 'x']))")
     assert_one_line_error(probe, 1, "pip install 'granite-rt[export]'")
+
+
+@pytest.mark.parametrize("blocked, missing", [
+    (("torch", "transformers", "sentence_transformers"), "torch, transformers, sentence_transformers"),
+    (("nncf",), "nncf"),
+])
+def test_export_with_granite_export_but_without_the_extra_says_how_to_install_it(tmp_path, blocked, missing):
+    """pip install granite-rt ships granite_export; torch & co come with the extra (issue 18: a bare
+    ModuleNotFoundError: No module named 'transformers' before)."""
+    probe = python(blocker(blocked) + "from granite_rt.cli import main\n"
+                   f"sys.exit(main(['export', 'some-org/some-model', '--out', {str(tmp_path / 'x')!r}]))")
+    assert_one_line_error(probe, 1, "granite-rt export:", f"(missing: {missing})", "pip install 'granite-rt[export]'")
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_for_formats_that_do_not_need_nncf_runs_without_it(tmp_path):
+    probe = python(blocker(("nncf",)) + "from granite_export.__main__ import missing_modules\n"
+                   "print(missing_modules(('onnx', 'onnx-int8', 'openvino')), missing_modules(('openvino-int8',)))")
+    assert probe.stdout.split() == ["[]", "['nncf']"], probe.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("granite_export.__main__") is None, reason="export stage absent")
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_before_or_after_export_shows_the_traceback(tmp_path, where):
+    args = ["export", str(tmp_path / "no-such-checkpoint"), "--out", str(tmp_path / "out")]
+    assert_one_line_error(cli(*args), 2, "does not exist")
+    debug = cli("--debug", *args) if where == "before" else cli(*args, "--debug")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr, debug.stderr
 
 
 @pytest.mark.skipif(importlib.util.find_spec("granite_export.__main__") is None, reason="export stage absent")

@@ -121,3 +121,12 @@ def test_module_imports_no_torch():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_report_header_prints_the_load_rounded(monkeypatch):
+    monkeypatch.setattr(evaluate_module.os, "getloadavg", lambda: (3.73046875, 2.0, 1.0))
+    machine = evaluate_module.machine_info()
+    assert machine["load_average_1min"] == 3.73
+    report = EvalReport(model="m", kind="embedder", collection="c", n_queries=1, n_docs=1, compared_to=None,
+                        machine=machine)
+    assert "1-min load 3.73," in report.to_markdown()

@@ -86,8 +86,15 @@ class Embedder(RuntimeModel):
         return truncate(pooled, dim, normalize)
 
 
-def _as_list(items: Any, what: str) -> list:
-    """A list from a list/tuple/iterable argument; anything else is a TypeError naming the argument."""
+def _as_list(items: Any, what: str, expected: str = "a str or a list of str") -> list:
+    """A list from a list/tuple/iterable argument; anything else is a TypeError naming the argument.
+
+    A str is refused too (callers that take one str handle it before): iterating it would turn each
+    character into an input, e.g. ``rank(query, "one document")`` ranking 12 one-letter documents.
+    """
+    if isinstance(items, str):
+        raise TypeError(f"{what} must be {expected}, got a str (pass [{what[:-1] if what.endswith('s') else what}] "
+                        "for a single one)")
     if items is None or isinstance(items, (bytes, dict)) or not hasattr(items, "__iter__"):
-        raise TypeError(f"{what} must be a str or a list of str, got {type(items).__name__}")
+        raise TypeError(f"{what} must be {expected}, got {type(items).__name__}")
     return list(items)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -151,10 +152,40 @@ def test_embed_reads_stdin_lines_and_prints_jsonl(embedder_folder, loaded_tiny_e
 def test_embed_without_output_prints_a_summary(embedder_folder, loaded_tiny_embedder):
     result = cli("embed", embedder_folder, *TEXTS[:2], *MODEL_FLAGS)
     assert result.returncode == 0, result.stderr
-    first, *rows = result.stdout.splitlines()
+    first, *lines = result.stdout.splitlines()
     assert first.startswith(f"2 texts -> (2, {loaded_tiny_embedder.dim}) float32")
+    # issue 18: the few facts that matter, one aligned "key  value" line each, not ~20 keys on one line
+    summary = [line for line in lines if not line.startswith("#")]
+    assert [line.split()[0] for line in summary] == ["model", "runs", "why"]
+    assert len({len(line) - len(line.lstrip()) for line in summary}) == 1
+    assert len({re.match(r"\s+(model|runs on|why)\s+", line).end() for line in summary}) == 1  # values aligned
+    assert summary[1].split(None, 2)[2] == "cpu with onnx, fp32: onnx/model.onnx"
+    assert "cache_dir" not in result.stdout and "parallel_requests" not in result.stdout
+    rows = [line for line in lines if line.startswith("#")]
     expected = loaded_tiny_embedder.encode(TEXTS[:2])
     assert rows[0].startswith(f"#0 [{expected[0][0]:.4f}, ") and rows[0].endswith(TEXTS[0])
+
+
+def test_embed_json_summary_carries_the_full_info(embedder_folder, loaded_tiny_embedder):
+    result = cli("embed", embedder_folder, *TEXTS[:2], "--json", *MODEL_FLAGS)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["shape"] == [2, loaded_tiny_embedder.dim] and summary["dtype"] == "float32"
+    assert set(summary["info"]) == set(loaded_tiny_embedder.info)
+    assert_one_line_error(cli("embed", embedder_folder, "x", "--json", "--output", "v.npy"), 2, "--format jsonl")
+
+
+@pytest.mark.parametrize("command, folder, needle", [
+    ("embed", "reranker", "is a reranker: use 'granite-rt rerank'"),
+    ("rerank", "embedder", "is an embedder: use 'granite-rt embed'"),
+])
+def test_a_model_of_the_other_kind_names_the_cli_command(command, folder, needle, embedder_folder, reranker_folder):
+    """CLI errors speak CLI: not 'load it with granite_rt.Embedder' (issue 18)."""
+    model = reranker_folder if folder == "reranker" else embedder_folder
+    args = (command, model, "--query", QUERY, "doc") if command == "rerank" else (command, model, "doc")
+    result = cli(*args, *MODEL_FLAGS)
+    assert_one_line_error(result, 1, f"granite-rt {command}: error: {model} {needle}")
+    assert "granite_rt." not in result.stderr
 
 
 def test_embed_output_precision(tmp_path, embedder_folder, loaded_tiny_embedder):

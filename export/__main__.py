@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import logging
 import sys
 import traceback
-
-import warnings
 
 from granite_rt.errors import GraniteRTError, ModelNotFoundError, OutputFolderError, UnsupportedModelError
 
@@ -79,13 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             return _fail(f"the export needs the export extra (missing: {', '.join(missing)}): "
                          "pip install 'granite-rt[export]'", 1, False)
-        if not debug:
-            _quiet_libraries()
         from .pipeline import export_model
 
         log = (lambda _msg: None) if args.quiet else print
         export_model(args.model, args.out, formats=formats, kind=args.kind, calibration=args.calibration,
-                     calibration_samples=args.calibration_samples, log=log)
+                     calibration_samples=args.calibration_samples, log=log, progress=False if args.quiet else None)
         return 0
     except _UsageError as err:
         return _fail(f"usage error: {err} (see {PROG} --help)", 2, debug)
@@ -114,17 +109,6 @@ def missing_modules(formats: tuple[str, ...]) -> list[str]:
         if not found:
             missing.append(module)
     return missing
-
-
-def _quiet_libraries() -> None:
-    """Tracer warnings and progress bars of torch/transformers are noise to a user of the CLI."""
-    warnings.simplefilter("ignore")
-    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice on the root logger
-    logging.getLogger("nncf").setLevel(logging.ERROR)  # per-node INFO lines of the ignored scope
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

@@ -227,10 +227,33 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
+    if args.json:
+        print(json.dumps(_info_json(args.model), indent=2, default=str))
+        return 0
     from granite_rt.devices import info_report
 
     print(info_report(args.model))
     return 0
+
+
+def _info_json(model: str | None) -> dict[str, Any]:
+    """``info --json``: the full inventory, and for MODEL its artifacts and the placements device='auto' tries."""
+    import dataclasses
+    import platform
+
+    from granite_rt.devices import probe, select_placements
+    from granite_rt.model_folder import load_spec, resolve_model
+
+    inventory = probe(full=True)
+    report: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                              "inventory": dataclasses.asdict(inventory)}
+    if model is not None:
+        spec = load_spec(resolve_model(model))
+        placements = select_placements(spec.artifacts, folder=spec.folder, inventory=inventory)
+        report["model"] = {"folder": str(spec.folder), "kind": spec.kind, "max_length": spec.max_length,
+                           "dim": spec.dim, "artifacts": [dataclasses.asdict(a) for a in spec.artifacts],
+                           "auto_placements": [dataclasses.asdict(p) for p in placements]}
+    return report
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -374,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)
     info.add_argument("model", metavar="MODEL", nargs="?", help="a model folder or Hub id to plan for")
+    info.add_argument("--json", action="store_true", help="print everything as JSON (inventory, artifacts, placements)")
     info.set_defaults(run=cmd_info)
 
     serve = sub.add_parser("serve", parents=[flags, model], help="TEI/OpenAI-compatible HTTP server",

@@ -286,6 +286,18 @@ def test_info_prints_the_device_report(embedder_folder):
     assert result.stdout.strip() == info_report(embedder_folder).strip()
 
 
+def test_info_json_carries_the_inventory_and_the_model_plan(embedder_folder, loaded_tiny_embedder):
+    result = cli("info", embedder_folder, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    import onnxruntime
+
+    assert report["inventory"]["ort_version"] == onnxruntime.__version__
+    assert report["model"]["kind"] == "embedder" and report["model"]["dim"] == loaded_tiny_embedder.dim
+    assert [a["path"] for a in report["model"]["artifacts"]] == ["onnx/model.onnx"]
+    assert report["model"]["auto_placements"][0]["artifact"]["path"] == "onnx/model.onnx"
+
+
 @pytest.mark.skipif(importlib.util.find_spec("granite_rt.evaluate") is None, reason="evaluate module absent")
 def test_eval_delegates_to_evaluate():
     result = cli("eval", "--help")

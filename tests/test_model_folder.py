@@ -1,178 +1,198 @@
-"""Model names → folder or Hub (granite_rt.model_folder.resolve_model, granite_rt.hub): a missing local path
-never goes to the Hub; an unreachable Hub fails at once, in one line, without huggingface_hub's retries."""
+"""Model files: corrupted or missing files fail at load naming the file; folders and Hub ids resolve offline."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import os
-import socket
-import subprocess
-import sys
-import threading
+import platform
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from granite_rt import Embedder, Reranker, hub
-from granite_rt.errors import ModelNotFoundError
-from granite_rt.model_folder import resolve_model
+from granite_rt import Embedder, Reranker
+from granite_rt.errors import ModelFileError, ModelNotFoundError
+from torch_blocked import run_without_torch
 
 
 @pytest.fixture
-def no_hub(monkeypatch):
-    """Any Hub call fails the test: a path-looking name must never reach huggingface_hub."""
+def exported(tiny_embedder_folders, tmp_path) -> Path:
+    """A private copy of the exported embedder (manifest with sha256s)."""
+    return Path(shutil.copytree(tiny_embedder_folders["export"], tmp_path / "export"))
+
+
+@pytest.fixture
+def hub_layout(tiny_embedder_folders, tmp_path) -> Path:
+    """A private copy of the IBM-layout embedder (no manifest, ONNX + OpenVINO)."""
+    return Path(shutil.copytree(tiny_embedder_folders["hub"], tmp_path / "hub"))
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_sha256_mismatch_names_the_file(exported):
+    with open(exported / "onnx" / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx does not match granite_rt\.json \(sha256"):
+        Embedder(exported, backend="onnx", dtype="fp32")
+
+
+def test_a_verified_file_is_hashed_again_only_when_it_changes(exported, monkeypatch):
+    """The check passed once is remembered per file stat; a rewrite keeping size and mtime is still caught."""
+    import os
+
+    from granite_rt import model_folder
+
+    Embedder(exported, backend="onnx", dtype="fp32")  # hashes and remembers
+    hashed = []
+    real = model_folder.sha256_file
+    monkeypatch.setattr(model_folder, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    Embedder(exported, backend="onnx", dtype="fp32")
+    assert hashed == []
+    data = exported / "onnx" / "model.onnx_data"
+    before = data.stat()
+    with open(data, "r+b") as fh:  # one byte changed in place, size and mtime put back
+        fh.seek(before.st_size // 2)
+        byte = fh.read(1)
+        fh.seek(before.st_size // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx_data does not match granite_rt\.json"):
+        Embedder(exported, backend="onnx", dtype="fp32")
+    assert "model.onnx_data" in hashed
+
+
+def test_truncated_onnx_external_data_names_the_file(hub_layout):
+    _truncate(hub_layout / "onnx" / "model.onnx_data")
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx \(weights in model\.onnx_data\) cannot be loaded"):
+        Embedder(hub_layout, backend="onnx", dtype="fp32")
+
+
+def test_truncated_onnx_without_manifest_names_the_file(hub_layout):
+    _truncate(hub_layout / "onnx" / "model.onnx")
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx (\(weights in model\.onnx_data\) )?cannot be loaded"):
+        Embedder(hub_layout, backend="onnx", dtype="fp32")
+
+
+def test_truncated_openvino_weights_name_the_file(hub_layout):
+    _truncate(hub_layout / "openvino" / "openvino_model.bin")
+    with pytest.raises(ModelFileError, match=r"openvino_model\.bin is truncated"):
+        Embedder(hub_layout, backend="openvino", dtype="fp32")
+
+
+def test_corrupted_openvino_xml_names_the_file(hub_layout):
+    _truncate(hub_layout / "openvino" / "openvino_model.xml", 0.3)
+    with pytest.raises(ModelFileError, match=r"openvino_model\.xml is not a valid OpenVINO IR"):
+        Embedder(hub_layout, backend="openvino", dtype="fp32")
+
+
+@pytest.mark.parametrize("name", ["onnx/model.onnx", "openvino/openvino_model.bin"])
+def test_empty_model_file(hub_layout, name):
+    (hub_layout / name).write_bytes(b"")
+    backend = "onnx" if name.startswith("onnx") else "openvino"
+    with pytest.raises(ModelFileError, match=rf"{name} is empty"):
+        Embedder(hub_layout, backend=backend, dtype="fp32")
+
+
+def test_missing_model_file(hub_layout, exported):
+    (hub_layout / "openvino" / "openvino_model.bin").unlink()
+    with pytest.raises(ModelFileError, match=r"openvino/openvino_model\.bin is missing"):
+        Embedder(hub_layout, backend="openvino", dtype="fp32")
+    (exported / "onnx" / "model.onnx").unlink()  # listed in the manifest
+    with pytest.raises(ModelFileError, match=r"onnx/model\.onnx is missing"):
+        Embedder(exported, backend="onnx", dtype="fp32")
+
+
+def test_missing_or_corrupted_tokenizer(exported):
+    (exported / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match=r"tokenizer\.json cannot be read"):
+        Embedder(exported, backend="onnx")
+    (exported / "tokenizer.json").unlink()
+    with pytest.raises(ModelFileError, match=r"tokenizer\.json is missing"):
+        Embedder(exported, backend="onnx")
+
+
+def test_missing_config_and_no_artifact(hub_layout):
+    shutil.rmtree(hub_layout / "onnx")
+    shutil.rmtree(hub_layout / "openvino")
+    with pytest.raises(ModelFileError, match="no model file found"):
+        Embedder(hub_layout)
+    (hub_layout / "config.json").unlink()
+    with pytest.raises(ModelFileError, match=r"config\.json is missing"):
+        Embedder(hub_layout)
+
+
+def test_unknown_model_is_not_found(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="folder .*deeper' does not exist"):
+        Embedder(tmp_path / "nope" / "deeper")
+    with pytest.raises(ModelNotFoundError, match="no folder 'no-such-org/no-such-model' here; HF_HUB_OFFLINE is set"):
+        Reranker("no-such-org/no-such-model")
+
+
+def test_hub_id_fetches_only_what_the_backend_needs(tiny_embedder_folders, monkeypatch):
+    """Online: the repo's file list narrows allow_patterns to one artifact plus tokenizer/config files."""
     import huggingface_hub
 
-    def called(*args, **kwargs):
-        raise AssertionError(f"the Hub was asked: {args} {kwargs}")
-
-    for name in ("model_info", "snapshot_download", "list_repo_files"):
-        monkeypatch.setattr(huggingface_hub, name, called)
-    monkeypatch.setattr(hub, "offline", lambda: False)
-
-
-@pytest.mark.parametrize("name", ["models/granite-reranker", "./granite-reranker", "../no-such-folder",
-                                  "models/org/name", "~/no-such-granite-folder", "no-such-folder"])
-def test_a_path_that_does_not_exist_is_named_and_never_sent_to_the_hub(name, tmp_path, monkeypatch, no_hub):
-    (tmp_path / "models").mkdir()  # the README's folder exists, the model in it does not
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ModelNotFoundError, match=f"folder '{name}' does not exist"):
-        Reranker(name)
-
-
-def test_a_pathlike_and_a_file_are_local_errors(tmp_path, no_hub):
-    with pytest.raises(ModelNotFoundError, match="does not exist"):
-        Embedder(tmp_path / "org" / "name")
-    (tmp_path / "model.onnx").write_bytes(b"x")
-    with pytest.raises(ModelNotFoundError, match="is a file, not a model folder"):
-        Embedder(str(tmp_path / "model.onnx"))
-
-
-@pytest.mark.parametrize("name, is_hub", [
-    ("ibm-granite/granite-embedding-97m-multilingual-r2", True), ("org/name.v2", True),
-    ("./org/name", False), ("org/name/sub", False), ("/org/name", False), ("~/org", False),
-    ("org\\name", False), ("C:/models/x", False), (".hidden/name", False), ("single", False),
-])
-def test_hub_ids_and_paths_are_told_apart(name, is_hub, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert hub.is_hub_id(name) is is_hub
-
-
-def test_a_first_component_that_exists_here_makes_a_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert hub.is_hub_id("org/name")
-    (tmp_path / "org").mkdir()
-    assert not hub.is_hub_id("org/name") and hub.looks_like_path("org/name")
-
-
-def test_hub_lookup_does_not_retry_in_process(monkeypatch, tmp_path):
-    """One request: a failing connection means 'not reachable', then the (empty) cache is tried."""
-    import huggingface_hub
+    from granite_rt import hub
 
     calls = []
-
-    def refuse(*args, **kwargs):
-        calls.append(args)
-        raise ConnectionError("[Errno 111] Connection refused")
-
+    repo_files = ["config.json", "tokenizer.json", "onnx/model.onnx", "onnx/model_qint8_avx512.onnx",
+                  "openvino/openvino_model.xml", "openvino/openvino_model.bin", "model.safetensors"]
     monkeypatch.setattr(hub, "offline", lambda: False)
-    monkeypatch.setattr(huggingface_hub, "model_info", refuse)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ModelNotFoundError) as err:
-        resolve_model("nobody/no-such-model")
-    assert len(calls) == 1
-    assert str(err.value) == ("no folder 'nobody/no-such-model' here; the Hugging Face Hub is not reachable "
-                              "([Errno 111] Connection refused), and it is not in the local cache")
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo, revision=None, timeout=None: SimpleNamespace(
+        siblings=[SimpleNamespace(rfilename=f) for f in repo_files]))
+
+    def fake_snapshot(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(tiny_embedder_folders["hub"])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    emb = Embedder("ibm-granite/some-model", backend="onnx", dtype="fp32")
+    assert emb.encode("water").shape == (emb.dim,)
+    repo, kwargs = calls[0]
+    assert repo == "ibm-granite/some-model" and kwargs["local_files_only"] is False
+    patterns = kwargs["allow_patterns"]
+    assert "onnx/model.onnx" in patterns and "tokenizer.json" in patterns and "1_Pooling/config.json" in patterns
+    assert not any(p.startswith("openvino/") or "int8" in p or "safetensors" in p for p in patterns)
+
+    calls.clear()
+    Embedder("ibm-granite/some-model", backend="openvino", dtype="fp32")
+    patterns = calls[0][1]["allow_patterns"]
+    assert "openvino/openvino_model.xml" in patterns and "openvino/openvino_model.bin" in patterns
+    assert not any(p.startswith("onnx/") for p in patterns)
 
 
-# ------------------------------------------------------------- the CLI and the API in a child process
+def test_hub_patterns_for_auto_prefer_int8_then_fp32():
+    from granite_rt.model_folder import hub_patterns
 
-def _refused_endpoint() -> str:
-    """A loopback URL nothing listens on (connection refused at once), as an unreachable Hub."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    files = ["onnx/model.onnx", "onnx/model_qint8.onnx"]
+    assert hub_patterns(("onnx",), ("int8", "fp32"), files)[-4:] == [
+        "onnx/model_qint8*.onnx", "onnx/model_qint8*.onnx_data", "onnx/model_quint8*.onnx", "onnx/model_quint8*.onnx_data"]
+    assert "onnx/model.onnx" in hub_patterns(("onnx",), ("int8", "fp32"), ["onnx/model.onnx"])
+    arm_only = ["onnx/model.onnx", "onnx/model_qint8_arm64.onnx"]  # an INT8 file this x86 CPU cannot run
+    if platform.machine().lower() in {"x86_64", "amd64"}:
+        assert hub_patterns(("onnx",), ("int8", "fp32"), arm_only)[-2:] == ["onnx/model.onnx", "onnx/model.onnx_data"]
+    offline = hub_patterns(("openvino", "onnx"), ("int8", "fp32"))  # no file list: every candidate
+    assert {"onnx/model.onnx", "openvino/openvino_model.xml", "onnx/model_qint8*.onnx"} <= set(offline)
 
 
-CHILD = """
-import sys, time
-import huggingface_hub.hf_api, huggingface_hub._snapshot_download  # imported before the clock starts:
-import granite_rt.embedder, granite_rt.reranker                       # only resolving the name is timed
-from granite_rt.cli import main
-start = time.perf_counter()
-code = main(sys.argv[1:])
-print(f"ELAPSED {time.perf_counter() - start:.3f}")
-sys.exit(code)
+def test_hub_id_loads_from_the_offline_cache(tiny_embedder_folders, tiny_reranker_folders, tmp_path):
+    """A hand-made HF cache (refs/main → snapshot) with HF_HUB_OFFLINE=1, in a torch-free process."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for repo, folder in (("ibm-granite/tiny-embedder", tiny_embedder_folders["hub"]),
+                         ("ibm-granite/tiny-reranker", tiny_reranker_folders["hub"])):
+        root = tmp_path / "hub-cache" / ("models--" + repo.replace("/", "--"))
+        (root / "refs").mkdir(parents=True)
+        (root / "refs" / "main").write_text(commit)
+        shutil.copytree(folder, root / "snapshots" / commit)
+    code = """
+from granite_rt import Embedder, Reranker
+emb = Embedder("ibm-granite/tiny-embedder", backend="onnx", dtype="fp32")
+rr = Reranker("ibm-granite/tiny-reranker", backend="openvino", dtype="fp32")
+print(emb.encode(["water"]).shape, rr.rank("water", ["H2O", "fox"])[0]["corpus_id"] in (0, 1), emb.info["folder"])
 """
-
-
-def _run_cli(args: list[str], cwd: Path, endpoint: str, offline: bool = False) -> tuple[subprocess.CompletedProcess, float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(cwd / "hf-home"), HF_HUB_CACHE=str(cwd / "hf-home" / "hub"))
-    if offline:
-        env["HF_HUB_OFFLINE"] = "1"
-    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL, timeout=120)
-    elapsed = float(proc.stdout.split("ELAPSED")[-1]) if "ELAPSED" in proc.stdout else float("inf")
-    return proc, elapsed
-
-
-def _assert_one_line_at_once(proc: subprocess.CompletedProcess, elapsed: float, *needles: str) -> str:
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr  # no "Retrying in 1s [Retry 1/5]", no "could not list the files" warning
-    assert "Retry" not in proc.stderr and "local_files_only" not in proc.stderr and "HF_HUB_OFFLINE=0" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert elapsed < 2.0, f"took {elapsed:.1f} s: {lines[0]}"
-    return lines[0]
-
-
-@pytest.mark.parametrize("offline", [False, True])
-def test_cli_missing_local_folder_fails_at_once_in_one_line(tmp_path, offline):
-    (tmp_path / "models").mkdir()
-    proc, elapsed = _run_cli(["rerank", "models/granite-reranker", "--query", "q", "doc"], tmp_path,
-                             _refused_endpoint(), offline=offline)
-    _assert_one_line_at_once(proc, elapsed, "granite-rt rerank: error: folder 'models/granite-reranker' does not exist")
-
-
-def test_cli_hub_id_with_the_hub_unreachable_fails_at_once_in_one_line(tmp_path):
-    proc, elapsed = _run_cli(["embed", "nobody/no-such-model", "x"], tmp_path, _refused_endpoint())
-    _assert_one_line_at_once(proc, elapsed, "no folder 'nobody/no-such-model' here",
-                             "the Hugging Face Hub is not reachable", "not in the local cache")
-
-
-def test_cli_hub_id_offline_and_not_cached(tmp_path):
-    proc, elapsed = _run_cli(["embed", "nobody/no-such-model", "x"], tmp_path, _refused_endpoint(), offline=True)
-    _assert_one_line_at_once(proc, elapsed, "HF_HUB_OFFLINE is set, and it is not in the local Hugging Face cache")
-
-
-class _NoSuchRepo(http.server.BaseHTTPRequestHandler):
-    """The Hub's answer for a repo that does not exist: 404 with X-Error-Code RepoNotFound."""
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        body = json.dumps({"error": "Repository not found"}).encode()
-        self.send_response(404)
-        self.send_header("X-Error-Code", "RepoNotFound")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_cli_hub_id_the_hub_does_not_have(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRepo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        proc, elapsed = _run_cli(["embed", "nobody/no-such-model", "x"], tmp_path,
-                                 f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
-    _assert_one_line_at_once(proc, elapsed, "the Hugging Face Hub has no repo 'nobody/no-such-model'")
+    proc = run_without_torch(code, env={"HF_HUB_CACHE": str(tmp_path / "hub-cache")})
+    shape, ok, folder = proc.stdout.split(") ")[0] + ")", *proc.stdout.split(") ")[1].split()
+    assert shape == f"(1, {Embedder(tiny_embedder_folders['hub'], backend='onnx').dim})" and ok == "True"
+    assert folder.endswith(f"snapshots/{commit}")

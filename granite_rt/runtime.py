@@ -15,7 +15,7 @@ from granite_rt.arguments import is_int
 from granite_rt.background import Cancellable, Progress, Worker, check_cancel, check_progress, raise_if_cancelled
 from granite_rt.bundle import check_complete, explain_missing
 from granite_rt.batching import batch_overhead_tokens, map_batches
-from granite_rt.errors import GraniteRTError, ModelClosedError, UnsupportedModelError
+from granite_rt.errors import GraniteRTError, ModelClosedError, WrongKindError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
 from granite_rt.tokenize import Tokenizer
 
@@ -34,8 +34,8 @@ class LoadedModel:
         self.spec: ModelSpec = load_spec(folder)
         check_complete(self.spec)
         if self.spec.kind != kind:
-            raise UnsupportedModelError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
-                                        f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}")
+            raise WrongKindError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
+                                 f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}", str(model), self.spec.kind)
         # threads=N caps tokenization too: the tokenizers library's batch encoding runs on one thread per
         # logical CPU, so with a cap it encodes on the calling thread (see Tokenizer).
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,

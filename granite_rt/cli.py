@@ -1,4 +1,4 @@
-"""``granite-rt``: embed, rerank, export, info, eval, bench and serve from the command line.
+"""``granite-rt``: embed, embed-corpus, rerank, export, info, eval, bench and serve from the command line.
 
 Every command imports what it needs only when it runs, so ``granite-rt --help`` is instant and
 works without torch or the server extra. Exit codes: 0 success, 2 usage error, 1 runtime
@@ -192,6 +192,41 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_corpus(args: argparse.Namespace) -> int:
+    """Embed a corpus (file, folder or glob of .jsonl/.parquet/.csv/.txt) into Parquet shards; resumable."""
+    try:
+        import pyarrow  # noqa: F401
+        if args.engine == "ray":
+            import ray  # noqa: F401
+    except ModuleNotFoundError as err:
+        raise _ExtraMissing("ray", err.name) from None
+    import numpy as np
+
+    from granite_rt.corpus import Columns, VectorOptions, embed_corpus
+
+    ranges = None
+    if args.ranges:
+        try:
+            ranges = np.load(args.ranges)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read --ranges {args.ranges}: {err}") from None
+    if args.engine == "local" and (args.ray_address or args.actors):
+        raise UsageError("--ray-address and --actors need --engine ray")
+    result = embed_corpus(
+        args.input, args.out, args.model,
+        columns=Columns(args.text_column, args.id_column, args.title_column),
+        vectors=VectorOptions(args.precision, args.truncate_dim, not args.no_normalize, args.batch_size, ranges),
+        backend=args.backend, device=args.device, dtype=args.dtype, threads=args.threads,
+        rows_per_shard=args.rows_per_shard, engine=args.engine, ray_address=args.ray_address, actors=args.actors,
+        progress=sys.stderr.isatty() and not args.quiet)
+    if not args.quiet:
+        kept = f", {result.adopted_shards} kept from an earlier run" if result.adopted_shards else ""
+        cut = f"; {result.truncated} truncated at the model's max length" if result.truncated else ""
+        print(f"{args.out}: {result.rows} rows in {result.shards} shards ({result.embedded_rows} embedded now"
+              f"{kept}) in {result.seconds:.1f} s{cut}", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
     from granite_rt.devices import info_report
@@ -321,6 +356,27 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--max-query-tokens", type=positive_int, metavar="N",
                         help="cut the query to N tokens before pair truncation (the model card evaluates with 64)")
     rerank.set_defaults(run=cmd_rerank, positional_rest="documents")
+
+    corpus = sub.add_parser("embed-corpus", parents=[flags, model], help="embed a corpus into Parquet shards (resumable)",
+                            description=cmd_embed_corpus.__doc__)
+    corpus.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
+    corpus.add_argument("input", metavar="INPUT", help=".jsonl/.parquet/.csv/.txt file, a folder of them, or a glob")
+    corpus.add_argument("--out", required=True, metavar="DIR", help="output folder: part-NNNNN.parquet + _manifest.json")
+    corpus.add_argument("--text-column", default="text", help="column with the text (default: text)")
+    corpus.add_argument("--id-column", help="column with the id (default: id if present, else the row number)")
+    corpus.add_argument("--title-column", help="column with a title, embedded as 'title text'")
+    corpus.add_argument("--precision", choices=PRECISIONS, default="float32", help="output format of the vectors")
+    corpus.add_argument("--ranges", metavar="FILE.npy", help="int8/uint8 calibration: a (2, dim) array of minima/maxima")
+    corpus.add_argument("--truncate-dim", type=positive_int, metavar="N", help="Matryoshka: keep the first N dimensions")
+    corpus.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
+    corpus.add_argument("--rows-per-shard", type=positive_int, default=4096, metavar="N",
+                        help="rows per output shard, the unit of resume (default 4096)")
+    corpus.add_argument("--threads", type=positive_int, metavar="N",
+                        help="threads of the model (local) or CPUs per Ray actor (default: all / 1)")
+    corpus.add_argument("--engine", choices=("local", "ray"), default="local", help="embed here or on Ray (ray extra)")
+    corpus.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local Ray)")
+    corpus.add_argument("--actors", type=positive_int, metavar="N", help="Embedder actors on Ray (default: CPUs / threads)")
+    corpus.set_defaults(run=cmd_embed_corpus)
 
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)

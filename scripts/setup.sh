@@ -11,4 +11,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[export,openvino,server,test]"
+python -m pip install -q -e ".[export,openvino,server,ray,test]"

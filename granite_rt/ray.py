@@ -195,8 +195,8 @@ def embed_shards(corpus: Corpus, plan: Plan, shards: Sequence[Shard], model: Mod
                  actors: int | None = None) -> Iterator[tuple[Shard, pa.Table]]:
     """(shard, table of id, vector, truncated) for each of ``shards``, as each completes (any order).
 
-    Connects to the Ray cluster at ``address`` (None: the running one, else a new local Ray, shut down
-    at the end). ``actors`` Embedder actors of ``model.threads`` CPUs each (default 1); None: as many as
+    Uses the Ray this process is connected to; else connects to ``address`` (None: starts a local
+    Ray) and disconnects at the end. ``actors`` Embedder actors of ``model.threads`` CPUs each (default 1); None: as many as
     the cluster's CPUs allow.
     """
     started = _connect(address)
@@ -233,13 +233,14 @@ def embed_shards(corpus: Corpus, plan: Plan, shards: Sequence[Shard], model: Mod
 
 
 def _connect(address: str | None) -> bool:
-    """Join the Ray cluster (or start a local one); True when this call started it."""
+    """Join the Ray cluster at ``address`` (None: start a local one); True when this call connected,
+    so the job disconnects (or stops its local Ray) at the end."""
     if ray.is_initialized():
         return False
     ray.init(address=address, logging_level=logging.WARNING)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False   # embed-corpus draws its own
-    return address is None
+    return True
 
 
 # ------------------------------------------------------------------------------------------ serve

@@ -145,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_ray:
             import ray
 
+            from granite_rt.ray import RayEngine
+
             ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
             ray.data.DataContext.get_current().enable_progress_bars = False
             try:
                 report["ray_s"] = {}
                 for actors in (1, 2):
-                    seconds = run_job(source, work / "out", rows_per_shard=args.rows_per_shard, engine="ray",
-                                      actors=actors)
+                    seconds = run_job(source, work / "out", rows_per_shard=args.rows_per_shard,
+                                      engine=RayEngine(actors=actors))
                     report["ray_s"][actors] = seconds
                     print(f"ray {actors} actor(s): {seconds:.2f} s (load {load()})", file=sys.stderr)
             finally:

@@ -29,16 +29,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
+from granite_rt.embedder import Embedder
 from granite_rt.errors import CorpusError
+from granite_rt.model_folder import META_FILES, sha256_file
+from granite_rt.output import check_precision
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from granite_rt.embedder import Embedder
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv", ".txt": "txt"}
 MANIFEST = "_manifest.json"
@@ -72,8 +74,6 @@ class VectorOptions:
     ranges: np.ndarray | None = field(default=None, compare=False)   # int8/uint8 calibration, (2, dim)
 
     def check(self) -> None:
-        from granite_rt.output import check_precision
-
         check_precision(self.precision)
         if self.precision in ("int8", "uint8") and self.ranges is None:
             raise CorpusError(f"precision {self.precision} needs calibration ranges (granite_rt.output."
@@ -377,7 +377,7 @@ _READERS: dict[str, Callable[..., Iterator[tuple[int, int, dict]]]] = {
 
 # ------------------------------------------------------------------------------------------ vectors
 
-def encode_arrow(embedder: "Embedder", texts: list[str], options: VectorOptions) -> tuple["pa.Array", "pa.Array"]:
+def encode_arrow(embedder: Embedder, texts: list[str], options: VectorOptions) -> tuple["pa.Array", "pa.Array"]:
     """The vectors of ``texts`` as a fixed-size-list Arrow array (dtype of ``precision``) and the truncation flags."""
     import pyarrow as pa
 
@@ -396,10 +396,8 @@ def shard_table(plan: Plan, ids: list[Any], vectors: "pa.Array", truncated: "pa.
                      TRUNCATED_COLUMN: truncated})
 
 
-def model_fingerprint(embedder: "Embedder") -> dict[str, Any]:
+def model_fingerprint(embedder: Embedder) -> dict[str, Any]:
     """What identifies the model: artifact, backend, device, dtype and the sha256 of every file it reads."""
-    from granite_rt.model_folder import META_FILES, sha256_file
-
     info = embedder.info
     folder = Path(info["folder"])
     files = sorted(set(info["files"]) | {name for name in META_FILES if (folder / name).is_file()})
@@ -533,11 +531,8 @@ class ModelOptions:
     dtype: str = "auto"
     threads: int | None = None
 
-    def load(self, model_class: type | None = None) -> Any:
+    def load(self, model_class: type = Embedder) -> Any:
         """An Embedder (or ``model_class``, e.g. Reranker) for bulk work: OpenVINO's throughput hint."""
-        if model_class is None:
-            from granite_rt.embedder import Embedder as model_class
-
         return model_class(self.model, backend=self.backend, device=self.device, dtype=self.dtype,
                            threads=self.threads, workload="throughput")
 
@@ -584,23 +579,38 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+class ShardEngine(Protocol):
+    """What embeds the pending shards: (shard, table of id, vector, truncated) for each, in any order.
+
+    ``embedder`` is the job's model, loaded here (its files are fingerprinted); ``model`` says how it
+    was loaded, for engines that load copies elsewhere (granite_rt.ray.RayEngine)."""
+
+    def __call__(self, corpus: Corpus, plan: Plan, shards: Sequence[Shard], embedder: Embedder,
+                 model: ModelOptions, vectors: VectorOptions) -> Iterator[tuple[Shard, "pa.Table"]]: ...
+
+
+def local_engine(corpus: Corpus, plan: Plan, shards: Sequence[Shard], embedder: Embedder, model: ModelOptions,
+                 vectors: VectorOptions) -> Iterator[tuple[Shard, "pa.Table"]]:
+    """The shards one after another in this process, each one ``encode`` call."""
+    for shard in shards:
+        ids, texts = corpus.read(shard)
+        yield shard, shard_table(plan, ids, *encode_arrow(embedder, texts, vectors))
+
+
 def embed_corpus(input: str | os.PathLike, out: str | os.PathLike, model: str | os.PathLike, *,
                  columns: Columns = Columns(), vectors: VectorOptions = VectorOptions(),
                  backend: str = "auto", device: str = "auto", dtype: str = "auto", threads: int | None = None,
-                 rows_per_shard: int = ROWS_PER_SHARD, engine: str = "local", ray_address: str | None = None,
-                 actors: int | None = None, progress: bool = False,
+                 rows_per_shard: int = ROWS_PER_SHARD, engine: ShardEngine = local_engine, progress: bool = False,
                  on_shard: Callable[[int, int, int], None] | None = None) -> CorpusResult:
     """Embed every row of INPUT into Parquet shards under OUT; run again after a crash to finish the job.
 
-    ``engine="local"`` embeds here; ``"ray"`` on a Ray cluster (``ray_address``; None starts a local Ray
-    unless one is running), ``actors`` Embedder actors of ``threads`` CPUs each (see granite_rt.ray).
-    Both engines write the same shards, so a job started with one can be finished with the other.
-    ``on_shard(index, rows_done, rows_total)`` is called after each shard this run commits.
+    ``engine``: ``local_engine`` (here, ``threads`` threads) or ``granite_rt.ray.RayEngine(address,
+    actors)`` (Ray Data actors of ``threads`` CPUs each). Both write the same shards, so a job started
+    with one can be finished with the other. ``on_shard(index, rows_done, rows_total)`` is called after
+    each shard this run commits.
     """
     started = time.perf_counter()
-    if engine not in ("local", "ray"):
-        raise CorpusError(f"engine must be 'local' or 'ray', got {engine!r}")
-    if not isinstance(rows_per_shard, int) or isinstance(rows_per_shard, bool) or rows_per_shard < 1:
+    if not is_int(rows_per_shard) or rows_per_shard < 1:
         raise CorpusError(f"rows_per_shard must be a positive int, got {rows_per_shard!r}")
     vectors.check()
     folder = ShardFolder(out)
@@ -643,18 +653,8 @@ def embed_corpus(input: str | os.PathLike, out: str | os.PathLike, model: str | 
         if on_shard is not None:
             on_shard(shard.index, rows_done, plan.rows)
 
-    if engine == "local":
-        for shard in pending:
-            ids, texts = corpus.read(shard)
-            commit(shard, shard_table(plan, ids, *encode_arrow(embedder, texts, vectors)))
-    elif pending:
-        from granite_rt import ray as granite_ray
-
-        expected = {k: embedder.info[k] for k in ("file", "backend", "device", "dtype")}
-        del embedder   # the actors load their own copies
-        placed = ModelOptions(options.model, expected["backend"], expected["device"], expected["dtype"], threads)
-        for shard, table in granite_ray.embed_shards(corpus, plan, pending, placed, vectors, expected_file=expected["file"],
-                                                     address=ray_address, actors=actors):
+    if pending:
+        for shard, table in engine(corpus, plan, pending, embedder, options, vectors):
             commit(shard, table)
     truncated = sum(int(info.get("truncated", 0)) for info in done.values())
     manifest.update({"complete": True, "rows": plan.rows, "shards": len(plan.shards), "truncated": truncated,
@@ -677,5 +677,5 @@ def read_vectors(out: str | os.PathLike) -> "pa.Table":
     return pa.concat_tables([pq.read_table(p) for p in shards]) if shards else pa.table({})
 
 
-__all__ = ["Columns", "Corpus", "CorpusResult", "ModelOptions", "Plan", "Shard", "ShardFolder", "VectorOptions",
-           "embed_corpus", "encode_arrow", "input_files", "read_vectors"]
+__all__ = ["Columns", "Corpus", "CorpusResult", "ModelOptions", "Plan", "Shard", "ShardEngine", "ShardFolder",
+           "VectorOptions", "embed_corpus", "encode_arrow", "input_files", "local_engine", "read_vectors"]

@@ -7,7 +7,7 @@ batch of ``batch_rows`` rows is the window within which texts are length-sorted;
 takes at most ``batch_size`` rows and the runtime's token budget (granite_rt.batching.MAX_BATCH_TOKENS).
 An actor that dies is restarted and its task retried (Ray Data's default for actor pools).
 
-``embed_shards`` runs embed-corpus' planned shards through the same actors: one read task per shard
+``RayEngine`` / ``embed_shards`` run embed-corpus' planned shards through the same actors: one read task per shard
 reads it from its planned position on the driver's node (the input need not be on the workers); the
 driver keeps each row once by its row number (a retried task may deliver rows again) and hands back
 a shard when all its rows are in, for the job to commit.
@@ -34,7 +34,9 @@ from ray.data.datasource import Datasource, ReadTask
 
 from granite_rt.corpus import (TRUNCATED_COLUMN, VECTOR_COLUMN, Corpus, ModelOptions, Plan, Shard, VectorOptions,
                                encode_arrow, shard_table)
+from granite_rt.embedder import Embedder
 from granite_rt.errors import CorpusError
+from granite_rt.reranker import Reranker
 from granite_rt.tokenize import check_texts
 
 ROW_COLUMN = "__granite_rt_row"
@@ -76,8 +78,6 @@ class RerankBatches:
 
     def __init__(self, model: ModelOptions, query_column: str, document_column: str, output_column: str,
                  activation: str, max_query_tokens: int | None, batch_size: int) -> None:
-        from granite_rt.reranker import Reranker
-
         self.reranker = _with_threads(model).load(Reranker)
         self.query_column, self.document_column, self.output_column = query_column, document_column, output_column
         self.activation, self.max_query_tokens, self.batch_size = activation, max_query_tokens, batch_size
@@ -232,6 +232,22 @@ def embed_shards(corpus: Corpus, plan: Plan, shards: Sequence[Shard], model: Mod
             ray.shutdown()
 
 
+@dataclasses.dataclass(frozen=True)
+class RayEngine:
+    """embed-corpus's engine on Ray (``embed_corpus(..., engine=RayEngine(address, actors))``): the job's
+    shards through ``embed_shards``, each actor loading the artifact the job fingerprinted."""
+
+    address: str | None = None
+    actors: int | None = None
+
+    def __call__(self, corpus: Corpus, plan: Plan, shards: Sequence[Shard], embedder: Embedder,
+                 model: ModelOptions, vectors: VectorOptions) -> Iterator[tuple[Shard, pa.Table]]:
+        info = embedder.info
+        placed = dataclasses.replace(model, backend=info["backend"], device=info["device"], dtype=info["dtype"])
+        return embed_shards(corpus, plan, shards, placed, vectors, expected_file=info["file"], address=self.address,
+                            actors=self.actors)
+
+
 def _connect(address: str | None) -> bool:
     """Join the Ray cluster at ``address`` (None: start a local one); True when this call connected,
     so the job disconnects (or stops its local Ray) at the end."""
@@ -265,8 +281,6 @@ def serve_app(embedder: str | None = None, reranker: str | None = None, *, confi
     load = {"backend": backend, "device": device, "dtype": dtype}
 
     def build_app():
-        from granite_rt.embedder import Embedder
-        from granite_rt.reranker import Reranker
         from granite_rt.server.app import ServerConfig, create_app
         from granite_rt.server.models import EmbeddingService, RerankService
 

@@ -20,7 +20,8 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pa = pytest.importorskip("pyarrow")
 
-from granite_rt.corpus import MANIFEST, embed_corpus, read_vectors  # noqa: E402
+from granite_rt.corpus import MANIFEST, embed_corpus  # noqa: E402
+from granite_rt.ray import RayEngine  # noqa: E402
 from test_corpus import cranfield_docs, vectors_of, write_jsonl  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -73,7 +74,7 @@ def test_ray_engine_equals_the_local_engine_bit_for_bit_after_an_actor_is_killed
 
     out = tmp_path / "out"
     result = embed_corpus(corpus_file[0], out, minilm, backend="onnx", dtype="fp32", rows_per_shard=25,
-                          engine="ray", actors=2, on_shard=kill_an_actor)
+                          engine=RayEngine(actors=2), on_shard=kill_an_actor)
     assert killed and result.embedded_rows == 200 and result.shards == 8
     ids, vectors, truncated = vectors_of(out)
     local_ids, local_vectors, local_truncated = local_output
@@ -96,7 +97,7 @@ def test_a_local_job_killed_half_way_is_finished_on_ray(minilm, corpus_file, loc
         embed_corpus(corpus_file[0], out, minilm, backend="onnx", dtype="fp32", rows_per_shard=25,
                      on_shard=stop_after_three)
     result = embed_corpus(corpus_file[0], out, minilm, backend="onnx", dtype="fp32", rows_per_shard=25,
-                          engine="ray", actors=1)
+                          engine=RayEngine(actors=1))
     assert (result.adopted_shards, result.embedded_rows) == (3, 125)
     ids, vectors, _ = vectors_of(out)
     assert ids == local_output[0] and np.array_equal(vectors, local_output[1])

@@ -616,6 +616,8 @@ def embed_corpus(input: str | os.PathLike, out: str | os.PathLike, model: str | 
     folder = ShardFolder(out)
     folder.check_usable()
     corpus = Corpus(input_files(input), columns)
+    if Path(input).is_dir() and Path(input).resolve() in (folder.path.resolve(), *folder.path.resolve().parents):
+        raise CorpusError(f"--out {folder.path} is inside the input folder {input}: its shards would be read as input")
     manifest = folder.manifest()
     # A new job checks every input row before the model loads; a resumed one reuses its plan.
     plan = corpus.plan(rows_per_shard) if manifest is None else None

@@ -248,6 +248,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "unknown format": ([str(tmp / "afile"), "--out", out], "its format is not one of"),
         "output holds other files": ([ok, "--out", str(tmp / "full")], "holds other files (notes.txt)"),
         "output is a file": ([ok, "--out", str(tmp / "afile")], "is a file"),
+        "output inside the input": ([str(tmp / "full"), "--out", str(tmp / "full" / "vectors")],
+                                    "is inside the input folder"),
     }
 
 

@@ -254,9 +254,10 @@ async def _submit(state: _State, request: Request, kind: str, key: Hashable, ite
         await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not work.done():
-            work.cancel()
-    if work.cancelled():
+        left = not work.done()
+        if left:
+            work.cancel()       # withdraws the request from the queue when the task next runs
+    if left:
         raise ClientGoneError()
     error = work.exception()
     if error is None:

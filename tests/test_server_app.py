@@ -249,3 +249,18 @@ def test_huggingface_hub_inference_client_on_the_server_root(both, loaded_tiny_e
     raw = client.feature_extraction("hello from InferenceClient", normalize=False)
     assert close(one, loaded_tiny_embedder.encode(["hello from InferenceClient"]))
     assert close(raw, loaded_tiny_embedder.encode(["hello from InferenceClient"], normalize=False))
+
+
+def test_a_server_with_shape_buckets_answers_as_the_unbucketed_runtime(tiny_embedder_folders, loaded_tiny_embedder):
+    from granite_rt.server.models import load_services
+
+    embedding, _ = load_services(str(tiny_embedder_folders["export"]), None, backend="onnx", dtype="fp32")
+    buckets = embedding.model.shape_buckets
+    assert buckets is not None and buckets.widths[-1] == loaded_tiny_embedder.max_length
+    texts = TEXTS[::2]
+    with LiveServer(ServerConfig(), embedding) as live, live.client() as c:
+        answers = [c.post("/embed", json={"inputs": texts[i:i + n], "truncate": True})
+                   for i, n in ((0, 1), (1, 3), (4, 7), (11, 20))]
+    for (i, n), answer in zip(((0, 1), (1, 3), (4, 7), (11, 20)), answers):
+        assert close(answer.json(), loaded_tiny_embedder.encode(texts[i:i + n]))
+    assert "unbucketed" not in embedding.summary() and "backend=onnx" in embedding.summary()

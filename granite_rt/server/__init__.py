@@ -22,15 +22,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def serve(config: "ServerConfig", embedder: str | None = None, reranker: str | None = None,
-          backend: str = "auto", device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
-    """Load the models, then serve until SIGINT/SIGTERM; in-flight requests finish before it returns."""
+          backend: str = "auto", device: str = "auto", dtype: str = "auto", batch_size: int = 32,
+          bucket_steps: int | None = 4) -> None:
+    """Load the models, then serve until SIGINT/SIGTERM; in-flight requests finish before it returns.
+    ``bucket_steps``: see ``models.load_services``."""
     import uvicorn
 
     from .app import create_app
     from .models import load_services
 
     embedding, rerank = load_services(embedder, reranker, backend=backend, device=device, dtype=dtype,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, bucket_steps=bucket_steps)
     app = create_app(config, embedding, rerank)
     server = uvicorn.Server(uvicorn_config(app, config))
     log = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config: the server's own log

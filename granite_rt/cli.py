@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests admitted at once; more get 429 (default 512)")
     serve.add_argument("--bucket-steps", type=int, choices=range(0, 17), default=4, metavar="N",
                        help="batch widths per doubling of length: the backends see a fixed set of shapes, so memory "
-                            "stays bounded (default 4: at most 25%% padding; 0: unbucketed)")
+                            "stays bounded (default 4: at most 22%% padding; 0: unbucketed)")
     serve.add_argument("--max-client-batch-size", type=positive_int, default=256,
                        help="inputs per request; more get 413 (default 256)")
     serve.add_argument("--max-request-bytes", type=positive_int, default=2_000_000,

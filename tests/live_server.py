@@ -41,7 +41,8 @@ class LiveServer:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn_config(self.app, config, log_level="warning", timeout_graceful_shutdown=30))
+        self.server = uvicorn.Server(uvicorn_config(self.app, config, log_level="warning",
+                                                    timeout_graceful_shutdown=30))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> "LiveServer":

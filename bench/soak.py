@@ -161,7 +161,7 @@ def start_infinity(checkpoint: Path, out: Path, log=print) -> Served:
     logfile = out / "infinity.log"
     cmd = [str(python.with_name("infinity_emb")), "v2", "--model-id", str(checkpoint), "--served-model-name",
            "minilm", "--port", str(port), "--host", "127.0.0.1", "--engine", "torch", "--device", "cpu",
-           "--batch-size", "32", "--no-bettertransformer"]
+           "--batch-size", "32", "--dtype", "float32", "--no-bettertransformer"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
     proc = subprocess.Popen(cmd, stdout=logfile.open("w"), stderr=subprocess.STDOUT, env=env)
     return Served("infinity", proc, f"http://127.0.0.1:{port}", "/embeddings", "minilm", logfile)
@@ -180,6 +180,8 @@ def wait_ready(served: Served, timeout_s: float = 600) -> None:
                                 timeout=30)
             if answer.status_code == 200:
                 return
+            if answer.status_code in (404, 405, 422):
+                raise RuntimeError(f"{served.name} answers {answer.status_code} on {served.route}: {answer.text[:300]}")
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:

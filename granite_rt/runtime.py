@@ -8,6 +8,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
+from granite_rt import devices
 from granite_rt.batching import ShapeBuckets, batch_overhead_tokens, map_batches
 from granite_rt.errors import UnsupportedModelError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
@@ -23,8 +25,6 @@ class LoadedModel:
     def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
                  revision: str | None = None, workload: str = "latency") -> None:
-        from granite_rt import devices
-
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
         if self.spec.kind != kind:
@@ -94,7 +94,7 @@ class RuntimeModel:
 
     @batch_overhead_tokens.setter
     def batch_overhead_tokens(self, tokens: int) -> None:
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        if not is_int(tokens) or tokens < 0:
             raise ValueError(f"batch_overhead_tokens must be an int >= 0, got {tokens!r}")
         self._model.batch_overhead_tokens = tokens
 

@@ -12,6 +12,8 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from granite_rt.batching import ShapeBuckets
+from granite_rt.embedder import Embedder
+from granite_rt.reranker import Reranker
 
 
 class _Service:
@@ -110,8 +112,6 @@ def load_services(embedder: str | None, reranker: str | None, backend: str = "au
 
     ``bucket_steps``: batch widths per doubling of length (``ShapeBuckets.geometric``), so the backends
     see a bounded set of shapes and the server's memory stays within a fixed budget; None: unbucketed."""
-    from granite_rt import Embedder, Reranker
-
     options = {"backend": backend, "device": device, "dtype": dtype}
     embedding = EmbeddingService(Embedder(embedder, **options), embedder, batch_size) if embedder else None
     rerank = RerankService(Reranker(reranker, **options), reranker, batch_size) if reranker else None

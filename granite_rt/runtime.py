@@ -11,7 +11,7 @@ import numpy as np
 from granite_rt.arguments import is_int
 from granite_rt import devices
 from granite_rt.batching import ShapeBuckets, batch_overhead_tokens, map_batches
-from granite_rt.errors import UnsupportedModelError
+from granite_rt.errors import WrongKindError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
 from granite_rt.tokenize import Tokenizer
 
@@ -28,8 +28,8 @@ class LoadedModel:
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
         if self.spec.kind != kind:
-            raise UnsupportedModelError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
-                                        f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}")
+            raise WrongKindError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
+                                 f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}", str(model), self.spec.kind)
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
                                    truncation_side=self.spec.truncation_side)
         self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,

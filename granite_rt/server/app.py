@@ -198,7 +198,7 @@ def _authorized(request: Request, key: bytes) -> bool:
 def _error(status: int, error_type: str, field_name: str | None, message: str, openai: bool,
            headers: dict[str, str] | None = None) -> JSONResponse:
     if openai:
-        kind = "invalid_request_error" if status in (413, 422) else error_type.lower() + "_error"
+        kind = "invalid_request_error" if status in (413, 415, 422) else error_type.lower() + "_error"
         body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": field_name, "code": status}}
     else:
         body = {"error": message, "error_type": error_type}

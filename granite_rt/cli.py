@@ -322,7 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         serve(config, embedder=args.embedder, reranker=args.reranker, backend=args.backend, device=args.device,
-              dtype=args.dtype, batch_size=args.batch_size)
+              dtype=args.dtype, batch_size=args.batch_size, bucket_steps=args.bucket_steps or None)
     except WrongKindError as err:
         raise _wrong_kind(err, f"serve it with --{err.kind}") from err
     return 0
@@ -490,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=_non_negative_float, default=2.0, help="how long a batch waits for more requests")
     serve.add_argument("--max-concurrent-requests", type=positive_int, default=512,
                        help="requests admitted at once; more get 429 (default 512)")
+    serve.add_argument("--bucket-steps", type=int, choices=range(0, 17), default=4, metavar="N",
+                       help="batch widths per doubling of length: the backends see a fixed set of shapes, so memory "
+                            "stays bounded (default 4: at most 22%% padding; 0: unbucketed)")
     serve.add_argument("--max-client-batch-size", type=positive_int, default=256,
                        help="inputs per request; more get 413 (default 256)")
     serve.add_argument("--max-request-bytes", type=positive_int, default=2_000_000,

@@ -10,7 +10,7 @@ import numpy as np
 
 from granite_rt.arguments import is_int
 from granite_rt import devices
-from granite_rt.batching import batch_overhead_tokens, map_batches
+from granite_rt.batching import ShapeBuckets, batch_overhead_tokens, map_batches
 from granite_rt.errors import WrongKindError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
 from granite_rt.tokenize import Tokenizer
@@ -42,6 +42,8 @@ class LoadedModel:
         }
         # Per-batch cost (tokens) that batching weighs against padding when it cuts length-sorted batches.
         self.batch_overhead_tokens = batch_overhead_tokens(selection.placement.device)
+        # None: batches as long as their longest input; else padded to a fixed set of shapes (bounded memory).
+        self.shape_buckets: ShapeBuckets | None = None
 
     def run(self, encodings: Sequence, batch_size: int,
             fn: Callable[[np.ndarray, Mapping[str, np.ndarray]], np.ndarray],
@@ -51,7 +53,7 @@ class LoadedModel:
                            lambda batch: fn(self.backend.run(batch), batch),
                            progress=_print_progress if show_progress_bar else None,
                            workers=self.backend.parallel_requests,
-                           overhead_tokens=self.batch_overhead_tokens)
+                           overhead_tokens=self.batch_overhead_tokens, buckets=self.shape_buckets)
 
 
 def _print_progress(done: int, total: int) -> None:
@@ -95,6 +97,19 @@ class RuntimeModel:
         if not is_int(tokens) or tokens < 0:
             raise ValueError(f"batch_overhead_tokens must be an int >= 0, got {tokens!r}")
         self._model.batch_overhead_tokens = tokens
+
+    @property
+    def shape_buckets(self) -> ShapeBuckets | None:
+        """None (default): each batch is as wide as its longest input. A ``batching.ShapeBuckets``: batches are
+        padded to its widths and row counts, so the backend only ever sees that fixed set of shapes and its
+        per-shape memory stays bounded in a long-running process (results unchanged; padding costs compute)."""
+        return self._model.shape_buckets
+
+    @shape_buckets.setter
+    def shape_buckets(self, buckets: ShapeBuckets | None) -> None:
+        if buckets is not None and not isinstance(buckets, ShapeBuckets):
+            raise TypeError(f"shape_buckets must be a ShapeBuckets or None, got {type(buckets).__name__}")
+        self._model.shape_buckets = buckets
 
     def _describe(self) -> dict[str, Any]:
         """Model-specific entries of ``info``."""

@@ -31,7 +31,7 @@ def _granite(backend: str, dtype: str, default: bool = False) -> Contender:
 CONTENDERS: tuple[Contender, ...] = (
     Contender("ST torch", "st", "project", ("embedder", "reranker"), {"backend": "torch"}),
     Contender("ST openvino", "st", "bench", ("embedder", "reranker"), {"backend": "openvino"}),
-    Contender("ST openvino INT8 IR", "st", "bench", ("embedder",),
+    Contender("ST openvino INT8 IR", "st", "bench", ("embedder", "reranker"),
               {"backend": "openvino", "file_name": "openvino/openvino_model_qint8_quantized.xml"}),
     Contender("ST onnx", "st", "st-onnx", ("embedder", "reranker"),
               {"backend": "onnx", "file_name": "onnx/model.onnx"}),
@@ -45,6 +45,7 @@ CONTENDERS: tuple[Contender, ...] = (
     _granite("openvino", "fp32"),
     _granite("openvino", "bf16"),
     _granite("openvino", "int8"),
+    _granite("openvino", "int8+bf16"),
 )
 
 # Cold start (e): a fresh process per run, so only the configurations the targets compare.

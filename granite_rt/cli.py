@@ -200,6 +200,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Time every CPU placement MODEL allows here within the fidelity bounds; dtype="auto" then runs the fastest."""
+    from granite_rt import tune
+    from granite_rt.devices import default_cache_dir
+    from granite_rt.model_folder import load_spec, resolve_model
+
+    folder = resolve_model(args.model)
+    decision, saved = tune.tune_folder(folder, load_spec(folder), default_cache_dir(), budget_s=args.budget,
+                                       log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(tune.format_decision(decision, saved))
+    return 0 if decision.best() is not None else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the TEI- and OpenAI-compatible HTTP server until SIGINT/SIGTERM."""
     if not (args.embedder or args.reranker):
@@ -288,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = _Parser(add_help=False)
     model.add_argument("--backend", default="auto", help="auto | onnx | openvino (default: auto)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda | ... (default: auto)")
-    model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8")
+    model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8 | int8+bf16")
     model.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
     inputs = _Parser(add_help=False)
     inputs.add_argument("--input", metavar="FILE", help=".txt (one text per line) or .jsonl (a \"text\" field); - for stdin")
@@ -326,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
                           description=cmd_info.__doc__)
     info.add_argument("model", metavar="MODEL", nargs="?", help="a model folder or Hub id to plan for")
     info.set_defaults(run=cmd_info)
+
+    tune = sub.add_parser("tune", parents=[flags], help="measure where a model runs fastest on this machine",
+                          description=cmd_tune.__doc__)
+    tune.add_argument("model", metavar="MODEL", help="a model folder or Hub id")
+    tune.add_argument("--budget", type=_non_negative_float, default=30.0, metavar="SECONDS",
+                      help="stop timing rounds after this long (at least one round runs; default 30)")
+    tune.set_defaults(run=cmd_tune)
 
     serve = sub.add_parser("serve", parents=[flags, model], help="TEI/OpenAI-compatible HTTP server",
                            description=cmd_serve.__doc__)

@@ -22,7 +22,7 @@ from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, G
 
 DEVICES = ("cpu", "cuda", "tensorrt", "directml", "intel-gpu", "npu")
 BACKENDS = ("auto", "onnx", "openvino")
-DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
+DTYPES = ("auto", "fp32", "fp16", "bf16", "int8", "int8+bf16")
 WORKLOADS = ("latency", "throughput")
 
 # device="auto" walks this order; the NPU is left out on purpose (static shapes cap the sequence
@@ -50,12 +50,14 @@ RUNNABLE = {
     ("onnx", "directml", "fp32"): ("fp32",), ("onnx", "directml", "fp16"): ("fp16",),
     ("openvino", "cpu", "fp32"): ("fp32",), ("openvino", "cpu", "int8"): ("int8",),
     ("openvino", "cpu", "bf16"): ("fp32",), ("openvino", "cpu", "fp16"): ("fp16", "fp32"),
+    ("openvino", "cpu", "int8+bf16"): ("int8",),
     ("openvino", "intel-gpu", "fp16"): ("fp16", "fp32"), ("openvino", "intel-gpu", "fp32"): ("fp32",),
     ("openvino", "intel-gpu", "int8"): ("int8",),
     ("openvino", "npu", "fp16"): ("fp16", "fp32"), ("openvino", "npu", "int8"): ("int8",),
 }
-OV_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
-OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}   # OPTIMIZATION_CAPABILITIES a CPU hint needs
+# int8+bf16: the INT8 IR with the ops it leaves unquantized (FFN down-projection, attention, norms) in bf16.
+OV_PRECISION_HINT = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16", "int8+bf16": "bf16"}
+OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8+bf16": "BF16"}   # OPTIMIZATION_CAPABILITIES a CPU hint needs
 
 # CPU extensions with int8 dot products (x86 VNNI/AMX, Arm dotprod), as /proc/cpuinfo names them. With one,
 # OpenVINO's INT8 is the fastest CPU path (1.6x its fp32 on an AVX512-VNNI Xeon, 97m shape). Without one (an AVX2-only
@@ -320,19 +322,20 @@ def _backends_for(device: str, backend: str, inv: Inventory | None = None) -> tu
 def select_placements(artifacts: Sequence[Artifact] | Any, backend: str = "auto", device: str | list = "auto",
                       dtype: str = "auto", *, allow_fallback: bool | None = None, cache_dir: Path | None = None,
                       folder: Path | None = None, workload: str = "latency", shapes: ShapeLimits | None = None,
-                      inventory: Inventory | None = None) -> list[Placement]:
+                      inventory: Inventory | None = None, tuned: Mapping[str, str] | None = None) -> list[Placement]:
     """Ordered candidates for (backend, device, dtype) over ``artifacts`` and the devices present here.
 
     ``device`` is a name from DEVICES, "auto", or a raw onnxruntime provider list (names or
     ``(name, options)`` tuples). An explicit device that cannot be used raises
-    DeviceUnavailableError unless ``allow_fallback``; then the auto order follows it.
+    DeviceUnavailableError unless ``allow_fallback``; then the auto order follows it. ``tuned`` (a
+    measured choice from granite_rt.tune) goes first among the CPU placements when dtype is "auto".
     """
     artifacts = getattr(artifacts, "artifacts", artifacts)  # a ModelSpec is accepted too
     _check_choice("backend", backend, BACKENDS)
     _check_choice("dtype", dtype, DTYPES)
     _check_choice("workload", workload, WORKLOADS)
     inv = inventory or probe()
-    ctx = _Context(inv, cache_dir if cache_dir is not None else default_cache_dir(), folder, workload, shapes)
+    ctx = _Context(inv, cache_dir if cache_dir is not None else default_cache_dir(), folder, workload, shapes, tuned)
     if not isinstance(device, str):
         return _warn_conflict(inv, [_raw_placement(artifacts, backend, list(device), dtype, ctx)])
     _check_choice("device", device, ("auto",) + DEVICES)
@@ -387,6 +390,7 @@ class _Context:
     folder: Path | None
     workload: str
     shapes: ShapeLimits | None
+    tuned: Mapping[str, str] | None = None   # a measured CPU choice (granite_rt.tune): backend, dtype, file, why
 
 
 def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], dtype: str, ctx: _Context,
@@ -394,6 +398,7 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
     """One placement per (device, backend) in order that has a runnable artifact at ``dtype``."""
     out = []
     for device in devices:
+        first = len(out)
         for be in _backends_for(device, backend, ctx.inv):
             if skip_absent and not ctx.inv.present(be, device):
                 continue
@@ -403,8 +408,42 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
                 if backend == "auto" and device == "cpu" and be == "onnx" and ctx.inv.cpu_int8_dot == ():
                     why += "; onnxruntime before OpenVINO" + NO_INT8_DOT
                 out.append(_placement(be, device, dt, artifact, why, ctx))
+        if device == "cpu" and dtype == "auto" and ctx.tuned is not None:
+            out[first:] = _tuned_first(out[first:], artifacts, backend, ctx)
     if not out and not skip_absent:
         raise _no_artifact(artifacts, backend, devices[0], dtype)
+    return out
+
+
+def _tuned_first(planned: list[Placement], artifacts: Sequence[Artifact], backend: str,
+                 ctx: _Context) -> list[Placement]:
+    """The measured CPU placement first, the built-in order after it as fallbacks (unchanged if its file is gone)."""
+    tuned = ctx.tuned or {}
+    artifact = next((a for a in artifacts if a.path == tuned.get("file") and a.backend == tuned.get("backend")), None)
+    if artifact is None or backend not in ("auto", artifact.backend) or not ctx.inv.present(artifact.backend, "cpu"):
+        return planned
+    chosen = _placement(artifact.backend, "cpu", tuned["dtype"], artifact, tuned.get("why", "measured"), ctx)
+    return [chosen] + [p for p in planned if p != chosen]
+
+
+# The CPU compute precisions granite_rt.tune measures (each where the folder and this CPU can run it).
+CPU_DTYPES = ("fp32", "bf16", "int8", "int8+bf16")
+
+
+def cpu_candidates(artifacts: Sequence[Artifact] | Any, *, folder: Path | None = None,
+                   inventory: Inventory | None = None, cache_dir: Path | None = None) -> list[Placement]:
+    """Every CPU placement the folder allows here (each installed backend × CPU_DTYPES), for granite_rt.tune."""
+    artifacts = getattr(artifacts, "artifacts", artifacts)
+    inv = inventory or probe()
+    ctx = _Context(inv, cache_dir if cache_dir is not None else default_cache_dir(), folder, "latency", None)
+    out = []
+    for be in _backends_for("cpu", "auto", inv):
+        if not inv.present(be, "cpu"):
+            continue
+        for dt in CPU_DTYPES:
+            chosen = _choose_dtype(artifacts, be, "cpu", dt, inv, explicit=False)
+            if chosen is not None:
+                out.append(_placement(be, "cpu", chosen[0], chosen[1], "tuning candidate", ctx))
     return out
 
 

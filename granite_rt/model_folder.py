@@ -101,7 +101,7 @@ def hub_wanted(backend: str = "auto", dtype: str = "auto") -> tuple[tuple[Backen
                          if importlib.util.find_spec(module) is not None) or ("onnx",)
     else:
         backends = (backend,)
-    stored = {"auto": ("int8", "fp32"), "bf16": ("fp32",)}
+    stored = {"auto": ("int8", "fp32"), "bf16": ("fp32",), "int8+bf16": ("int8",)}
     return backends, stored.get(dtype, (dtype,))
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping, Protocol
 import numpy as np
 
 BackendName = Literal["onnx", "openvino"]
-Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int8+bf16"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class Placement:
 
     backend: BackendName
     device: str                    # user-facing name: cpu, cuda, tensorrt, directml, intel-gpu, npu
-    dtype: Precision               # compute precision (bf16 = fp32 artifact with a bf16 hint)
+    dtype: Precision               # compute precision (bf16 = fp32 artifact with a bf16 hint, int8+bf16 = int8
+                                   # artifact with a bf16 hint for its unquantized ops)
     artifact: Artifact
     # onnxruntime: providers in priority order, each a name or (name, options).
     providers: tuple[str | tuple[str, Mapping[str, Any]], ...] = ()

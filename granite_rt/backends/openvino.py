@@ -18,7 +18,7 @@ from granite_rt.backends import KNOWN_INPUTS, pick_output
 from granite_rt.backends.base import Placement
 from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
 
-PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
+PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16", "int8+bf16": "bf16"}
 _core: ov.Core | None = None
 _core_lock = threading.Lock()
 

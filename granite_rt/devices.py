@@ -36,8 +36,10 @@ OV_DEVICE = {"intel-gpu": "GPU", "npu": "NPU", "cpu": "CPU"}
 PROVIDER_DEVICE = {provider: device for device, provider in ORT_PROVIDER.items()}
 
 # dtype="auto": compute precisions tried in order per device (first with a runnable artifact wins).
-# On a CPU without int8 dot-product instructions OpenVINO tries fp32 first (see INT8_DOT_FLAGS).
-AUTO_DTYPES = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16", "fp32"),
+# On a CPU without int8 dot-product instructions OpenVINO tries fp32 first (see INT8_DOT_FLAGS); int8+bf16
+# needs a CPU with BF16 (OpenVINO's capability) and is OpenVINO's only. A measured decision
+# (granite_rt.tune) replaces this order on the CPU.
+AUTO_DTYPES = {"cpu": ("int8+bf16", "int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16", "fp32"),
                "directml": ("fp16", "fp32"), "intel-gpu": ("fp16", "fp32", "int8"), "npu": ("fp16", "int8")}
 
 # (backend, device, compute dtype) -> stored artifact precisions that can run it, best first.
@@ -66,6 +68,8 @@ OV_CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8+bf16": "BF16"}   # OP
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 _NUMPY_INT8_DOT = {"AVX512VNNI": "avx512_vnni", "ASIMDDP": "asimddp"}   # numpy's runtime CPU feature names
 NO_INT8_DOT = " (this CPU has no int8 dot-product instructions: VNNI, AMX or Arm dotprod)"
+PREFERRED_BECAUSE = {("openvino", "cpu", "int8+bf16"): " (the INT8 IR with its unquantized ops in bf16: this CPU has "
+                                                      "int8 dot products and BF16)"}
 
 # NPU: shapes compiled (lazily, one per bucket) by the OpenVINO backend; inputs are padded up.
 NPU_BUCKETS = tuple((b, s) for b in (1, 8) for s in (64, 128, 256, 512))
@@ -454,26 +458,33 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     slow_int8 = backend == "openvino" and device == "cpu" and dtype == "auto" and inv.cpu_int8_dot == ()
     if slow_int8:
         wanted = ("fp32", "int8")
+    if dtype == "auto":  # what this backend can compute on the device (int8+bf16 is OpenVINO's only)
+        wanted = tuple(dt for dt in wanted if (backend, device, dt) in RUNNABLE)
+    lacking: list[str] = []  # precisions this CPU cannot compute (OpenVINO's OPTIMIZATION_CAPABILITIES)
     for i, dt in enumerate(wanted):
-        if backend == "openvino" and device == "cpu" and dt in OV_CPU_CAPABILITY:
+        artifact = _pick_artifact(artifacts, backend, RUNNABLE.get((backend, device, dt), ()))
+        if (backend == "openvino" and device == "cpu" and dt in OV_CPU_CAPABILITY
+                and (artifact is not None or dtype != "auto")):  # no file, no need to ask (imports OpenVINO)
             capabilities = inv.ov_cpu_capabilities()
             if OV_CPU_CAPABILITY[dt] not in capabilities:
                 if dtype != "auto" and explicit:
                     raise DeviceUnavailableError(f"dtype={dt!r} on the OpenVINO CPU needs a CPU with "
                                                  f"{OV_CPU_CAPABILITY[dt]} support; this one reports "
                                                  f"{list(capabilities)}")
+                lacking.append(dt)
                 continue
-        artifact = _pick_artifact(artifacts, backend, RUNNABLE.get((backend, device, dt), ()))
         if artifact is None:
             continue
         if dtype != "auto":
             why = f"dtype={dt} as asked"
-        elif i == 0:
-            why = f"{dt} is the preferred precision on {device}"
+        elif i == len(lacking):  # nothing before it but precisions this CPU lacks
+            why = f"{dt} is the preferred precision on {device}" + PREFERRED_BECAUSE.get((backend, device, dt), "")
             if slow_int8:
                 why += " for OpenVINO" + NO_INT8_DOT
+            if lacking:
+                why += f" ({'/'.join(lacking)} needs {OV_CPU_CAPABILITY[lacking[0]]}, which this CPU lacks)"
         else:
-            why = f"no {'/'.join(wanted[:i])} artifact for {backend}, so {dt}"
+            why = f"no {'/'.join(d for d in wanted[:i] if d not in lacking)} artifact for {backend}, so {dt}"
         if artifact.precision != dt:
             why += f" (computed from the {artifact.precision} artifact)"
         return dt, artifact, why

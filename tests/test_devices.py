@@ -52,8 +52,8 @@ def test_auto_without_openvino_runs_onnxruntime_int8():
 def test_auto_walks_tensorrt_cuda_intel_gpu_cpu_and_leaves_the_npu_out():
     got = plan(NVIDIA)
     assert summary(got) == [("tensorrt", "onnx", "fp16", ONNX32.path), ("cuda", "onnx", "fp16", ONNX16.path),
-                            ("intel-gpu", "openvino", "fp16", OV32.path), ("cpu", "openvino", "int8", OV8.path),
-                            ("cpu", "onnx", "int8", ONNX8.path)]
+                            ("intel-gpu", "openvino", "fp16", OV32.path), ("cpu", "openvino", "int8+bf16", OV8.path),
+                            ("cpu", "onnx", "int8", ONNX8.path)]  # this CPU reports BF16: the INT8 IR, bf16 elsewhere
     assert all(p.device != "npu" for p in got)
 
 
@@ -96,7 +96,7 @@ def test_openvino_hints_are_explicit_and_compiled_models_cached_per_file():
     gpu, cpu = (p for p in plan(NVIDIA, backend="openvino") if p.device in ("intel-gpu", "cpu"))
     assert gpu.ov_device == "GPU" and gpu.ov_config["INFERENCE_PRECISION_HINT"] == "f16"
     assert gpu.ov_config["CACHE_DIR"] == str(Path("/cache/openvino") / devices._artifact_key(gpu.artifact, None))
-    assert cpu.ov_config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+    assert cpu.ov_config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16",  # int8+bf16 here
                              "CACHE_DIR": str(Path("/cache/openvino") / devices._artifact_key(cpu.artifact, None))}
     assert gpu.ov_config["CACHE_DIR"] != cpu.ov_config["CACHE_DIR"]  # fp16 vs INT8 file
     batch = plan(CPU_ONLY, backend="openvino", workload="throughput")[0]
@@ -451,3 +451,19 @@ def test_cpu_auto_order_follows_int8_dot_products():
     assert plan(avx2, backend="openvino", dtype="int8")[0].artifact == OV8  # still there when asked for
     assert [d.backend for d in devices.available_devices(avx2)] == ["onnx", "openvino"]
     assert [d.backend for d in devices.available_devices(vnni)] == ["openvino", "onnx"]
+
+
+def test_cpu_with_int8_dot_products_and_bf16_runs_the_int8_ir_with_a_bf16_hint():
+    zen4 = dataclasses.replace(CPU_ONLY, cpu_int8_dot=("avx512_vnni",), ov_capabilities={"CPU": ("FP32", "INT8", "BF16")})
+    first, second = plan(zen4)
+    assert (first.backend, first.dtype, first.artifact) == ("openvino", "int8+bf16", OV8)
+    assert first.ov_config["INFERENCE_PRECISION_HINT"] == "bf16" and "BF16" in first.why
+    assert (second.backend, second.dtype) == ("onnx", "int8")  # onnxruntime has no such mode: its INT8
+    exact = plan(zen4, dtype="int8")[0]                       # dtype="int8" stays exact outside the INT8 ops
+    assert (exact.dtype, exact.ov_config["INFERENCE_PRECISION_HINT"]) == ("int8", "f32")
+    vnni_only = plan(dataclasses.replace(zen4, ov_capabilities={"CPU": ("FP32", "INT8")}))[0]
+    assert (vnni_only.dtype, vnni_only.ov_config["INFERENCE_PRECISION_HINT"]) == ("int8", "f32")
+    assert "which this CPU lacks" in vnni_only.why
+    with pytest.raises(DeviceUnavailableError, match="BF16"):
+        plan(dataclasses.replace(zen4, ov_capabilities={"CPU": ("FP32",)}), device="cpu", dtype="int8+bf16")
+    assert plan(zen4, [ONNX32, ONNX8, OV32])[0].dtype == "fp32"  # no INT8 IR: OpenVINO fp32 before onnxruntime

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Family = Literal["st", "fastembed", "granite-rt"]
+Family = Literal["st", "fastembed", "granite-rt", "ov-genai"]
 Env = Literal["project", "bench", "st-onnx"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
 BATCH_SIZE = 32                     # sentence-transformers' default, used by every contender
 
@@ -39,6 +39,10 @@ CONTENDERS: tuple[Contender, ...] = (
               {"backend": "onnx", "file_name": "onnx/model_qint8.onnx"}),
     Contender("fastembed fp32", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model.onnx"}),
     Contender("fastembed INT8", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model_qint8.onnx"}),
+    Contender("OpenVINO GenAI", "ov-genai", "bench", ("embedder", "reranker"),
+              {"file": "openvino/openvino_model.xml"}),
+    Contender("OpenVINO GenAI INT8 IR", "ov-genai", "bench", ("embedder", "reranker"),
+              {"file": "openvino/openvino_model_qint8_quantized.xml"}),
     _granite("auto", "auto", default=True),
     _granite("onnx", "fp32"),
     _granite("onnx", "int8"),

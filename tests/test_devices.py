@@ -467,3 +467,13 @@ def test_cpu_with_int8_dot_products_and_bf16_runs_the_int8_ir_with_a_bf16_hint()
     with pytest.raises(DeviceUnavailableError, match="BF16"):
         plan(dataclasses.replace(zen4, ov_capabilities={"CPU": ("FP32",)}), device="cpu", dtype="int8+bf16")
     assert plan(zen4, [ONNX32, ONNX8, OV32])[0].dtype == "fp32"  # no INT8 IR: OpenVINO fp32 before onnxruntime
+
+
+def test_auto_runs_exactly_the_placement_its_explicit_dtype_runs():
+    """Issue 21 asked why auto was slower than the bench's explicit OpenVINO INT8 contender on (b): the two
+    are one placement (file, hints, streams, threads, cache), so only run-to-run spread can separate them."""
+    zen4 = dataclasses.replace(CPU_ONLY, cpu_int8_dot=("avx512_vnni",), ov_capabilities={"CPU": ("FP32", "INT8", "BF16")})
+    for inv, dtype in ((zen4, "int8+bf16"), (dataclasses.replace(zen4, ov_capabilities={"CPU": ()}), "int8")):
+        auto = plan(inv)[0]
+        explicit = plan(inv, backend="openvino", device="cpu", dtype=dtype)[0]
+        assert auto == explicit and auto.ov_config == explicit.ov_config

@@ -13,18 +13,20 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16"
 
 def machine_info() -> dict:
     """CPU model, core counts, frequency and the SIMD flags that decide fp32/bf16/INT8 speed."""
+    from granite_rt import host  # here, not at import: coldstart.py imports this module in peers' venvs
+
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     fields = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, flags=re.M))
-    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", cpuinfo, flags=re.M).group(1).split()) if "flags" in cpuinfo else set()
+    cpuinfo = host.CPUINFO.read_text() if host.CPUINFO.exists() else ""
+    flags = host.cpu_flags()
     mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, flags=re.M)
     vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, flags=re.M)
     cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
     return {
-        "cpu": fields.get("Model name", platform.processor()),
+        "cpu": fields.get("Model name") or host.cpu_model(),
         "vendor": vendor.group(1) if vendor else None,
         "logical_cpus": os.cpu_count(),
-        "physical_cores": cores or os.cpu_count(),
+        "physical_cores": cores or host.physical_cores(),
         "mhz": float(mhz.group(1)) if mhz else None,
         "flags": {f: f in flags for f in FLAGS},
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
@@ -37,8 +39,8 @@ def peak_gops(info: dict) -> dict[str, float]:
     """Theoretical peak per precision: what one core executes per cycle, times cores and clock.
 
     AVX-512 with 512-bit units (Intel Xeon, AMD Zen 5): two FMA ports, fp32 2 × 16 lanes × 2 (FMA) = 64,
-    bf16 (vdpbf16ps) 128, INT8 (VNNI vpdpbusd) 256 ops/cycle. AMD Zen 4 runs each 512-bit op on its pair of
-    256-bit units, one per cycle: fp32 32, bf16 64, INT8 128 (told from Zen 5 by AVX-VNNI, which Zen 5
+    bf16 (vdpbf16ps) 128, INT8 (VNNI vpdpbusd) 256 ops/cycle. AMD Zen 4 runs each 512-bit op on a pair of
+    its 256-bit units, one per cycle: fp32 32, bf16 64, INT8 128 (told from Zen 5 by AVX-VNNI, which Zen 5
     added). AVX2 only: fp32 2 × 8 × 2 = 32; INT8 2 × 32 × 2 / 2 = 64 (vpmaddubsw then vpmaddwd: two
     instructions per 32 multiply-adds). An upper bound: turbo, port counts and the hypervisor may differ.
     """

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from granite_rt import backends
 from granite_rt.errors import OutputFolderError
 
 from . import checkpoint as ckpt
@@ -22,7 +23,7 @@ from .onnx_export import export_onnx
 from .quantize import DEFAULT_CALIBRATION_SAMPLES
 
 FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "openvino", "openvino-int8")
-FP32_ONNX = "onnx/model.onnx"
+FP32_ONNX = backends.get("onnx").file_names["fp32"]
 # Source files never copied: weights of any framework and previously exported graphs.
 _SKIP_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".onnx", ".gguf", ".ckpt"}
 _SKIP_DIRS = {"onnx", "openvino", ".git", ".cache", "coreml"}

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from granite_rt import backends
 from granite_rt.errors import ExportError
 
 from .checkpoint import Checkpoint
@@ -29,12 +30,10 @@ from .fusions import replace_node, unfuse_rotary
 from .onnx_export import save_onnx
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
-PATHS = {
-    "onnx-fp16": "onnx/model_fp16.onnx",
-    "onnx-int8": "onnx/model_qint8.onnx",
-    "openvino": "openvino/openvino_model.xml",
-    "openvino-int8": "openvino/openvino_model_qint8_quantized.xml",
-}
+# Each derived format is one (backend, stored precision); its file is named as that backend names it.
+FORMATS = {"onnx-fp16": ("onnx", "fp16"), "onnx-int8": ("onnx", "int8"),
+           "openvino": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8")}
+PATHS = {fmt: backends.get(backend).file_names[precision] for fmt, (backend, precision) in FORMATS.items()}
 # Calibration inputs are cut to this many tokens: activation ranges are reached long before 32k.
 CALIBRATION_MAX_TOKENS = 256
 DEFAULT_CALIBRATION_SAMPLES = 300

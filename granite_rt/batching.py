@@ -10,6 +10,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
+
 
 # Token budget: padded tokens (rows × longest) per batch, so long texts go in small batches (a longer one alone).
 MAX_BATCH_TOKENS = 16_384
@@ -37,7 +39,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: i
     plus ``overhead_tokens`` per batch (dynamic programming, ties to bigger batches first): a batch ends
     where the next texts are much shorter, instead of padding them all to the longest one.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")

@@ -1,6 +1,6 @@
 """``granite-rt``: embed, rerank, export, info, eval, bench and serve from the command line.
 
-Every command imports what it needs only when it runs, so ``granite-rt --help`` is instant and
+The export stage and the server are imported only when their command runs, so ``granite-rt --help``
 works without torch or the server extra. Exit codes: 0 success, 2 usage error, 1 runtime
 failure; an error is one line on stderr (the traceback only with --debug).
 """
@@ -18,8 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from granite_rt import host, tune
+from granite_rt.embedder import Embedder
+from granite_rt.errors import CollectionError, one_line
+from granite_rt.eval.collections import load_collection
+from granite_rt.eval.runner import Subsample, evaluate, variant_names
+from granite_rt.model_folder import load_spec, resolve_model
+from granite_rt.output import PRECISIONS
+from granite_rt.report import info_report
+from granite_rt.reranker import Reranker
+
 PROG = "granite-rt"
-PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 # The export stage's dependencies: a missing one means the extra is not installed.
 EXPORT_MODULES = {"granite_export", "torch", "transformers", "onnx", "onnxscript", "nncf", "sentence_transformers"}
 SERVER_MODULES = {"starlette", "uvicorn"}
@@ -101,8 +110,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """Embed texts; write .npy or JSONL (id + embedding), or print a summary."""
     out_format = _output_format(args.output, args.format)
     inputs = read_texts(args.texts, args.input, args.input_format)
-    from granite_rt import Embedder
-
     embedder = Embedder(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     extra = {"precision": args.precision} if args.precision else {}
     start = time.perf_counter()
@@ -177,8 +184,6 @@ def _clip(text: str, width: int = 60) -> str:
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Rank documents for a query: ``- #id (score): text`` lines, or JSON with --json."""
     inputs = read_texts(args.documents, args.input, args.input_format)
-    from granite_rt import Reranker
-
     reranker = Reranker(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     ranking = reranker.rank(args.query, inputs.texts, top_k=args.top_k, return_documents=True,
                             batch_size=args.batch_size, activation="identity" if args.raw_scores else "auto",
@@ -194,20 +199,35 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
-    from granite_rt.devices import info_report
-
     print(info_report(args.model))
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Retrieval fidelity: run a collection through every artifact of MODEL this machine can run and compare
+    quality (nDCG@10, Recall@100) and outputs (cosine, Kendall tau) with the fp32 or torch reference."""
+    try:
+        collection = load_collection(args.collection)
+        names = variant_names(args.artifacts)
+    except (CollectionError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    log = None if args.quiet else (lambda message: print(f"[eval] {message}", file=sys.stderr, flush=True))
+    report = evaluate(args.model, collection, artifacts=names, reference=args.reference,
+                      subsample=Subsample(args.queries, args.docs, args.seed) if args.queries or args.docs else None,
+                      retriever=args.retriever, reference_model=args.reference_model, device=args.device,
+                      batch_size=args.batch_size, log=log)
+    print(report.to_markdown(), end="")
+    if args.json == "-":
+        print(report.to_json())
+    elif args.json:
+        Path(args.json).write_text(report.to_json() + "\n", encoding="utf-8")
+    return 0 if any(r.skipped is None for r in report.rows) else 1
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     """Time every CPU placement MODEL allows here within the fidelity bounds; dtype="auto" then runs the fastest."""
-    from granite_rt import tune
-    from granite_rt.devices import default_cache_dir
-    from granite_rt.model_folder import load_spec, resolve_model
-
     folder = resolve_model(args.model)
-    decision, saved = tune.tune_folder(folder, load_spec(folder), default_cache_dir(), budget_s=args.budget,
+    decision, saved = tune.tune_folder(folder, load_spec(folder), host.cache_dir(), budget_s=args.budget,
                                        log=lambda line: print(line, file=sys.stderr, flush=True))
     print(tune.format_decision(decision, saved))
     return 0 if decision.best() is not None else 1
@@ -261,12 +281,6 @@ def run_export(argv: list[str]) -> int:
         raise
 
 
-def run_eval(argv: list[str]) -> int:
-    from granite_rt.evaluate import main as eval_main
-
-    return int(eval_main(argv) or 0)
-
-
 def run_bench(argv: list[str]) -> int:
     """Delegate to bench/ of a source checkout (``python -m bench`` or ``bench/run.py``)."""
     root = Path(__file__).resolve().parents[1]
@@ -284,7 +298,6 @@ def run_bench(argv: list[str]) -> int:
 # Commands whose arguments belong to another program's parser.
 PASSTHROUGH: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "export": (run_export, "export a checkpoint to ONNX/OpenVINO (see 'granite-rt export --help')"),
-    "eval": (run_eval, "retrieval fidelity against the reference (see 'granite-rt eval --help')"),
     "bench": (run_bench, "benchmarks, from a source checkout (see 'granite-rt bench --help')"),
 }
 
@@ -339,6 +352,30 @@ def build_parser() -> argparse.ArgumentParser:
                           description=cmd_info.__doc__)
     info.add_argument("model", metavar="MODEL", nargs="?", help="a model folder or Hub id to plan for")
     info.set_defaults(run=cmd_info)
+
+    evaluation = sub.add_parser("eval", parents=[flags], help="retrieval fidelity against the reference",
+                                description=cmd_eval.__doc__)
+    evaluation.add_argument("model", metavar="MODEL", help="model folder (granite-rt export / IBM Hub layout) or Hub id")
+    evaluation.add_argument("--collection", metavar="PATH", required=True,
+                            help="Cranfield folder (cran.all.1400, cran.qry, cranqrel) or BEIR folder (corpus.jsonl, "
+                                 "queries.jsonl, qrels/test.tsv)")
+    evaluation.add_argument("--artifacts", default="all runnable",
+                            help="comma-separated backend/precision names, e.g. onnx/fp32,openvino/int8 "
+                                 "(default: every CPU variant this machine can run)")
+    evaluation.add_argument("--reference", action="store_true",
+                            help="add the sentence-transformers (torch) row and compare against it")
+    evaluation.add_argument("--reference-model", metavar="PATH",
+                            help="torch checkpoint for --reference (default: the manifest's source)")
+    evaluation.add_argument("--retriever", metavar="MODEL",
+                            help="reranker only: the embedder whose fp32 top-20 it reranks")
+    evaluation.add_argument("--queries", type=positive_int, metavar="N", help="evaluate N random queries")
+    evaluation.add_argument("--docs", type=positive_int, metavar="N",
+                            help="corpus of the queries' relevant documents plus random others up to N")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of --queries / --docs (default 0)")
+    evaluation.add_argument("--device", default="cpu", help="device of the runtime rows (default cpu)")
+    evaluation.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
+    evaluation.add_argument("--json", metavar="FILE", help="also write the report as JSON (- for stdout)")
+    evaluation.set_defaults(run=cmd_eval)
 
     tune = sub.add_parser("tune", parents=[flags], help="measure where a model runs fastest on this machine",
                           description=cmd_tune.__doc__)
@@ -442,7 +479,7 @@ def _guarded(run: Callable[[], int], args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *_, **__: print(
-                f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+                f"{prog}: warning: {one_line(message)}", file=sys.stderr)
             return run()
     except UsageError as err:
         print(f"{prog}: error: {err} (see '{prog} --help')", file=sys.stderr)
@@ -453,13 +490,8 @@ def _guarded(run: Callable[[], int], args: argparse.Namespace) -> int:
     except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, traceback with --debug
         if args.debug:
             raise
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 1
-
-
-def _one_line(err: BaseException | Warning | str) -> str:
-    message = " ".join(str(err).split())
-    return message if message else type(err).__name__
 
 
 if __name__ == "__main__":

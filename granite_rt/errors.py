@@ -41,3 +41,10 @@ class ParityError(ExportError):
 
 class OutputFolderError(ExportError):
     """The export's --out folder cannot be created or written, or holds files that are not an export."""
+
+
+def one_line(err: BaseException | Warning | str, limit: int | None = None) -> str:
+    """An error's message on one line (whitespace collapsed), cut to ``limit`` characters; its type's name
+    when it has no message."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    return message if limit is None or len(message) <= limit else message[:limit - 3] + "..."

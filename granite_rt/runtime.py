@@ -8,6 +8,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
+from granite_rt import devices, host
+from granite_rt import tune as tuning
 from granite_rt.batching import batch_overhead_tokens, map_batches
 from granite_rt.errors import UnsupportedModelError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
@@ -23,8 +26,6 @@ class LoadedModel:
     def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
                  revision: str | None = None, workload: str = "latency", tune: bool = False) -> None:
-        from granite_rt import devices
-
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
         if self.spec.kind != kind:
@@ -62,15 +63,12 @@ def _measured_choice(folder, spec: ModelSpec, backend: str, device: str | list, 
 
     A stored decision costs a file read; measuring happens only with ``tune=True`` and no stored decision.
     """
-    from granite_rt import tune as tuning
-    from granite_rt.devices import default_cache_dir
-
     if dtype != "auto" or device not in ("auto", "cpu"):
         if tune:
             raise ValueError(f"tune=True measures the CPU placements for dtype='auto'; with device={device!r}, "
                              f"dtype={dtype!r} there is nothing to choose")
         return None
-    cache = default_cache_dir()
+    cache = host.cache_dir()
     decision = tuning.stored(folder, spec, cache)
     if decision is None and tune:
         decision, _ = tuning.tune_folder(folder, spec, cache, threads=threads)
@@ -87,8 +85,8 @@ class RuntimeModel:
 
     ``workload="latency"`` (default) runs one batch at a time on all cores; ``"throughput"`` asks OpenVINO
     for its THROUGHPUT hint and keeps as many batches in flight as it has infer requests (bulk encoding).
-    ``tune=True`` measures this folder's CPU placements once per machine (granite_rt.tune, a few seconds to
-    a minute) unless a decision is stored; any ``dtype="auto"`` load follows a stored decision.
+    ``tune=True`` measures this folder's CPU placements once per machine (granite_rt.tune, seconds to a
+    minute) unless a decision is stored; any ``dtype="auto"`` load follows a stored decision.
     """
 
     kind: Kind
@@ -117,7 +115,7 @@ class RuntimeModel:
 
     @batch_overhead_tokens.setter
     def batch_overhead_tokens(self, tokens: int) -> None:
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        if not is_int(tokens) or tokens < 0:
             raise ValueError(f"batch_overhead_tokens must be an int >= 0, got {tokens!r}")
         self._model.batch_overhead_tokens = tokens
 

@@ -23,6 +23,7 @@ disk (``tune=True`` then measures at every load).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -34,7 +35,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from granite_rt import devices, host
 from granite_rt.backends.base import Backend, Placement
+from granite_rt.batching import pad_batch
+from granite_rt.pooling import l2_normalize, pool
+from granite_rt.tokenize import Tokenizer
 
 DECISION_VERSION = 1
 # The INT8 gate's bounds (issue 17), applied to every placement that is not the fp32 reference.
@@ -44,7 +49,8 @@ QUERY = "how do boundary layers behave in hypersonic flow?"
 DOC_TOKENS = 384
 DOCS = {"embedder": 4, "reranker": 2}
 CALLS = {"query": 5, "docs": 1}  # timed calls per shape per round: a query is short and noisier
-LIBRARIES = ("granite-rt", "onnxruntime", "onnxruntime-gpu", "openvino", "tokenizers", "numpy")
+LIBRARIES = ("granite_rt", "onnxruntime", "openvino", "tokenizers", "numpy")           # import names
+DISTRIBUTIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy")        # and what pip calls them
 
 # Probe set: retrieval-like text in a few languages and scripts, short and long (the export's gate uses
 # its own, larger set; this one only has to separate a faithful placement from a broken one).
@@ -109,43 +115,41 @@ def identity(placement: Placement) -> dict[str, str]:
 
 # ---- the stored decision ------------------------------------------------------------------------------
 
-def host_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """CPU model and every CPU flag (first processor of /proc/cpuinfo; what platform says elsewhere)."""
-    model, flags = "", ""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not model:
-                    model = value.strip()
-                elif key.strip() in ("flags", "Features") and not flags:
-                    flags = value
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    return {"cpu": model or platform.processor() or platform.machine(), "machine": platform.machine(),
-            "flags": sorted(set(flags.split()))}
+def host_facts(cpuinfo: Path = host.CPUINFO) -> dict[str, Any]:
+    """CPU model and every CPU flag (host.py's reading of /proc/cpuinfo; what platform says elsewhere)."""
+    return {"cpu": host.cpu_model(cpuinfo), "machine": platform.machine(), "flags": sorted(host.cpu_flags(cpuinfo))}
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of what decides the speed (a new onnxruntime/OpenVINO may change the winner)."""
-    from importlib.metadata import PackageNotFoundError, version
+def library_identity() -> dict[str, str]:
+    """Each library that decides the speed, by its package file's path, size and mtime: an upgrade rewrites it.
 
+    Found without importing anything (importlib.metadata alone costs 60 ms of a cold start); the versions
+    are recorded, at tune time only, by ``library_versions``.
+    """
     out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
+    for module in LIBRARIES:
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            st = os.stat(spec.origin)
+            out[module] = f"{spec.origin}:{st.st_size}:{st.st_mtime_ns}"
     return out
 
 
-def decision_key(artifact_keys: Sequence[str], host: Mapping[str, Any] | None = None,
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries of ``LIBRARIES`` (for the record and the report)."""
+    out = {}
+    for module, dist in zip(LIBRARIES, DISTRIBUTIONS):
+        version = host.installed_version(dist)
+        if version:
+            out[dist] = version
+    return out
+
+
+def decision_key(artifact_keys: Sequence[str], host_: Mapping[str, Any] | None = None,
                  libraries: Mapping[str, str] | None = None) -> str:
-    """Key of a decision: this CPU (model + flags), the library versions and the model files' keys."""
-    payload = json.dumps({"version": DECISION_VERSION, "host": dict(host or host_facts()),
-                          "libraries": dict(libraries or library_versions()), "files": sorted(artifact_keys)},
+    """Key of a decision: this CPU (model + flags), the libraries (``library_identity``) and the model files."""
+    payload = json.dumps({"version": DECISION_VERSION, "host": dict(host_ or host_facts()),
+                          "libraries": dict(libraries or library_identity()), "files": sorted(artifact_keys)},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -266,8 +270,6 @@ Opener = Callable[[Path, Placement], Backend]
 
 def probe_batches(tokenizer: Any, kind: str) -> list[dict[str, np.ndarray]]:
     """The probe set as padded batches: texts (embedders) or every (query, passage) pair (rerankers)."""
-    from granite_rt.batching import pad_batch
-
     if kind == "embedder":
         encodings = tokenizer.encode(list(PROBE_QUERIES + PROBE_PASSAGES))
     else:
@@ -277,8 +279,6 @@ def probe_batches(tokenizer: Any, kind: str) -> list[dict[str, np.ndarray]]:
 
 def timing_batches(tokenizer: Any, kind: str, max_length: int) -> dict[str, dict[str, np.ndarray]]:
     """The two timed shapes: one short query, and DOCS[kind] documents of DOC_TOKENS tokens (real text ids)."""
-    from granite_rt.batching import pad_batch
-
     long_text = " ".join(PROBE_PASSAGES * 12)
     if kind == "embedder":
         query, doc = tokenizer.encode([QUERY])[0], tokenizer.encode([long_text])[0]
@@ -299,13 +299,9 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     fakes of both). The fp32 candidate (onnxruntime's first) is the fidelity reference. Rounds stop early, after the
     first complete one, once ``budget_s`` (by ``timer``) has passed.
     """
-    from granite_rt.pooling import l2_normalize, pool
-
     if not candidates:
         raise ValueError("no CPU placement to measure: the folder has no model file that runs on this CPU")
     if tokenizer is None:
-        from granite_rt.tokenize import Tokenizer
-
         tokenizer = Tokenizer(folder, spec.max_length, do_lower_case=spec.do_lower_case,
                               truncation_side=spec.truncation_side)
     say = log or (lambda _: None)
@@ -368,9 +364,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
 
 def key_for(folder: Path, artifacts: Sequence[Any]) -> str:
     """``decision_key`` of a model folder: every artifact's identity (manifest sha256, else path, size, mtime)."""
-    from granite_rt.devices import _artifact_key
-
-    return decision_key([f"{a.backend}:{a.path}:{_artifact_key(a, folder)}" for a in artifacts])
+    return decision_key([f"{a.backend}:{a.path}:{devices.artifact_key(a, folder)}" for a in artifacts])
 
 
 def stored(folder: Path, spec: Any, cache_dir: Path | None) -> Decision | None:
@@ -382,13 +376,9 @@ def tune_folder(folder: Path, spec: Any, cache_dir: Path | None, *, inventory: A
                 opener: Opener | None = None, threads: int | None = None, timer: Callable[[], float] = time.perf_counter,
                 budget_s: float = 30.0, log: Callable[[str], None] | None = None) -> tuple[Decision, Path | None]:
     """Measure every CPU placement of ``folder`` (``devices.cpu_candidates``) and store the decision."""
-    from granite_rt import devices
-
     if opener is None:
-        from granite_rt.backends import open_backend
-
         def opener(path: Path, placement: Placement) -> Backend:
-            return open_backend(path, placement, threads=threads)
+            return devices.open_verified(path, placement, threads=threads)
     candidates = devices.cpu_candidates(spec, folder=folder, inventory=inventory, cache_dir=cache_dir)
     decision = measure(folder, spec, candidates, opener, key=key_for(folder, spec.artifacts), timer=timer,
                        budget_s=budget_s, log=log)

@@ -68,17 +68,17 @@ def _offline_hub(tmp_path_factory):
 @pytest.fixture
 def vnni_cpu(monkeypatch):
     """This CPU reported with int8 dot products (OpenVINO INT8 first), whatever CPU runs the tests."""
-    from granite_rt import devices
+    from granite_rt import host
 
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
+    monkeypatch.setattr(host, "cpu_int8_dot", lambda: ("avx512_vnni",))
 
 
 @pytest.fixture
 def avx2_cpu(monkeypatch):
     """This CPU reported without int8 dot products (onnxruntime INT8 first)."""
-    from granite_rt import devices
+    from granite_rt import host
 
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ())
+    monkeypatch.setattr(host, "cpu_int8_dot", lambda: ())
 
 
 def _runtime_folders(checkpoint: Path, out: Path) -> dict[str, Path]:

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from granite_rt import Embedder, Reranker, devices, tune
-from granite_rt.backends import open_backend
-from granite_rt.backends.base import Artifact, Placement
+from granite_rt.backends.base import Artifact, EngineInventory, Placement
 from granite_rt.cli import main as cli_main
 from granite_rt.model_folder import load_spec
 
@@ -212,8 +211,10 @@ def test_host_facts_read_the_cpu_model_and_flags(tmp_path):
 
 # ---- devices: the hook ---------------------------------------------------------------------------------
 
-CPU_BF16 = devices.Inventory("1.32.0", ("CPUExecutionProvider",), ("onnxruntime",), "2026.4.1", ("CPU",),
-                             {"CPU": "EPYC"}, {"CPU": ("FP32", "INT8", "BF16")}, cpu_int8_dot=("avx512_vnni",))
+CPU_BF16 = devices.Inventory({"onnx": EngineInventory("1.32.0", ("CPUExecutionProvider",), distributions=("onnxruntime",)),
+                              "openvino": EngineInventory("2026.4.1", ("CPU",), {"CPU": "EPYC"},
+                                                          {"CPU": ("FP32", "INT8", "BF16")})},
+                             cpu_int8_dot=("avx512_vnni",))
 
 
 def test_tuned_choice_goes_first_among_cpu_placements_with_the_builtin_order_after_it():
@@ -239,10 +240,11 @@ def test_cpu_candidates_are_every_backend_and_precision_this_cpu_runs():
     assert got == {("onnx", "fp32", ONNX32.path), ("onnx", "int8", ONNX8.path), ("openvino", "fp32", OV32.path),
                    ("openvino", "bf16", OV32.path), ("openvino", "int8", OV8.path),
                    ("openvino", "int8+bf16", OV8.path)}
-    no_bf16 = replace(CPU_BF16, ov_capabilities={"CPU": ("FP32", "INT8")})
+    no_bf16 = replace(CPU_BF16, engines={**CPU_BF16.engines, "openvino": replace(
+        CPU_BF16.engine("openvino"), capabilities={"CPU": ("FP32", "INT8")})})
     assert {p.dtype for p in devices.cpu_candidates([OV32, OV8], inventory=no_bf16)} == {"fp32", "int8"}
     mixed = next(p for p in devices.cpu_candidates([OV8], inventory=CPU_BF16) if p.dtype == "int8+bf16")
-    assert mixed.ov_config["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert mixed.options.config["INFERENCE_PRECISION_HINT"] == "bf16"
 
 
 # ---- loads that follow a stored decision (real tiny models, fake clock) --------------------------------
@@ -270,7 +272,7 @@ def _scripted_opener(clock: Clock, seconds: dict[tuple[str, str], float]):
             clock.now += self.cost
             return self.backend.run(inputs)
 
-    return lambda folder, p: Timed(open_backend(folder, p, threads=1), seconds.get((p.backend, p.dtype), 1.0))
+    return lambda folder, p: Timed(devices.open_verified(folder, p, threads=1), seconds.get((p.backend, p.dtype), 1.0))
 
 
 def test_auto_load_follows_the_stored_decision_and_says_it_was_measured(hub_copy, cache):

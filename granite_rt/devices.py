@@ -50,6 +50,8 @@ DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 NO_INT8_DOT = " (this CPU has no int8 dot-product instructions: VNNI, AMX or Arm dotprod)"
 PREFERRED_BECAUSE = {("openvino", "cpu", "int8+bf16"): " (the INT8 IR with its unquantized ops in bf16: this CPU has "
                                                       "int8 dot products and BF16)"}
+# Compute modes that only some backends have (OpenVINO's INT8 IR with a bf16 hint).
+BACKEND_MODES = ("int8+bf16",)
 # The CPU compute precisions granite_rt.tune measures (each where the folder and this CPU can run it).
 CPU_DTYPES = ("fp32", "bf16", "int8", "int8+bf16")
 
@@ -256,8 +258,8 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     if slow_int8:
         wanted = ("fp32", "int8")
     engine = backends.get(backend)
-    if dtype == "auto":  # what this backend can compute on the device (int8+bf16 is OpenVINO's only)
-        wanted = tuple(dt for dt in wanted if (device, dt) in engine.runnable)
+    if dtype == "auto":  # a mode only some backends have is no "missing artifact" for the others
+        wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (device, dt) in engine.runnable)
     lacking: list[str] = []  # precisions this CPU cannot compute (the backend's unsupported_dtype)
     for i, dt in enumerate(wanted):
         artifact = _pick_artifact(artifacts, backend, engine.runnable.get((device, dt), ()))

@@ -210,3 +210,11 @@ def test_contender_precision_comes_from_the_worker_else_from_the_configuration()
     assert contender_precision("ST torch", None, sapphire) == "fp32"
     assert contender_precision("OpenVINO GenAI", None, sapphire) == "bf16"   # the plugin's default hint
     assert contender_precision("OpenVINO GenAI INT8 IR", None, avx2) == "int8"
+
+
+def test_inprocess_ratios_pair_each_round_with_the_references_time_in_that_round():
+    from bench.inprocess import paired_ratios
+
+    # the machine slows down 10x in round 2: per-round pairing keeps the ratio, a ratio of medians would not
+    times = {"ref": [1.0, 10.0, 1.0], "fast": [0.5, 5.0, 0.5], "slow": [2.0, 20.0, 2.0]}
+    assert paired_ratios(times, "ref") == {"ref": 1.0, "fast": 0.5, "slow": 2.0}

@@ -17,9 +17,11 @@ from granite_rt import backends
 from granite_rt.errors import OutputFolderError
 
 from . import checkpoint as ckpt
+from . import noise
 from .manifest import (MANIFEST_NAME, ArtifactRecord, build_manifest, describe_embedder, describe_reranker,
                        graph_inputs, record_artifact, write_manifest)
 from .onnx_export import export_onnx
+from .progress import Progress
 from .quantize import DEFAULT_CALIBRATION_SAMPLES
 
 FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "openvino", "openvino-int8")
@@ -48,8 +50,13 @@ def export_model(
     calibration: str | Path | None = None,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     log: Callable[[str], None] = print,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Export ``source`` (folder or Hub id) into ``out_dir`` in ``formats``, verify it, and return the manifest."""
+    """Export ``source`` (folder or Hub id) into ``out_dir`` in ``formats``, verify it, and return the manifest.
+
+    ``log`` gets the status lines; ``progress`` shows the long steps (tracing, INT8 calibration) with
+    elapsed time on stderr: None (default) when stderr is a terminal, False never (``--quiet``).
+    """
     from transformers import AutoTokenizer
 
     from .verify import load_reference, verify
@@ -61,19 +68,22 @@ def export_model(
     _check_output(out)
     checkpoint = ckpt.inspect(str(source), kind)  # type: ignore[arg-type]
     log(f"exporting {checkpoint.source} ({checkpoint.architecture}, {checkpoint.kind}) → {out}")
-    reference = load_reference(checkpoint)
-    model = ckpt.load_model(checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint.folder)
+    steps = Progress(progress)
+    with noise.transformers_loading():
+        reference = load_reference(checkpoint)
+        model = ckpt.load_model(checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint.folder)
     inputs = graph_inputs(list(tokenizer.model_input_names), model)
     describe = describe_reranker if checkpoint.kind == "reranker" else describe_embedder
     info = describe(checkpoint, reference, inputs)
 
     with _staging(out) as stage:
         copy_model_files(checkpoint.folder, stage)
-        export_onnx(model, stage / FP32_ONNX, inputs, info.output)
+        with steps.step(f"tracing torch → {FP32_ONNX}"), noise.torch_tracing():
+            export_onnx(model, stage / FP32_ONNX, inputs, info.output)
         fp32 = record_artifact(stage, FP32_ONNX, "onnx", "fp32")
         records = [fp32] + _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration,
-                                            calibration_samples, log)
+                                            calibration_samples, log, steps)
         if "onnx" not in wanted:
             records.remove(fp32)
             for path in fp32.files:
@@ -90,7 +100,7 @@ def export_model(
 
 
 def _derived_formats(stage: Path, wanted: tuple[str, ...], info, checkpoint, tokenizer, calibration,
-                     calibration_samples: int, log: Callable[[str], None]) -> list[ArtifactRecord]:
+                     calibration_samples: int, log: Callable[[str], None], steps: Progress) -> list[ArtifactRecord]:
     """fp16 / INT8 / OpenVINO artifacts converted from the fp32 ONNX graph."""
     derived = [f for f in wanted if f != "onnx"]
     if not derived:
@@ -98,7 +108,7 @@ def _derived_formats(stage: Path, wanted: tuple[str, ...], info, checkpoint, tok
     from .quantize import convert
 
     return convert(stage, FP32_ONNX, derived, info, checkpoint, tokenizer, calibration,
-                            calibration_samples, log)
+                   calibration_samples, log, steps)
 
 
 def copy_model_files(source: Path, dest: Path) -> list[str]:

@@ -24,10 +24,12 @@ import numpy as np
 from granite_rt import backends
 from granite_rt.errors import ExportError
 
+from . import noise
 from .checkpoint import Checkpoint
 from .manifest import ArtifactRecord, ModelInfo, record_artifact
 from .fusions import replace_node, unfuse_rotary
 from .onnx_export import save_onnx
+from .progress import Progress
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
 # Each derived format is one (backend, stored precision); its file is named as that backend names it.
@@ -93,9 +95,11 @@ def calibration_feeds(calibration: Calibration, tokenizer, info: ModelInfo,
 
 
 def convert(stage: Path, fp32_onnx: str, formats: list[str], info: ModelInfo, checkpoint: Checkpoint, tokenizer,
-            calibration_path, calibration_samples: int, log: Callable[[str], None]) -> list[ArtifactRecord]:
+            calibration_path, calibration_samples: int, log: Callable[[str], None],
+            steps: Progress | None = None) -> list[ArtifactRecord]:
     """Write each requested derived format into ``stage`` and return its records."""
     source = stage / fp32_onnx
+    steps = steps or Progress(False)
     feeds: list[dict[str, np.ndarray]] = []
     calibration = None
     if any(f.endswith("-int8") for f in formats):
@@ -110,11 +114,11 @@ def convert(stage: Path, fp32_onnx: str, formats: list[str], info: ModelInfo, ch
             if fmt == "onnx-fp16":
                 records.append(_onnx_fp16(source, target, stage))
             elif fmt == "onnx-int8":
-                records.append(_onnx_int8(source, target, stage, feeds, calibration))
+                records.append(_onnx_int8(source, target, stage, feeds, calibration, steps))
             elif fmt == "openvino":
                 records.append(_openvino(source, target, stage))
             else:
-                records.append(_openvino_int8(source, target, stage, feeds, calibration))
+                records.append(_openvino_int8(source, target, stage, feeds, calibration, steps))
         except (ExportError, ValueError):
             raise
         except Exception as err:  # converter internals: name the format that failed
@@ -146,13 +150,18 @@ def _quantizable_matmuls(model) -> tuple[list[str], list[str]]:
 
 
 class _FeedReader:
-    """onnxruntime's CalibrationDataReader over prepared feeds."""
+    """onnxruntime's CalibrationDataReader over prepared feeds, counting them into ``steps``."""
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+    def __init__(self, feeds: list[dict[str, np.ndarray]], steps: Progress) -> None:
         self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
+        self._total, self._done, self._steps = len(feeds), 0, steps
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
+        feed = next(self._feeds, None)
+        if feed is not None:
+            self._done += 1
+            self._steps.count(self._done, self._total)
+        return feed
 
 
 def compress_token_embeddings(model) -> int:
@@ -192,7 +201,8 @@ def compress_token_embeddings(model) -> int:
     return int(table.shape[0])
 
 
-def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration) -> ArtifactRecord:
+def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration,
+               steps: Progress) -> ArtifactRecord:
     """Static INT8 (QDQ, per-channel int8 weights, uint8 activations with MinMax scales from calibration).
 
     Only MatMul inputs are quantised, outputs stay fp32: onnxruntime then fuses each MatMul with its
@@ -203,12 +213,13 @@ def _onnx_int8(source: Path, target: Path, stage: Path, feeds, calibration: Cali
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantized, kept = _quantizable_matmuls(onnx.load(str(source)))
-    quantize_static(
-        str(source), str(target), _FeedReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
-    )
+    with steps.step("calibrating and quantizing onnx-int8"), noise.onnxruntime_quantization():
+        quantize_static(
+            str(source), str(target), _FeedReader(feeds, steps), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+        )
     model = onnx.load(str(target))
     rows = compress_token_embeddings(model)
     save_onnx(model, target)
@@ -241,7 +252,8 @@ def _openvino(source: Path, target: Path, stage: Path) -> ArtifactRecord:
     return record_artifact(stage, _rel(stage, target), "openvino", "fp32", None)
 
 
-def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration) -> ArtifactRecord:
+def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: Calibration,
+                   steps: Progress) -> ArtifactRecord:
     """NNCF post-training INT8 (ModelType.TRANSFORMER) of the OpenVINO model, calibrated on real text."""
     import nncf
     import openvino as ov
@@ -251,8 +263,9 @@ def _openvino_int8(source: Path, target: Path, stage: Path, feeds, calibration: 
     # quantizer on its inputs, calibrated on unpadded texts, would clamp the bias away, so they stay fp32.
     blocked = any(n.op_type == "MultiHeadAttention" for n in graph.graph.node)
     kept = nncf.IgnoredScope(patterns=[f".*{FP32_MATMULS}.*"], types=[SDPA] if blocked else [], validate=False)
-    quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(feeds), ignored_scope=kept)
+    with noise.nncf_quantization(progress=steps.enabled):  # NNCF's own bars are the calibration's progress
+        quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(feeds), ignored_scope=kept)
     ov.save_model(quantized, str(target), compress_to_fp16=False)
     return record_artifact(stage, _rel(stage, target), "openvino", "int8", {
         "method": "nncf.quantize", "model_type": "TRANSFORMER", "preset": "mixed (NNCF default for transformers)",

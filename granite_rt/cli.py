@@ -20,12 +20,12 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from granite_rt import host, tune
 from granite_rt.embedder import Embedder
-from granite_rt.errors import CollectionError, one_line
+from granite_rt.errors import CollectionError, WrongKindError, one_line
 from granite_rt.eval.collections import load_collection
 from granite_rt.eval.runner import Subsample, evaluate, variant_names
 from granite_rt.model_folder import load_spec, resolve_model
 from granite_rt.output import PRECISIONS
-from granite_rt.report import info_report
+from granite_rt.report import info_data, info_report
 from granite_rt.reranker import Reranker
 
 PROG = "granite-rt"
@@ -109,8 +109,10 @@ def _parse_jsonl(content: str, source: str) -> LabelledTexts:
 def cmd_embed(args: argparse.Namespace) -> int:
     """Embed texts; write .npy or JSONL (id + embedding), or print a summary."""
     out_format = _output_format(args.output, args.format)
+    if args.json and out_format is not None:
+        raise UsageError("--json prints the summary as JSON; with --output FILE use --format jsonl for the vectors")
     inputs = read_texts(args.texts, args.input, args.input_format)
-    embedder = Embedder(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    embedder = _load(Embedder, args)
     extra = {"precision": args.precision} if args.precision else {}
     start = time.perf_counter()
     vectors = embedder.encode(inputs.texts, batch_size=args.batch_size, normalize=not args.no_normalize,
@@ -126,6 +128,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         with _open_output(args.output) as out:
             for ident, vector in zip(inputs.ids, vectors):
                 out.write(json.dumps({"id": ident, "embedding": vector.tolist()}) + "\n")
+    elif args.json:
+        print(json.dumps({"texts": len(inputs.texts), "shape": list(vectors.shape), "dtype": str(vectors.dtype),
+                          "seconds": round(seconds, 4), "info": embedder.info}, indent=2, default=str))
     else:
         _print_summary(inputs, vectors, seconds, embedder.info)
     if args.output and not args.quiet:
@@ -160,20 +165,46 @@ class _open_output:
             self.stream.close()
 
 
+# Commands of the model kinds, for errors that say which command loads a model.
+KIND_COMMAND = {"embedder": "embed", "reranker": "rerank"}
+
+
+def _load(cls, args: argparse.Namespace):
+    """``cls(MODEL, --backend, --device, --dtype)``; a model of the other kind names the command that runs it."""
+    try:
+        return cls(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    except WrongKindError as err:
+        raise _wrong_kind(err, f"use '{PROG} {KIND_COMMAND[err.kind]}'") from err
+
+
+def _wrong_kind(err, remedy: str) -> RuntimeError:
+    """'MODEL is a reranker: REMEDY', the CLI's wording of a WrongKindError."""
+    return RuntimeError(f"{err.model} is {'an' if err.kind == 'embedder' else 'a'} {err.kind}: {remedy}")
+
+
+def model_summary(info: dict[str, Any], indent: str = "  ") -> str:
+    """The few facts of ``Embedder.info`` / ``Reranker.info`` a person reads, one aligned line each
+    (the full dict: ``--json``)."""
+    kind = info.get("kind")
+    shape = (f"{info.get('dim')} dimensions" + (", normalized" if info.get("normalize") else "")
+             if kind == "embedder" else f"{info.get('num_labels')} label(s), {info.get('activation')} activation")
+    rows = [("model", f"{info.get('model')} ({kind}, {shape}, max {info.get('max_length')} tokens)"),
+            ("runs on", f"{info.get('device')} with {info.get('backend')}, {info.get('dtype')}: {info.get('file')}"),
+            ("why", info.get("why"))]
+    rows += [("fallback", f) for f in info.get("fallbacks") or ()]
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{indent}{key:<{width}}  {value}" for key, value in rows)
+
+
 def _print_summary(inputs: LabelledTexts, vectors, seconds: float, info) -> None:
     shown = 20
-    print(f"{len(inputs.texts)} texts -> {tuple(vectors.shape)} {vectors.dtype} in {seconds:.2f} s ({_describe(info)})")
+    print(f"{len(inputs.texts)} texts -> {tuple(vectors.shape)} {vectors.dtype} in {seconds:.2f} s")
+    print(model_summary(info))
     for ident, text, vector in list(zip(inputs.ids, inputs.texts, vectors))[:shown]:
         head = ", ".join(f"{v:.4f}" if vectors.dtype.kind == "f" else str(v) for v in vector[:4])
         print(f"#{ident} [{head}, ...] {_clip(text)}")
     if len(inputs.texts) > shown:
         print(f"... {len(inputs.texts) - shown} more; write them all with --output FILE.npy|FILE.jsonl")
-
-
-def _describe(info) -> str:
-    if isinstance(info, dict):
-        return ", ".join(f"{k}={v}" for k, v in info.items() if isinstance(v, (str, int, float)))
-    return str(info)
 
 
 def _clip(text: str, width: int = 60) -> str:
@@ -184,7 +215,7 @@ def _clip(text: str, width: int = 60) -> str:
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Rank documents for a query: ``- #id (score): text`` lines, or JSON with --json."""
     inputs = read_texts(args.documents, args.input, args.input_format)
-    reranker = Reranker(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    reranker = _load(Reranker, args)
     ranking = reranker.rank(args.query, inputs.texts, top_k=args.top_k, return_documents=True,
                             batch_size=args.batch_size, activation="identity" if args.raw_scores else "auto",
                             max_query_tokens=args.max_query_tokens)
@@ -199,6 +230,9 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
+    if args.json:
+        print(json.dumps(info_data(args.model), indent=2, default=str))
+        return 0
     print(info_report(args.model))
     return 0
 
@@ -258,8 +292,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               max_pending=args.max_concurrent_requests, request_timeout_s=args.request_timeout),
         log_level="warning" if args.quiet else args.log_level,
     )
-    serve(config, embedder=args.embedder, reranker=args.reranker, backend=args.backend, device=args.device,
-          dtype=args.dtype, batch_size=args.batch_size)
+    try:
+        serve(config, embedder=args.embedder, reranker=args.reranker, backend=args.backend, device=args.device,
+              dtype=args.dtype, batch_size=args.batch_size)
+    except WrongKindError as err:
+        raise _wrong_kind(err, f"serve it with --{err.kind}") from err
     return 0
 
 
@@ -302,6 +339,15 @@ PASSTHROUGH: dict[str, tuple[Callable[[list[str]], int], str]] = {
 }
 
 
+# Global flags a delegated command's own parser also takes: given before the command, they are passed on.
+FORWARDED_FLAGS = {"export": ("--debug", "--quiet")}
+
+
+def _forwarded_flags(command: str, args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """``granite-rt --debug export ...`` means ``granite-rt export ... --debug`` (docs/cli.md: before or after)."""
+    return [flag for flag in FORWARDED_FLAGS.get(command, ()) if getattr(args, flag[2:]) and flag not in rest]
+
+
 # -------------------------------------------------------------------------------------- parsing
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(overlapping windows, mean-pooled into one vector per text)")
     embed.add_argument("--window-tokens", type=positive_int, metavar="N", help="window length (default 512)")
     embed.add_argument("--window-stride", type=positive_int, metavar="N", help="window overlap in tokens")
+    embed.add_argument("--json", action="store_true",
+                       help="without --output: print the summary as JSON, with the model's full info")
     embed.set_defaults(run=cmd_embed, positional_rest="texts")
 
     rerank = sub.add_parser("rerank", parents=[flags, model, inputs], help="rank documents for a query",
@@ -351,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)
     info.add_argument("model", metavar="MODEL", nargs="?", help="a model folder or Hub id to plan for")
+    info.add_argument("--json", action="store_true", help="print everything as JSON (inventory, artifacts, placements)")
     info.set_defaults(run=cmd_info)
 
     evaluation = sub.add_parser("eval", parents=[flags], help="retrieval fidelity against the reference",
@@ -451,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is not None and argv[command] in PASSTHROUGH:
         args = parser.parse_args(argv[:command] + [argv[command]])
         run_passthrough = PASSTHROUGH[argv[command]][0]
-        return _guarded(lambda: run_passthrough(argv[command + 1:]), args)
+        rest = argv[command + 1:] + _forwarded_flags(argv[command], args, argv[command + 1:])
+        return _guarded(lambda: run_passthrough(rest), args)
     try:
         args = _parse(parser, argv)
     except SystemExit as exit_:

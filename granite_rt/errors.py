@@ -19,6 +19,14 @@ class UnsupportedModelError(GraniteRTError, ValueError):
     """The checkpoint is of an architecture or layout granite-rt cannot run or export."""
 
 
+class WrongKindError(UnsupportedModelError):
+    """A reranker loaded as an Embedder or an embedder as a Reranker; ``kind`` is what ``model`` is."""
+
+    def __init__(self, message: str, model: str, kind: str) -> None:
+        super().__init__(message)
+        self.model, self.kind = model, kind
+
+
 class BackendUnavailableError(GraniteRTError, ImportError):
     """The requested backend (onnxruntime, openvino) is not installed."""
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from granite_rt import backends, host
+from granite_rt import backends, host, hub
 from granite_rt.backends.base import Artifact, BackendName, Precision
-from granite_rt.errors import GraniteRTError, ModelFileError, ModelNotFoundError, UnsupportedModelError
+from granite_rt.errors import GraniteRTError, ModelFileError, UnsupportedModelError
 
 Kind = Literal["embedder", "reranker"]
 MANIFEST = "granite_rt.json"
@@ -61,21 +61,16 @@ class ModelSpec:
         return self.hidden_size * len(self.pooling) if self.kind == "embedder" else self.num_labels
 
 
-def is_hub_id(model: str) -> bool:
-    """True for ``org/name`` strings that are not an existing local path."""
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", model)) and not Path(model).exists()
-
-
 def resolve_model(model: str | os.PathLike, backend: str = "auto", dtype: str = "auto",
                   revision: str | None = None) -> Path:
     """The local folder of ``model``: the folder itself, or a Hub snapshot of only the needed files."""
     path = Path(model).expanduser()
     if path.is_dir():
         return path.resolve()
-    if isinstance(model, str) and is_hub_id(model):
+    if isinstance(model, str) and hub.is_hub_id(model):
         names, precisions = hub_wanted(backend, dtype)
         return fetch_from_hub(model, names, precisions, revision)
-    raise ModelNotFoundError(f"model {str(model)!r} is neither a folder nor a Hugging Face Hub id (org/name)")
+    raise hub.local_folder_error(model)
 
 
 def hub_wanted(backend: str = "auto", dtype: str = "auto") -> tuple[tuple[BackendName, ...], tuple[Precision, ...]]:
@@ -88,13 +83,6 @@ def hub_wanted(backend: str = "auto", dtype: str = "auto") -> tuple[tuple[Backen
         names = (backend,)
     stored = {"auto": ("int8", "fp32"), "bf16": ("fp32",), "int8+bf16": ("int8",)}
     return names, stored.get(dtype, (dtype,))
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE, read now (huggingface_hub reads it once at import)."""
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def hub_patterns(names: tuple[BackendName, ...], precisions: tuple[Precision, ...],
@@ -117,26 +105,9 @@ def hub_patterns(names: tuple[BackendName, ...], precisions: tuple[Precision, ..
 
 def fetch_from_hub(repo_id: str, names: tuple[BackendName, ...], precisions: tuple[Precision, ...],
                    revision: str | None = None) -> Path:
-    """Download (or find in the cache, when offline) only the files the chosen backend needs."""
-    import huggingface_hub
-
-    offline = hub_offline()
-    repo_files = None
-    if not offline:
-        try:
-            repo_files = huggingface_hub.list_repo_files(repo_id, revision=revision)
-        except Exception as exc:  # noqa: BLE001 - re-raised below with the repo id when fetching fails too
-            warnings.warn(f"could not list the files of {repo_id} ({exc}); fetching every candidate artifact",
-                          stacklevel=3)
-    patterns = hub_patterns(names, precisions, repo_files)
-    try:
-        folder = huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
-                                                   local_files_only=offline)
-    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one actionable error
-        where = "in the local cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face Hub"
-        raise ModelNotFoundError(f"could not fetch {repo_id!r} {where} (and there is no local folder of that "
-                                 f"name): {exc}") from exc
-    return Path(folder)
+    """Download (or find in the cache, when offline or unreachable) only the files the chosen backend needs."""
+    found = hub.lookup(repo_id, revision)
+    return hub.download(found, revision, allow_patterns=hub_patterns(names, precisions, found.files))
 
 
 def load_spec(folder: Path) -> ModelSpec:

@@ -1,8 +1,11 @@
-"""The ``granite-rt info [MODEL]`` text: what is installed, and what each device would run and why."""
+"""The ``granite-rt info [MODEL]`` text: what is installed, and what each device would run and why
+(``info_data``: the same as a dict, for ``--json``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
+from typing import Any
 import warnings
 
 from granite_rt import backends, devices, host
@@ -29,6 +32,20 @@ def info_report(model: str | None = None, *, backend: str = "auto", dtype: str =
     if model is not None:
         lines += [""] + _model_lines(model, backend, dtype, inv)
     return "\n".join(lines)
+
+
+def info_data(model: str | None = None) -> dict[str, Any]:
+    """``info --json``: the full inventory, and for ``model`` its artifacts and the placements device='auto' tries."""
+    inventory = probe(full=True)
+    report: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                              "inventory": dataclasses.asdict(inventory)}
+    if model is not None:
+        spec = load_spec(resolve_model(model))
+        placements = select_placements(spec.artifacts, folder=spec.folder, inventory=inventory)
+        report["model"] = {"folder": str(spec.folder), "kind": spec.kind, "max_length": spec.max_length,
+                           "dim": spec.dim, "artifacts": [dataclasses.asdict(a) for a in spec.artifacts],
+                           "auto_placements": [dataclasses.asdict(p) for p in placements]}
+    return report
 
 
 def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[str]:

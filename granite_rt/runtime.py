@@ -12,7 +12,7 @@ from granite_rt.arguments import is_int
 from granite_rt import devices, host
 from granite_rt import tune as tuning
 from granite_rt.batching import batch_overhead_tokens, map_batches
-from granite_rt.errors import UnsupportedModelError
+from granite_rt.errors import WrongKindError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
 from granite_rt.tokenize import Tokenizer
 
@@ -29,8 +29,8 @@ class LoadedModel:
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
         if self.spec.kind != kind:
-            raise UnsupportedModelError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
-                                        f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}")
+            raise WrongKindError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
+                                 f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}", str(model), self.spec.kind)
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
                                    truncation_side=self.spec.truncation_side)
         tuned = _measured_choice(folder, self.spec, backend, device, dtype, tune=tune, threads=threads)

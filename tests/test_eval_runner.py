@@ -13,6 +13,7 @@ import pytest
 
 from granite_rt.cli import main as cli_main
 from granite_rt.eval.collections import load_collection
+from granite_rt.eval import runner
 from granite_rt.eval.runner import EvalReport, EvalRow, Subsample, evaluate
 from test_eval_metrics import _loop_ndcg
 
@@ -129,3 +130,12 @@ def test_the_old_module_path_still_works_with_a_deprecation_warning():
     from granite_rt.evaluate import evaluate as old  # noqa: PLC0415 - the deprecated path, on purpose
 
     assert old is evaluate
+
+
+def test_the_report_header_prints_the_load_rounded(monkeypatch):
+    monkeypatch.setattr(runner.os, "getloadavg", lambda: (3.73046875, 2.0, 1.0))
+    machine = runner.machine_info()
+    assert machine["load_average_1min"] == 3.73
+    report = EvalReport(model="m", kind="embedder", collection="c", n_queries=1, n_docs=1, compared_to=None,
+                        machine=machine)
+    assert "1-min load 3.73," in report.to_markdown()

@@ -10,15 +10,22 @@ from pathlib import Path
 
 BLOCKED = ("torch", "transformers", "sentence_transformers", "optimum", "granite_export")
 
-PRELUDE = f"""
+
+
+def blocker(modules: tuple[str, ...]) -> str:
+    """Python code that makes ``modules`` (and their submodules) fail to import, as if not installed."""
+    return f"""
 import sys
 class _Blocked:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
-            raise ImportError(f"{{name}} is blocked: the runtime must work without it")
+        if name.split(".")[0] in {modules!r}:
+            raise ModuleNotFoundError(f"{{name}} is blocked: the runtime must work without it", name=name)
         return None
 sys.meta_path.insert(0, _Blocked())
 """
+
+
+PRELUDE = blocker(BLOCKED)
 
 
 def run_without_torch(code: str, cwd: Path | None = None, timeout: float = 300,

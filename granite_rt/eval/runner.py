@@ -353,6 +353,6 @@ def machine_info() -> dict[str, object]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None  # 3.73, not 3.73046875
     return {"cpu": cpu, "cores": os.cpu_count(), "load_average_1min": load, "platform": platform.platform(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "versions": versions}

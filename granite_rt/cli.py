@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from granite_rt import host, tune
 from granite_rt.corpus import ROWS_PER_SHARD, Columns, VectorOptions, embed_corpus, local_engine
 from granite_rt.embedder import Embedder
 from granite_rt.errors import CollectionError, WrongKindError, one_line
 from granite_rt.eval.collections import load_collection
 from granite_rt.eval.runner import Subsample, evaluate, variant_names
+from granite_rt.model_folder import load_spec, resolve_model
 from granite_rt.output import PRECISIONS
 from granite_rt.report import info_data, info_report
 from granite_rt.reranker import Reranker
@@ -295,6 +297,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if any(r.skipped is None for r in report.rows) else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Time every CPU placement MODEL allows here within the fidelity bounds; dtype="auto" then runs the fastest."""
+    folder = resolve_model(args.model)
+    decision, saved = tune.tune_folder(folder, load_spec(folder), host.cache_dir(), budget_s=args.budget,
+                                       log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(tune.format_decision(decision, saved))
+    return 0 if decision.best() is not None else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the TEI- and OpenAI-compatible HTTP server until SIGINT/SIGTERM."""
     if not (args.embedder or args.reranker):
@@ -388,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = _Parser(add_help=False)
     model.add_argument("--backend", default="auto", help="auto | onnx | openvino (default: auto)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda | ... (default: auto)")
-    model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8")
+    model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8 | int8+bf16")
     model.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
     inputs = _Parser(add_help=False)
     inputs.add_argument("--input", metavar="FILE", help=".txt (one text per line) or .jsonl (a \"text\" field); - for stdin")
@@ -474,6 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
     evaluation.add_argument("--json", metavar="FILE", help="also write the report as JSON (- for stdout)")
     evaluation.set_defaults(run=cmd_eval)
+
+    tune = sub.add_parser("tune", parents=[flags], help="measure where a model runs fastest on this machine",
+                          description=cmd_tune.__doc__)
+    tune.add_argument("model", metavar="MODEL", help="a model folder or Hub id")
+    tune.add_argument("--budget", type=_non_negative_float, default=30.0, metavar="SECONDS",
+                      help="stop timing rounds after this long (at least one round runs; default 30)")
+    tune.set_defaults(run=cmd_tune)
 
     serve = sub.add_parser("serve", parents=[flags, model], help="TEI/OpenAI-compatible HTTP server",
                            description=cmd_serve.__doc__)

@@ -10,11 +10,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from granite_rt import devices
+from granite_rt import devices, host
+from granite_rt import tune as tuning
 from granite_rt.arguments import is_int
 from granite_rt.background import Cancellable, Progress, Worker, check_cancel, check_progress, raise_if_cancelled
+from granite_rt.batching import ShapeBuckets, batch_overhead_tokens, map_batches
 from granite_rt.bundle import check_complete, explain_missing
-from granite_rt.batching import batch_overhead_tokens, map_batches
 from granite_rt.errors import GraniteRTError, ModelClosedError, WrongKindError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
 from granite_rt.tokenize import Tokenizer
@@ -28,7 +29,7 @@ class LoadedModel:
 
     def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None, workload: str = "latency") -> None:
+                 revision: str | None = None, workload: str = "latency", tune: bool = False) -> None:
         check_threads(threads)
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
@@ -40,10 +41,11 @@ class LoadedModel:
         # logical CPU, so with a cap it encodes on the calling thread (see Tokenizer).
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
                                    truncation_side=self.spec.truncation_side, parallel=threads is None)
+        tuned = _measured_choice(folder, self.spec, backend, device, dtype, tune=tune, threads=threads)
         try:
             self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,
                                                         allow_fallback=allow_fallback, threads=threads,
-                                                        workload=workload)
+                                                        workload=workload, tuned=tuned)
         except GraniteRTError as exc:
             explained = explain_missing(exc, self.spec, backend, dtype)  # a bundle asked for a placement it does not hold
             if explained is exc:
@@ -57,6 +59,8 @@ class LoadedModel:
         }
         # Per-batch cost (tokens) that batching weighs against padding when it cuts length-sorted batches.
         self.batch_overhead_tokens = batch_overhead_tokens(selection.placement.device)
+        # None: batches as long as their longest input; else padded to a fixed set of shapes (bounded memory).
+        self.shape_buckets: ShapeBuckets | None = None
 
     def run(self, encodings: Sequence, batch_size: int,
             fn: Callable[[np.ndarray, Mapping[str, np.ndarray]], np.ndarray],
@@ -80,7 +84,8 @@ class LoadedModel:
             return fn(backend.run(batch), batch)
 
         return map_batches(encodings, batch_size, self.tokenizer.pad_id, run_batch, progress=report,
-                           workers=backend.parallel_requests, overhead_tokens=self.batch_overhead_tokens)
+                           workers=backend.parallel_requests, overhead_tokens=self.batch_overhead_tokens,
+                           buckets=self.shape_buckets)
 
     def close(self) -> None:
         """Drop the session and tokenizer, and hand the freed heap back to the OS."""
@@ -105,6 +110,24 @@ def _trim_heap() -> None:
         pass
 
 
+def _measured_choice(folder, spec: ModelSpec, backend: str, device: str | list, dtype: str, *, tune: bool,
+                     threads: int | None) -> dict[str, str] | None:
+    """The CPU placement measured on this machine (granite_rt.tune) for a dtype="auto" load, else None.
+
+    A stored decision costs a file read; measuring happens only with ``tune=True`` and no stored decision.
+    """
+    if dtype != "auto" or device not in ("auto", "cpu"):
+        if tune:
+            raise ValueError(f"tune=True measures the CPU placements for dtype='auto'; with device={device!r}, "
+                             f"dtype={dtype!r} there is nothing to choose")
+        return None
+    cache = host.cache_dir()
+    decision = tuning.stored(folder, spec, cache)
+    if decision is None and tune:
+        decision, _ = tuning.tune_folder(folder, spec, cache, threads=threads)
+    return decision.choice(backend) if decision is not None else None
+
+
 def _print_progress(done: int, total: int) -> None:
     """A one-line batch counter on stderr (no tqdm dependency)."""
     print(f"\rbatches {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
@@ -115,6 +138,8 @@ class RuntimeModel:
 
     ``workload="latency"`` (default) runs one batch at a time on all cores; ``"throughput"`` asks OpenVINO
     for its THROUGHPUT hint and keeps as many batches in flight as it has infer requests (bulk encoding).
+    ``tune=True`` measures this folder's CPU placements once per machine (granite_rt.tune, seconds to a
+    minute) unless a decision is stored; any ``dtype="auto"`` load follows a stored decision.
     ``threads=N`` caps the CPU threads it computes on (backend and tokenizer) at N.
     ``close()`` (or the end of a ``with`` block) releases the session; the ``*_async`` methods run on one
     worker thread per model (see granite_rt.background).
@@ -126,10 +151,10 @@ class RuntimeModel:
 
     def __init__(self, model: str | os.PathLike, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", *, threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None, workload: str = "latency") -> None:
+                 revision: str | None = None, workload: str = "latency", tune: bool = False) -> None:
         self._model = LoadedModel(model, self.kind, backend=backend, device=device, dtype=dtype,
                                   threads=threads, allow_fallback=allow_fallback, revision=revision,
-                                  workload=workload)
+                                  workload=workload, tune=tune)
         self.spec = self._model.spec
         self.info: dict[str, Any] = {**self._model.info, **self._describe()}
         self._worker = Worker(f"{_CLASS[self.kind]}")
@@ -194,6 +219,19 @@ class RuntimeModel:
         if not is_int(tokens) or tokens < 0:
             raise ValueError(f"batch_overhead_tokens must be an int >= 0, got {tokens!r}")
         self._loaded.batch_overhead_tokens = tokens
+
+    @property
+    def shape_buckets(self) -> ShapeBuckets | None:
+        """None (default): each batch is as wide as its longest input. A ``batching.ShapeBuckets``: batches are
+        padded to its widths and row counts, so the backend only ever sees that fixed set of shapes and its
+        per-shape memory stays bounded in a long-running process (results unchanged; padding costs compute)."""
+        return self._loaded.shape_buckets
+
+    @shape_buckets.setter
+    def shape_buckets(self, buckets: ShapeBuckets | None) -> None:
+        if buckets is not None and not isinstance(buckets, ShapeBuckets):
+            raise TypeError(f"shape_buckets must be a ShapeBuckets or None, got {type(buckets).__name__}")
+        self._loaded.shape_buckets = buckets
 
     def _describe(self) -> dict[str, Any]:
         """Model-specific entries of ``info``."""

@@ -130,7 +130,11 @@ def library_identity() -> dict[str, str]:
     for module in LIBRARIES:
         spec = importlib.util.find_spec(module)
         if spec is not None and spec.origin:
-            st = os.stat(spec.origin)
+            try:
+                st = os.stat(spec.origin)
+            except OSError:  # a frozen app: the module lies in the app's archive, replaced whole by an update
+                out[module] = spec.origin
+                continue
             out[module] = f"{spec.origin}:{st.st_size}:{st.st_mtime_ns}"
     return out
 

@@ -39,6 +39,10 @@ class CollectionError(GraniteRTError, ValueError):
     """An evaluation collection (Cranfield or BEIR folder) is missing files or holds malformed records."""
 
 
+class CorpusError(GraniteRTError, ValueError):
+    """A corpus job's input (file, column, row) or output folder cannot be used, or a resume does not match."""
+
+
 class ExportError(GraniteRTError, RuntimeError):
     """The export stage could not write or convert a model (output folder, converter, quantizer)."""
 

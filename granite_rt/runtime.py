@@ -9,7 +9,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from granite_rt.arguments import is_int
-from granite_rt import devices
+from granite_rt import devices, host
+from granite_rt import tune as tuning
 from granite_rt.batching import ShapeBuckets, batch_overhead_tokens, map_batches
 from granite_rt.errors import WrongKindError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
@@ -24,7 +25,7 @@ class LoadedModel:
 
     def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None, workload: str = "latency") -> None:
+                 revision: str | None = None, workload: str = "latency", tune: bool = False) -> None:
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
         if self.spec.kind != kind:
@@ -32,8 +33,10 @@ class LoadedModel:
                                  f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}", str(model), self.spec.kind)
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
                                    truncation_side=self.spec.truncation_side)
+        tuned = _measured_choice(folder, self.spec, backend, device, dtype, tune=tune, threads=threads)
         self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,
-                                                    allow_fallback=allow_fallback, threads=threads, workload=workload)
+                                                    allow_fallback=allow_fallback, threads=threads, workload=workload,
+                                                    tuned=tuned)
         self.info: dict[str, Any] = {
             **selection.info(), "model": str(model), "folder": str(folder), "kind": kind,
             "files": [str(p.relative_to(folder)) for p in artifact_files(folder, selection.placement.artifact)],
@@ -56,6 +59,24 @@ class LoadedModel:
                            overhead_tokens=self.batch_overhead_tokens, buckets=self.shape_buckets)
 
 
+def _measured_choice(folder, spec: ModelSpec, backend: str, device: str | list, dtype: str, *, tune: bool,
+                     threads: int | None) -> dict[str, str] | None:
+    """The CPU placement measured on this machine (granite_rt.tune) for a dtype="auto" load, else None.
+
+    A stored decision costs a file read; measuring happens only with ``tune=True`` and no stored decision.
+    """
+    if dtype != "auto" or device not in ("auto", "cpu"):
+        if tune:
+            raise ValueError(f"tune=True measures the CPU placements for dtype='auto'; with device={device!r}, "
+                             f"dtype={dtype!r} there is nothing to choose")
+        return None
+    cache = host.cache_dir()
+    decision = tuning.stored(folder, spec, cache)
+    if decision is None and tune:
+        decision, _ = tuning.tune_folder(folder, spec, cache, threads=threads)
+    return decision.choice(backend) if decision is not None else None
+
+
 def _print_progress(done: int, total: int) -> None:
     """A one-line batch counter on stderr (no tqdm dependency)."""
     print(f"\rbatches {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
@@ -66,16 +87,18 @@ class RuntimeModel:
 
     ``workload="latency"`` (default) runs one batch at a time on all cores; ``"throughput"`` asks OpenVINO
     for its THROUGHPUT hint and keeps as many batches in flight as it has infer requests (bulk encoding).
+    ``tune=True`` measures this folder's CPU placements once per machine (granite_rt.tune, seconds to a
+    minute) unless a decision is stored; any ``dtype="auto"`` load follows a stored decision.
     """
 
     kind: Kind
 
     def __init__(self, model: str | os.PathLike, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", *, threads: int | None = None, allow_fallback: bool | None = None,
-                 revision: str | None = None, workload: str = "latency") -> None:
+                 revision: str | None = None, workload: str = "latency", tune: bool = False) -> None:
         self._model = LoadedModel(model, self.kind, backend=backend, device=device, dtype=dtype,
                                   threads=threads, allow_fallback=allow_fallback, revision=revision,
-                                  workload=workload)
+                                  workload=workload, tune=tune)
         self.spec = self._model.spec
         self.tokenizer = self._model.tokenizer
         self.info: dict[str, Any] = {**self._model.info, **self._describe()}

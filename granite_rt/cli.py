@@ -1,4 +1,4 @@
-"""``granite-rt``: embed, embed-corpus, rerank, export, info, eval, bench and serve from the command line.
+"""``granite-rt``: embed, embed-corpus, rerank, export, bundle, info, eval, bench and serve from the command line.
 
 The export stage and the server are imported only when their command runs, so ``granite-rt --help``
 works without torch or the server extra. Exit codes: 0 success, 2 usage error, 1 runtime
@@ -20,6 +20,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from granite_rt import host, tune
 from granite_rt.corpus import ROWS_PER_SHARD, Columns, VectorOptions, embed_corpus, local_engine
+from granite_rt.bundle import bundle
 from granite_rt.embedder import Embedder
 from granite_rt.errors import CollectionError, WrongKindError, one_line
 from granite_rt.eval.collections import load_collection
@@ -267,6 +268,15 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Copy what one placement loads (artifact, tokenizer, configs, manifest) into --out, for shipping in an app."""
+    made = bundle(args.model, args.out, backend=args.backend, dtype=args.dtype)
+    if not args.quiet:
+        print(f"wrote {made.folder}: {made.artifact.backend} {made.artifact.precision} ({made.artifact.path}), "
+              f"{len(made.files)} files, {made.size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
     if args.json:
@@ -390,7 +400,7 @@ def _forwarded_flags(command: str, args: argparse.Namespace, rest: list[str]) ->
 # -------------------------------------------------------------------------------------- parsing
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Embed, rerank, export, inspect, evaluate, benchmark and serve "
+    parser = _Parser(prog=PROG, description="Embed, rerank, export, bundle, inspect, evaluate, benchmark and serve "
                                             "Granite embedding models without torch.")
     _global_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -455,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local Ray)")
     corpus.add_argument("--actors", type=positive_int, metavar="N", help="Embedder actors on Ray (default: CPUs / threads)")
     corpus.set_defaults(run=cmd_embed_corpus)
+
+    bundle_parser = sub.add_parser("bundle", parents=[flags], help="copy one placement of a model for an app to ship",
+                            description=cmd_bundle.__doc__)
+    bundle_parser.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
+    bundle_parser.add_argument("--out", metavar="DIR", required=True, help="folder to write (new, empty or a previous bundle)")
+    bundle_parser.add_argument("--backend", default="onnx", help="onnx | openvino (default: onnx)")
+    bundle_parser.add_argument("--dtype", choices=("int8", "fp32", "fp16"), default="int8",
+                        help="stored precision of the artifact (default: int8)")
+    bundle_parser.set_defaults(run=cmd_bundle)
 
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)

@@ -69,7 +69,8 @@ def bundle(model: str | os.PathLike, out: str | os.PathLike, *, backend: str = "
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / rel, stage / rel)
         digests = {rel: sha256_file(stage / rel) for rel in names}
-        manifest = bundle_manifest(spec, source_manifest, artifact, digests, str(model), parts)
+        source = str(folder) if Path(model).expanduser().is_dir() else str(model)  # a Hub id stays an id
+        manifest = bundle_manifest(spec, source_manifest, artifact, digests, source, parts)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         verify_bundle(stage)
     files = {rel: (out / rel).stat().st_size for rel in [*names, MANIFEST]}

@@ -103,4 +103,4 @@ def test_frozen_app_reports_a_missing_bundle_in_one_line(frozen_app, tmp_path):
     proc = subprocess.run([str(exe), str(tmp_path / "nowhere"), TEXT], capture_output=True, text=True, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-    assert "is neither a folder nor a Hugging Face Hub id" in lines[0]
+    assert "nowhere' does not exist" in lines[0]

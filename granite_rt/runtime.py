@@ -51,7 +51,8 @@ class LoadedModel:
                            lambda batch: fn(self.backend.run(batch), batch),
                            progress=_print_progress if show_progress_bar else None,
                            workers=self.backend.parallel_requests,
-                           overhead_tokens=self.batch_overhead_tokens)
+                           overhead_tokens=self.batch_overhead_tokens,
+                           pad_to_multiple_of=self.backend.pad_to_multiple_of)
 
 
 def _print_progress(done: int, total: int) -> None:

@@ -56,6 +56,9 @@ class Backend(Protocol):
     placement: Placement
     input_names: tuple[str, ...]
     parallel_requests: int          # batches worth running at once (OpenVINO THROUGHPUT streams), else 1
+    # 0: padding a row further does not change its result; k > 0: it does (bitwise), so each row is padded
+    # only to its own length rounded up to a multiple of k, and batched with rows of that width (batching.py).
+    pad_to_multiple_of: int
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Run one batch; ``inputs`` holds int64 arrays of shape (batch, sequence)."""

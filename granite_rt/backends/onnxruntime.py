@@ -24,6 +24,7 @@ class OnnxRuntimeBackend:
     """A compiled ONNX graph on the providers the placement names (CPU when it names none)."""
 
     parallel_requests = 1  # one session uses every intra-op thread per run
+    pad_to_multiple_of = 0  # static INT8 and fp32 rows are bitwise the same however far they are padded
 
     def __init__(self, folder: Path, placement: Placement, threads: int) -> None:
         self.placement = placement

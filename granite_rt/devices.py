@@ -79,6 +79,10 @@ class DeviceFallbackWarning(UserWarning):
     """A planned device could not be used and the model runs on a later candidate."""
 
 
+class NotRecommendedWarning(UserWarning):
+    """The artifact that runs is marked not recommended (INT8 gate missed, dynamic INT8); dtype="auto" skips it."""
+
+
 class OnnxRuntimeConflictWarning(UserWarning):
     """More than one onnxruntime distribution is installed; they overwrite each other's files."""
 
@@ -394,6 +398,7 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
     """One placement per (device, backend) in order that has a runnable artifact at ``dtype``."""
     out = []
     for device in devices:
+        here = []
         for be in _backends_for(device, backend, ctx.inv):
             if skip_absent and not ctx.inv.present(be, device):
                 continue
@@ -402,10 +407,25 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
                 dt, artifact, why = chosen
                 if backend == "auto" and device == "cpu" and be == "onnx" and ctx.inv.cpu_int8_dot == ():
                     why += "; onnxruntime before OpenVINO" + NO_INT8_DOT
-                out.append(_placement(be, device, dt, artifact, why, ctx))
+                here.append(_placement(be, device, dt, artifact, why, ctx))
+        out += _prefer_recommended(here, artifacts, device, dtype)
     if not out and not skip_absent:
         raise _no_artifact(artifacts, backend, devices[0], dtype)
     return out
+
+
+def _prefer_recommended(placements: list[Placement], artifacts: Sequence[Artifact], device: str,
+                        dtype: str) -> list[Placement]:
+    """dtype="auto" where an artifact was skipped as not recommended: a backend that still runs the preferred
+    precision goes first (a gated INT8 on onnxruntime before OpenVINO fp32 when OpenVINO's INT8 failed)."""
+    if dtype != "auto" or len(placements) < 2 or not any(a.not_recommended for a in artifacts):
+        return placements
+    order = AUTO_DTYPES.get(device, ())
+    ranked = sorted(placements, key=lambda p: order.index(p.dtype) if p.dtype in order else len(order))
+    if ranked[0] is not placements[0]:
+        ranked[0] = replace(ranked[0], why=f"{ranked[0].why}; before {placements[0].backend}, whose "
+                                           f"{placements[0].why}")
+    return ranked
 
 
 def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtype: str, inv: Inventory,
@@ -415,6 +435,7 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     slow_int8 = backend == "openvino" and device == "cpu" and dtype == "auto" and inv.cpu_int8_dot == ()
     if slow_int8:
         wanted = ("fp32", "int8")
+    skipped: list[str] = []  # artifacts dtype="auto" passed over (not recommended), for why
     for i, dt in enumerate(wanted):
         if backend == "openvino" and device == "cpu" and dt in OV_CPU_CAPABILITY:
             capabilities = inv.ov_cpu_capabilities()
@@ -424,15 +445,23 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
                                                  f"{OV_CPU_CAPABILITY[dt]} support; this one reports "
                                                  f"{list(capabilities)}")
                 continue
-        artifact = _pick_artifact(artifacts, backend, RUNNABLE.get((backend, device, dt), ()))
+        precisions = RUNNABLE.get((backend, device, dt), ())
+        artifact = _pick_artifact(artifacts, backend, precisions, recommended_only=dtype == "auto")
         if artifact is None:
+            unrecommended = _pick_artifact(artifacts, backend, precisions) if dtype == "auto" else None
+            if unrecommended is not None:
+                skipped.append(f"{unrecommended.path} skipped: {unrecommended.not_recommended}")
             continue
         if dtype != "auto":
             why = f"dtype={dt} as asked"
+            if artifact.not_recommended:
+                why += f" (NOT recommended: {artifact.not_recommended})"
         elif i == 0:
             why = f"{dt} is the preferred precision on {device}"
             if slow_int8:
                 why += " for OpenVINO" + NO_INT8_DOT
+        elif skipped:
+            why = f"{'; '.join(skipped)}; so {dt}"
         else:
             why = f"no {'/'.join(wanted[:i])} artifact for {backend}, so {dt}"
         if artifact.precision != dt:
@@ -441,14 +470,17 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     return None
 
 
-def _pick_artifact(artifacts: Sequence[Artifact], backend: str, precisions: Sequence[str]) -> Artifact | None:
-    """The first artifact of ``backend`` stored at the first of ``precisions`` present.
+def _pick_artifact(artifacts: Sequence[Artifact], backend: str, precisions: Sequence[str],
+                   recommended_only: bool = False) -> Artifact | None:
+    """The first artifact of ``backend`` stored at the first of ``precisions`` present (``recommended_only``:
+    passing over those marked not recommended).
 
     ``artifacts`` come best first (ModelSpec ranks canonical names before IBM's ISA variants).
     """
     for precision in precisions:
         for artifact in artifacts:
-            if artifact.backend == backend and artifact.precision == precision:
+            if (artifact.backend == backend and artifact.precision == precision
+                    and not (recommended_only and artifact.not_recommended)):
                 return artifact
     return None
 
@@ -618,6 +650,10 @@ def open_with_fallback(folder: Path, placements: list[Placement], opener: Callab
         selection = Selection(placement, tuple(failed), described)
         if failed:
             warnings.warn(_fallback_message(selection), DeviceFallbackWarning, stacklevel=3)
+        if placement.artifact.not_recommended:
+            warnings.warn(f"granite-rt: running {placement.artifact.path}, which is NOT recommended: "
+                          f"{placement.artifact.not_recommended} (dtype='auto' would not run it)",
+                          NotRecommendedWarning, stacklevel=3)
         return backend, selection
     tried = "; ".join(f"{_label(a.placement)}: {a.error}" for a in failed)
     hint = " (pass allow_fallback=True to run on another device instead)" if explicit else ""

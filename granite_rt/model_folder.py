@@ -304,8 +304,17 @@ def _manifest_artifacts(manifest: dict) -> tuple[Artifact, ...]:
     artifacts = []
     for entry in manifest.get("artifacts", []):
         files = tuple(sorted((entry.get("files") or {}).items()))
-        artifacts.append(Artifact(entry["path"], entry["backend"], entry["precision"], entry.get("sha256"), files))
+        artifacts.append(Artifact(entry["path"], entry["backend"], entry["precision"], entry.get("sha256"), files,
+                                  not_recommended=_gate_verdict(entry)))
     return tuple(sorted(artifacts, key=_artifact_rank))
+
+
+def _gate_verdict(entry: dict) -> str:
+    """Why a manifest artifact is marked ``"recommended": false`` (the INT8 gate's missed bounds), else ""."""
+    if entry.get("recommended", True):
+        return ""
+    missed = (entry.get("gate") or {}).get("missed") or []
+    return "failed the INT8 gate (" + "; ".join(missed) + ")" if missed else "marked not recommended in the manifest"
 
 
 def _onnx_precision(name: str) -> Precision:

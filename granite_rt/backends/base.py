@@ -25,6 +25,9 @@ class Artifact:
     sha256: str | None = None      # from the manifest; checked at load when present
     # every file of the artifact with its manifest sha256 (an IR's .xml and .bin, ONNX external data)
     files: tuple[tuple[str, str], ...] = ()
+    # why dtype="auto" skips it ("" = it may be chosen): the INT8 gate's missed bounds from the manifest
+    # (granite_rt.int8_gate), or dynamic INT8 whose vectors depend on their batch neighbours
+    not_recommended: str = ""
 
 
 @dataclass(frozen=True)

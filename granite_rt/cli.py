@@ -278,6 +278,52 @@ PASSTHROUGH: dict[str, tuple[Callable[[list[str]], int], str]] = {
 
 # -------------------------------------------------------------------------------------- parsing
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Write onnx/model_qint8.onnx and openvino/openvino_model_qint8_quantized.xml (static INT8, the export's
+    recipe, batch-invariant) from the folder's fp32 ONNX graph, check them with the INT8 gate against fp32 and
+    record them in granite_rt.json (written for a folder without one, every file hashed as it is now).
+    Needs pip install 'granite-rt[quantize]' (no torch)."""
+    from granite_rt.int8_gate import parse_bounds
+
+    try:
+        gate = parse_bounds(args.int8_gate)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    try:
+        from granite_rt.quantize_folder import quantize_folder
+    except ImportError as err:
+        raise RuntimeError(f"granite-rt quantize needs {err.name}: pip install 'granite-rt[quantize]'") from err
+    log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    try:
+        manifest = quantize_folder(args.folder, formats, args.calibration, args.calibration_samples, gate,
+                                   args.force, log)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    for entry in manifest["artifacts"]:
+        if entry.get("precision") == "int8" and (entry.get("gate") or {}).get("missed"):
+            print(f"{PROG} quantize: WARNING: {entry['path']}: {'; '.join(entry['gate']['missed'])}: written but NOT "
+                  "recommended (dtype='auto' skips it)", file=sys.stderr)
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """Write granite_rt.json for a folder you trust: every artifact's files hashed as they are now (files from
+    a Hugging Face cache snapshot are first checked against the Hub's sha256), so later loads detect any change."""
+    from granite_rt.folder_manifest import trusted_manifest, write_manifest
+    from granite_rt.model_folder import MANIFEST, verify_artifact, load_spec
+
+    folder = Path(args.folder).expanduser().resolve()
+    if (folder / MANIFEST).exists() and not args.force:
+        raise UsageError(f"{folder / MANIFEST} exists; pass --force to replace it")
+    for artifact in load_spec(folder).artifacts if not (folder / MANIFEST).exists() else ():
+        verify_artifact(folder, artifact)  # what can be checked (Hub sha256, IR sizes) must pass first
+    path = write_manifest(folder, trusted_manifest(folder, "granite-rt manifest"))
+    if not args.quiet:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Embed, rerank, export, inspect, evaluate, benchmark and serve "
                                             "Granite embedding models without torch.")
@@ -326,6 +372,24 @@ def build_parser() -> argparse.ArgumentParser:
                           description=cmd_info.__doc__)
     info.add_argument("model", metavar="MODEL", nargs="?", help="a model folder or Hub id to plan for")
     info.set_defaults(run=cmd_info)
+
+    quant = sub.add_parser("quantize", parents=[flags], help="write batch-invariant static INT8 files into a folder",
+                           description=cmd_quantize.__doc__)
+    quant.add_argument("folder", metavar="FOLDER", help="model folder with an fp32 ONNX graph (e.g. IBM's Hub layout)")
+    quant.add_argument("--formats", default="onnx-int8,openvino-int8", help="onnx-int8, openvino-int8 or both (default)")
+    quant.add_argument("--calibration", metavar="FILE", help="calibration texts, one per line (default: shipped set)")
+    quant.add_argument("--calibration-samples", type=positive_int, default=300, metavar="N",
+                       help="calibration texts (or pairs) used for the INT8 scales (default 300)")
+    quant.add_argument("--int8-gate", metavar="BOUNDS", help="bounds against fp32, e.g. mean_cosine=0.99,p1_cosine=0.97,"
+                                                            "top10_overlap=0.9,kendall_tau=0.9 (the defaults)")
+    quant.add_argument("--force", action="store_true", help="replace INT8 files written before")
+    quant.set_defaults(run=cmd_quantize)
+
+    manifest = sub.add_parser("manifest", parents=[flags], help="write granite_rt.json for a folder you trust",
+                              description=cmd_manifest.__doc__)
+    manifest.add_argument("folder", metavar="FOLDER", help="model folder without a manifest")
+    manifest.add_argument("--force", action="store_true", help="replace an existing granite_rt.json")
+    manifest.set_defaults(run=cmd_manifest)
 
     serve = sub.add_parser("serve", parents=[flags, model], help="TEI/OpenAI-compatible HTTP server",
                            description=cmd_serve.__doc__)

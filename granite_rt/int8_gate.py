@@ -1,7 +1,7 @@
 """The INT8 gate: an INT8 artifact is recommended only if it stays close to the fp32 artifact of the same folder.
 
 Both run through the runtime users get on a shipped probe set that looks like retrieval
-(``int8_probes.json``, built by export/calibration/build_sets.py and disjoint from the calibration
+(``calibration/int8_probes.json``, built by export/calibration/build_sets.py and disjoint from the calibration
 texts): 136 short queries (64 Cranfield queries, 3 sentences in each of 24 languages) and 148 passages
 (Cranfield abstracts, Tatoeba lines in the same 24 languages, 12 passages of ~1,400 words that fill a
 512-token window or more). Embedders: cosine of each text's vector to fp32 (mean, 1st percentile,
@@ -28,7 +28,7 @@ import numpy as np
 from granite_rt.backends.base import Artifact
 from granite_rt.eval.metrics import cosine_rows, kendall_tau, overlap_at_k, summary, top_k
 
-PROBES = Path(__file__).with_name("int8_probes.json")
+PROBES = Path(__file__).with_name("calibration") / "int8_probes.json"
 CANDIDATES_PER_QUERY = 8
 
 

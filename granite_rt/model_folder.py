@@ -208,13 +208,31 @@ def reference_max_length(sbert: dict, tok_config: dict, config: dict) -> int:
 
 def discover_artifacts(folder: Path) -> tuple[Artifact, ...]:
     """Artifacts of a folder without manifest, best first within each (backend, precision)."""
-    found = [Artifact(p.relative_to(folder).as_posix(), "onnx", _onnx_precision(p.name))
+    found = [Artifact(p.relative_to(folder).as_posix(), "onnx", _onnx_precision(p.name),
+                      not_recommended=DYNAMIC_INT8 if _onnx_precision(p.name) == "int8" and _is_dynamic_int8(p) else "")
              for p in sorted((folder / "onnx").glob("*.onnx")) if _runs_here(p.name)]
     found += [Artifact(p.relative_to(folder).as_posix(), "openvino", _ov_precision(p.name))
               for p in sorted((folder / "openvino").glob("*.xml"))]
     if (folder / "model.onnx").is_file():  # flat layout (optimum / older exports)
         found.append(Artifact("model.onnx", "onnx", "fp32"))
     return tuple(sorted(found, key=_artifact_rank))
+
+
+# Why dtype="auto" passes over a dynamic INT8 ONNX file (IBM's model_quint8_avx2.onnx ..., optimum's dynamic
+# quantization): activation scales are computed over the whole padded batch, so a vector changes with its batch
+# neighbours (all-MiniLM-L6-v2: cosine down to 0.987 alone vs batched, docs/export.md).
+DYNAMIC_INT8 = ("dynamic INT8: its vectors depend on their batch neighbours (cosine down to 0.987 measured); "
+                "`granite-rt quantize FOLDER` writes a static, batch-invariant INT8")
+
+
+def _is_dynamic_int8(path: Path) -> bool:
+    """Whether an ONNX file quantizes activations at run time (DynamicQuantizeLinear). The graph's nodes are
+    serialized before its weights, so the first 8 MiB hold every op type."""
+    try:
+        with open(path, "rb") as fh:
+            return b"DynamicQuantizeLinear" in fh.read(8 << 20)
+    except OSError:
+        return False
 
 
 def artifact_files(folder: Path, artifact: Artifact) -> list[Path]:
@@ -237,18 +255,61 @@ def verify_artifact(folder: Path, artifact: Artifact) -> list[Path]:
     expected = dict(artifact.files)
     if artifact.sha256 and artifact.path not in expected:
         expected[artifact.path] = artifact.sha256
+    where = {rel: MANIFEST for rel in expected}
+    if not expected:  # no manifest: files from a Hugging Face cache carry the Hub's own hash
+        for path in files:
+            digest = hub_sha256(path)
+            if digest is not None:
+                rel = path.relative_to(folder).as_posix()
+                expected[rel], where[rel] = digest, "the Hugging Face Hub's sha256 (LFS hash of its cache blob)"
     for rel, digest in expected.items():
         marker = _verified_marker(folder / rel, digest)
         if marker is not None and marker.is_file():
             continue
         actual = sha256_file(folder / rel)
         if actual != digest:
-            raise ModelFileError(f"{folder / rel} does not match {MANIFEST} (sha256 {actual[:12]}… != "
+            raise ModelFileError(f"{folder / rel} does not match {where[rel]} (sha256 {actual[:12]}… != "
                                  f"{digest[:12]}…): the file is corrupted or was replaced; re-export or re-download it")
         _remember_verified(marker, folder / rel)
     if artifact.backend == "openvino":
         _check_openvino_weights(files[0], files[1])
     return files
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def hub_sha256(path: Path) -> str | None:
+    """The sha256 the Hugging Face Hub recorded for ``path``, where huggingface_hub's layout keeps it: a snapshot
+    file is a link to ``blobs/<etag>``, and an LFS file's etag is its sha256 (file_download.py: "its git-sha1 if
+    stored in git, or its sha256 if stored in git-lfs"); a ``local_dir`` download keeps the etag in
+    ``.cache/huggingface/download/<path>.metadata``. None when neither applies (or the file is not LFS)."""
+    if path.is_symlink():
+        blob = path.resolve()
+        if blob.parent.name == "blobs" and _SHA256.fullmatch(blob.name):
+            return blob.name
+        return None
+    for parent in path.parents:
+        metadata = parent / ".cache" / "huggingface" / "download" / (path.relative_to(parent).as_posix() + ".metadata")
+        if metadata.is_file():
+            lines = metadata.read_text(encoding="utf-8", errors="replace").splitlines()
+            return lines[1].strip() if len(lines) > 1 and _SHA256.fullmatch(lines[1].strip()) else None
+    return None
+
+
+def verification(folder: Path, artifact: Artifact) -> str:
+    """How ``verify_artifact`` checked the artifact's files, for ``info["verified"]``."""
+    if artifact.sha256 or artifact.files:
+        return f"sha256 of every file against {MANIFEST}"
+    files = artifact_files(folder, artifact)
+    hub = [p for p in files if p.is_file() and hub_sha256(p) is not None]
+    if hub and len(hub) == len(files):
+        return "sha256 of every file against the Hugging Face Hub's (LFS hash in its cache)"
+    if hub:
+        return (f"sha256 of {', '.join(p.name for p in hub)} against the Hugging Face Hub's; "
+                f"{', '.join(p.name for p in files if p not in hub)} only for size")
+    return (f"not verified: no {MANIFEST} and not from a Hugging Face cache; `granite-rt manifest {folder}` "
+            "pins the files as they are now")
 
 
 def _verified_marker(path: Path, digest: str) -> Path | None:
@@ -313,6 +374,8 @@ def _gate_verdict(entry: dict) -> str:
     """Why a manifest artifact is marked ``"recommended": false`` (the INT8 gate's missed bounds), else ""."""
     if entry.get("recommended", True):
         return ""
+    if entry.get("not_recommended"):
+        return str(entry["not_recommended"])
     missed = (entry.get("gate") or {}).get("missed") or []
     return "failed the INT8 gate (" + "; ".join(missed) + ")" if missed else "marked not recommended in the manifest"
 

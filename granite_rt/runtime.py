@@ -10,7 +10,7 @@ import numpy as np
 
 from granite_rt.batching import batch_overhead_tokens, map_batches
 from granite_rt.errors import UnsupportedModelError
-from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
+from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model, verification
 from granite_rt.tokenize import Tokenizer
 
 _CLASS = {"embedder": "Embedder", "reranker": "Reranker"}
@@ -37,6 +37,7 @@ class LoadedModel:
         self.info: dict[str, Any] = {
             **selection.info(), "model": str(model), "folder": str(folder), "kind": kind,
             "files": [str(p.relative_to(folder)) for p in artifact_files(folder, selection.placement.artifact)],
+            "verified": verification(folder, selection.placement.artifact),
             "max_length": self.spec.max_length, "workload": workload,
             "parallel_requests": self.backend.parallel_requests,
         }

@@ -10,14 +10,20 @@ from pathlib import Path
 
 BLOCKED = ("torch", "transformers", "sentence_transformers", "optimum", "granite_export")
 
+# Importing a blocked module raises ImportError; importlib.util.find_spec answers None for it, as where it is not
+# installed (nncf and others probe for torch that way before importing it).
 PRELUDE = f"""
-import sys
+import importlib.util, sys
 class _Blocked:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {BLOCKED!r}:
             raise ImportError(f"{{name}} is blocked: the runtime must work without it")
         return None
 sys.meta_path.insert(0, _Blocked())
+_find_spec = importlib.util.find_spec
+def _absent(name, package=None):
+    return None if name.split(".")[0] in {BLOCKED!r} else _find_spec(name, package)
+importlib.util.find_spec = _absent
 """
 
 

@@ -4,7 +4,7 @@ Tatoeba); run once, output committed.
 english.txt: 256 Cranfield abstracts (one per line, whitespace collapsed).
 multilingual.txt: 12 lines in each of 24 languages from Tatoeba (1-4 consecutive sentences per line, so lengths
 vary), plus 64 of the English abstracts.
-granite_rt/int8_probes.json (the gate, granite_rt.int8_gate): none of the calibration texts. 64 Cranfield queries
+granite_rt/calibration/int8_probes.json (the gate, granite_rt.int8_gate): none of the calibration texts. 64 Cranfield queries
 and 3 one-sentence Tatoeba queries per language; passages: for each Cranfield query one abstract judged relevant
 to it, 3 Tatoeba lines of 2-4 sentences per language and 12 long passages (8 abstracts each, longer than
 512-token models take); per query 8 candidate passages for rerankers (its relevant / same-language ones first).
@@ -105,20 +105,20 @@ def probes(data: Path, calibration: set[str], rng: random.Random) -> dict:
 
 def main(data: Path) -> None:
     rng = random.Random(0)
-    here = Path(__file__).parent
+    shipped = Path(__file__).resolve().parents[2] / "granite_rt" / "calibration"
     abstracts = cranfield_abstracts(data / "cranfield" / "cran.all.1400")
     english = rng.sample(abstracts, 256)
-    (here / "english.txt").write_text("\n".join(english) + "\n", encoding="utf-8")
+    (shipped / "english.txt").write_text("\n".join(english) + "\n", encoding="utf-8")
     multilingual = [line for lang in LANGUAGES for line in tatoeba_lines(data / "tatoeba", lang, rng, 12)]
     multilingual += english[:64]
     rng.shuffle(multilingual)
-    (here / "multilingual.txt").write_text("\n".join(multilingual) + "\n", encoding="utf-8")
+    (shipped / "multilingual.txt").write_text("\n".join(multilingual) + "\n", encoding="utf-8")
     calibration = set(english) | set(multilingual) | {s for line in multilingual for s in line.split(" ")}
     calibration |= {s.strip() for lang in LANGUAGES for s in (data / "tatoeba" / f"tatoeba.{lang}-eng.{lang}")
                     .read_text(encoding="utf-8").splitlines() if any(s.strip() and s.strip() in line
                                                                      for line in multilingual)}
     probe_set = probes(data, calibration, random.Random(1))
-    (here.parents[1] / "granite_rt" / "int8_probes.json").write_text(
+    (shipped / "int8_probes.json").write_text(
         json.dumps(probe_set, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
 

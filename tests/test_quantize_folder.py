@@ -71,3 +71,35 @@ from granite_rt.cli import main
 sys.exit(main(["quantize", {str(folder)!r}, "--formats", "onnx-int8"]))
 """.replace("sys.exit(main", "code = main").replace("]))", "])\nprint('rc', code)"))
     assert "rc 1" in again.stdout and "--force" in again.stderr
+
+
+def test_auto_passes_over_ibms_dynamic_int8_and_points_to_quantize(minilm_folders, tmp_path):
+    """A folder whose only INT8 is dynamic (as IBM ships model_quint8_avx2.onnx): measured here, that file's vectors
+    change with their batch neighbours, so auto runs fp32 and says why; dtype="int8" still runs it, with a warning."""
+    import warnings
+
+    import numpy as np
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from granite_rt import Embedder
+    from granite_rt.batching import MAX_BATCH_TOKENS
+    from test_batching import varied_texts
+
+    folder = tmp_path / "ibm-layout"
+    shutil.copytree(minilm_folders["hub"], folder)
+    quantize_dynamic(str(folder / "onnx/model.onnx"), str(folder / "onnx/model_quint8_avx2.onnx"),
+                     weight_type=QuantType.QUInt8)
+    auto = Embedder(folder, backend="onnx")
+    assert (auto.info["dtype"], auto.info["file"]) == ("fp32", "onnx/model.onnx")
+    assert "model_quint8_avx2.onnx skipped: dynamic INT8" in auto.info["why"]
+    assert "granite-rt quantize" in auto.info["why"]
+    with pytest.warns(UserWarning, match="NOT recommended: dynamic INT8"):
+        dynamic = Embedder(folder, backend="onnx", dtype="int8")
+    dynamic.batch_overhead_tokens = MAX_BATCH_TOKENS
+    texts = varied_texts(40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        together = dynamic.encode(texts)
+        alone = np.concatenate([dynamic.encode([t]) for t in texts])
+    cosines = (together * alone).sum(1)
+    assert cosines.min() < 0.9999, float(cosines.min())  # the measurement behind the decision

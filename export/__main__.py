@@ -8,11 +8,9 @@ failed (unsupported checkpoint, converter error, parity miss). Errors are one li
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib.util
 import sys
 import traceback
-
-import warnings
 
 from granite_rt.errors import GraniteRTError, ModelNotFoundError, OutputFolderError, UnsupportedModelError
 from granite_rt.int8_gate import parse_bounds
@@ -22,6 +20,11 @@ from .quantize import DEFAULT_CALIBRATION_SAMPLES
 
 PROG = "granite-rt export"
 USAGE_ERRORS = (ModelNotFoundError, OutputFolderError)
+# The export extra's modules and the formats that need each (None: every format).
+EXTRA_MODULES: dict[str, tuple[str, ...] | None] = {
+    "torch": None, "transformers": None, "sentence_transformers": None, "onnx": None, "onnxscript": None,
+    "openvino": ("openvino", "openvino-int8"), "nncf": ("openvino-int8",),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "mean_cosine=0.99,p1_cosine=0.97,top10_overlap=0.9,kendall_tau=0.9 (the defaults)")
     parser.add_argument("--kind", choices=("embedder", "reranker"),
                         help="force the model kind (default: detected from config.json architectures)")
-    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors (no status or progress)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
@@ -77,13 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             gate = parse_bounds(args.int8_gate)
         except ValueError as err:
             raise _UsageError(str(err)) from None
-        if not debug:
-            _quiet_libraries()
+        missing = missing_modules(formats)
+        if missing:
+            return _fail(f"the export needs the export extra (missing: {', '.join(missing)}): "
+                         "pip install 'granite-rt[export]'", 1, False)
         from .pipeline import export_model, not_recommended
 
         log = (lambda _msg: None) if args.quiet else print
         manifest = export_model(args.model, args.out, formats=formats, kind=args.kind, calibration=args.calibration,
-                                calibration_samples=args.calibration_samples, log=log, gate=gate)
+                                calibration_samples=args.calibration_samples, log=log,
+                                progress=False if args.quiet else None, gate=gate)
         for line in not_recommended(manifest):
             print(f"{PROG}: WARNING: {line}: written but NOT recommended (dtype='auto' skips it; dtype='int8' "
                   "runs it with a warning)", file=sys.stderr)
@@ -102,15 +108,19 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"export failed: {type(err).__name__}: {err}", 1, debug)
 
 
-def _quiet_libraries() -> None:
-    """Tracer warnings and progress bars of torch/transformers are noise to a user of the CLI."""
-    warnings.simplefilter("ignore")
-    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's advice on the root logger
-    logging.getLogger("nncf").setLevel(logging.ERROR)  # per-node INFO lines of the ignored scope
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+def missing_modules(formats: tuple[str, ...]) -> list[str]:
+    """The export extra's modules that ``formats`` need and that cannot be imported here (nothing is imported)."""
+    missing = []
+    for module, needed_by in EXTRA_MODULES.items():
+        if needed_by is not None and not set(needed_by) & set(formats):
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a blocked or broken module counts as missing
+            found = False
+        if not found:
+            missing.append(module)
+    return missing
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from granite_rt import hub
 from granite_rt.errors import ModelNotFoundError, UnsupportedModelError
 
 Kind = Literal["embedder", "reranker"]
@@ -54,23 +55,14 @@ def resolve_folder(source: str) -> Path:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"MODEL folder {str(path)!r} has no config.json; it is not a transformers checkpoint")
         return path
-    if not _REPO_ID.match(source) or source.startswith((".", "~")):
-        raise ModelNotFoundError(f"MODEL {source!r}: no such folder (and not a Hugging Face repo id)")
+    if not _REPO_ID.match(source) or hub.looks_like_path(source):
+        raise hub.local_folder_error(source)
     return _download(source)
 
 
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(repo_id, ignore_patterns=HUB_IGNORE))
-    except LocalEntryNotFoundError as err:
-        raise ModelNotFoundError(
-            f"MODEL {repo_id!r}: no such local folder, and the Hub repo is not in the cache "
-            f"(offline, or HF_HUB_OFFLINE=1): {err}") from None
-    except (HfHubHTTPError, OSError, ValueError) as err:
-        raise ModelNotFoundError(f"MODEL {repo_id!r}: no such local folder, and the Hub download failed: {err}") from None
+    """The checkpoint's snapshot (weights in PyTorch/safetensors form, no exported graphs), one Hub lookup first."""
+    folder = hub.download(hub.lookup(repo_id), ignore_patterns=HUB_IGNORE)
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"Hub repo {repo_id!r} has no config.json; it is not a transformers checkpoint")
     return folder

@@ -103,11 +103,23 @@ def describe_embedder(checkpoint: Checkpoint, st_model, inputs: list[str]) -> Mo
         raise UnsupportedModelError(f"{checkpoint.folder}: pooling mode {pooling!r} is not one of cls, mean, max")
     return ModelInfo(
         kind="embedder", source=checkpoint.source, architecture=checkpoint.architecture,
-        max_seq_length=int(st_model.max_seq_length), dim=int(st_model.get_sentence_embedding_dimension()),
+        max_seq_length=int(st_model.max_seq_length), dim=_embedding_dimension(st_model),
         matryoshka_dims=_matryoshka_dims(checkpoint.folder), pooling=pooling,
         normalize=any(isinstance(m, Normalize) for m in modules), activation=None,
         inputs=inputs, output="last_hidden_state",
     )
+
+
+def _embedding_dimension(st_model) -> int:
+    """sentence-transformers 6 renamed get_sentence_embedding_dimension (FutureWarning) to get_embedding_dimension."""
+    getter = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def _cross_encoder_max_length(cross_encoder):
+    """CrossEncoder.max_length is deprecated (DeprecationWarning) for max_seq_length in sentence-transformers 6."""
+    length = getattr(cross_encoder, "max_seq_length", None)
+    return cross_encoder.max_length if length is None else length
 
 
 def describe_reranker(checkpoint: Checkpoint, cross_encoder, inputs: list[str]) -> ModelInfo:
@@ -118,7 +130,7 @@ def describe_reranker(checkpoint: Checkpoint, cross_encoder, inputs: list[str]) 
             f"{checkpoint.folder}: CrossEncoder activation {activation!r} is not sigmoid or identity")
     return ModelInfo(
         kind="reranker", source=checkpoint.source, architecture=checkpoint.architecture,
-        max_seq_length=int(cross_encoder.max_length), dim=int(cross_encoder.num_labels), matryoshka_dims=[],
+        max_seq_length=int(_cross_encoder_max_length(cross_encoder)), dim=int(cross_encoder.num_labels), matryoshka_dims=[],
         pooling=None, normalize=False, activation=activation, inputs=inputs, output="logits",
     )
 

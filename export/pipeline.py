@@ -13,17 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from granite_rt import backends
 from granite_rt.errors import OutputFolderError
 from granite_rt.int8_gate import GateBounds, gate_artifacts, gate_table
 
 from . import checkpoint as ckpt
+from . import noise
 from .manifest import (MANIFEST_NAME, ArtifactRecord, build_manifest, describe_embedder, describe_reranker,
                        graph_inputs, record_artifact, write_manifest)
 from .onnx_export import export_onnx
+from .progress import Progress
 from .quantize import DEFAULT_CALIBRATION_SAMPLES
 
 FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "openvino", "openvino-int8")
-FP32_ONNX = "onnx/model.onnx"
+FP32_ONNX = backends.get("onnx").file_names["fp32"]
 # Source files never copied: weights of any framework and previously exported graphs.
 _SKIP_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".onnx", ".gguf", ".ckpt"}
 _SKIP_DIRS = {"onnx", "openvino", ".git", ".cache", "coreml"}
@@ -48,9 +51,14 @@ def export_model(
     calibration: str | Path | None = None,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     log: Callable[[str], None] = print,
+    progress: bool | None = None,
     gate: GateBounds = GateBounds(),
 ) -> dict[str, Any]:
-    """Export ``source`` (folder or Hub id) into ``out_dir`` in ``formats``, verify it, and return the manifest."""
+    """Export ``source`` (folder or Hub id) into ``out_dir`` in ``formats``, verify it, and return the manifest.
+
+    ``log`` gets the status lines; ``progress`` shows the long steps (tracing, INT8 calibration) with
+    elapsed time on stderr: None (default) when stderr is a terminal, False never (``--quiet``).
+    """
     from transformers import AutoTokenizer
 
     from .verify import load_reference, verify
@@ -62,19 +70,22 @@ def export_model(
     _check_output(out)
     checkpoint = ckpt.inspect(str(source), kind)  # type: ignore[arg-type]
     log(f"exporting {checkpoint.source} ({checkpoint.architecture}, {checkpoint.kind}) → {out}")
-    reference = load_reference(checkpoint)
-    model = ckpt.load_model(checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint.folder)
+    steps = Progress(progress)
+    with noise.transformers_loading():
+        reference = load_reference(checkpoint)
+        model = ckpt.load_model(checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint.folder)
     inputs = graph_inputs(list(tokenizer.model_input_names), model)
     describe = describe_reranker if checkpoint.kind == "reranker" else describe_embedder
     info = describe(checkpoint, reference, inputs)
 
     with _staging(out) as stage:
         copy_model_files(checkpoint.folder, stage)
-        export_onnx(model, stage / FP32_ONNX, inputs, info.output)
+        with steps.step(f"tracing torch → {FP32_ONNX}"), noise.torch_tracing():
+            export_onnx(model, stage / FP32_ONNX, inputs, info.output)
         fp32 = record_artifact(stage, FP32_ONNX, "onnx", "fp32")
         records = [fp32] + _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration,
-                                            calibration_samples, log)
+                                            calibration_samples, log, steps)
         write_manifest(stage, build_manifest(info, records, parity={}))
         gate_records(stage, info.kind, records, gate, log)
         if "onnx" not in wanted:
@@ -112,7 +123,7 @@ def not_recommended(manifest: dict[str, Any]) -> list[str]:
 
 
 def _derived_formats(stage: Path, wanted: tuple[str, ...], info, checkpoint, tokenizer, calibration,
-                     calibration_samples: int, log: Callable[[str], None]) -> list[ArtifactRecord]:
+                     calibration_samples: int, log: Callable[[str], None], steps: Progress) -> list[ArtifactRecord]:
     """fp16 / INT8 / OpenVINO artifacts converted from the fp32 ONNX graph."""
     derived = [f for f in wanted if f != "onnx"]
     if not derived:
@@ -120,7 +131,7 @@ def _derived_formats(stage: Path, wanted: tuple[str, ...], info, checkpoint, tok
     from .quantize import convert
 
     return convert(stage, FP32_ONNX, derived, info, checkpoint, tokenizer, calibration,
-                            calibration_samples, log)
+                   calibration_samples, log, steps)
 
 
 def copy_model_files(source: Path, dest: Path) -> list[str]:

@@ -7,22 +7,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from granite_rt import backends
 from granite_rt.errors import ExportError
-from granite_rt.int8_recipe import (DEFAULT_CALIBRATION_SAMPLES, INT8_PATHS, calibration_feeds,  # noqa: F401
+from granite_rt.int8_recipe import (DEFAULT_CALIBRATION_SAMPLES, calibration_feeds,  # noqa: F401 - re-exported
                                     compress_token_embeddings, load_calibration, openvino_model, quantize_onnx,
                                     quantize_openvino, read_calibration_file)
 from granite_rt.onnx_graph import save_onnx
 
+from . import noise
 from .checkpoint import Checkpoint
 from .manifest import ArtifactRecord, ModelInfo, record_artifact
+from .progress import Progress
 
-PATHS = {"onnx-fp16": "onnx/model_fp16.onnx", "openvino": "openvino/openvino_model.xml", **INT8_PATHS}
+# Each derived format is one (backend, stored precision); its file is named as that backend names it.
+FORMATS = {"onnx-fp16": ("onnx", "fp16"), "onnx-int8": ("onnx", "int8"),
+           "openvino": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8")}
+PATHS = {fmt: backends.get(backend).file_names[precision] for fmt, (backend, precision) in FORMATS.items()}
 
 
 def convert(stage: Path, fp32_onnx: str, formats: list[str], info: ModelInfo, checkpoint: Checkpoint, tokenizer,
-            calibration_path, calibration_samples: int, log: Callable[[str], None]) -> list[ArtifactRecord]:
+            calibration_path, calibration_samples: int, log: Callable[[str], None],
+            steps: Progress | None = None) -> list[ArtifactRecord]:
     """Write each requested derived format into ``stage`` and return its records."""
     source = stage / fp32_onnx
+    steps = steps or Progress(False)
     feeds, calibration = [], None
     if any(f.endswith("-int8") for f in formats):
         calibration = load_calibration(calibration_path, checkpoint.source, len(tokenizer))
@@ -37,19 +45,19 @@ def convert(stage: Path, fp32_onnx: str, formats: list[str], info: ModelInfo, ch
                 records.append(_onnx_fp16(source, target, stage))
             elif fmt == "openvino":
                 records.append(_openvino(source, target, stage))
+            elif fmt == "onnx-int8":
+                with steps.step("calibrating and quantizing onnx-int8"), noise.onnxruntime_quantization():
+                    record = quantize_onnx(source, target, feeds, calibration, on_feed=steps.count)
+                records.append(record_artifact(stage, PATHS[fmt], "onnx", "int8", record))
             else:
-                quantize = quantize_onnx if fmt == "onnx-int8" else quantize_openvino
-                record = quantize(source, target, feeds, calibration)
-                records.append(record_artifact(stage, _rel(stage, target), fmt.split("-")[0], "int8", record))
+                with noise.nncf_quantization(progress=steps.enabled):  # NNCF's own bars are its progress
+                    record = quantize_openvino(source, target, feeds, calibration)
+                records.append(record_artifact(stage, PATHS[fmt], "openvino", "int8", record))
         except (ExportError, ValueError):
             raise
         except Exception as err:  # converter internals: name the format that failed
             raise ExportError(f"{fmt}: conversion failed: {type(err).__name__}: {err}") from err
     return records
-
-
-def _rel(stage: Path, path: Path) -> str:
-    return path.relative_to(stage).as_posix()
 
 
 def _onnx_fp16(source: Path, target: Path, stage: Path) -> ArtifactRecord:
@@ -58,7 +66,7 @@ def _onnx_fp16(source: Path, target: Path, stage: Path) -> ArtifactRecord:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     save_onnx(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, disable_shape_infer=False), target)
-    return record_artifact(stage, _rel(stage, target), "onnx", "fp16",
+    return record_artifact(stage, target.relative_to(stage).as_posix(), "onnx", "fp16",
                            {"method": "onnxruntime.transformers.float16", "keep_io_types": True})
 
 
@@ -67,4 +75,4 @@ def _openvino(source: Path, target: Path, stage: Path) -> ArtifactRecord:
     import openvino as ov
 
     ov.save_model(openvino_model(source)[0], str(target), compress_to_fp16=False)
-    return record_artifact(stage, _rel(stage, target), "openvino", "fp32", None)
+    return record_artifact(stage, target.relative_to(stage).as_posix(), "openvino", "fp32", None)

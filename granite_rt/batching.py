@@ -16,6 +16,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
+
 
 # Token budget: padded tokens (rows × longest) per batch, so long texts go in small batches (a longer one alone).
 MAX_BATCH_TOKENS = 16_384
@@ -52,7 +54,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: i
     where the next texts are much shorter, instead of padding them all to the longest one.
     With ``pad_to_multiple_of`` k > 0 a batch holds only rows of one ``padded_width(length, k)``.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     lengths = np.asarray(lengths, dtype=np.int64)
     if pad_to_multiple_of:

@@ -1,6 +1,6 @@
 """``granite-rt``: embed, rerank, export, info, eval, bench and serve from the command line.
 
-Every command imports what it needs only when it runs, so ``granite-rt --help`` is instant and
+The export stage and the server are imported only when their command runs, so ``granite-rt --help``
 works without torch or the server extra. Exit codes: 0 success, 2 usage error, 1 runtime
 failure; an error is one line on stderr (the traceback only with --debug).
 """
@@ -18,8 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from granite_rt.embedder import Embedder
+from granite_rt.errors import CollectionError, WrongKindError, one_line
+from granite_rt.eval.collections import load_collection
+from granite_rt.eval.runner import Subsample, evaluate, variant_names
+from granite_rt.output import PRECISIONS
+from granite_rt.report import info_data, info_report
+from granite_rt.reranker import Reranker
+
 PROG = "granite-rt"
-PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 # The export stage's dependencies: a missing one means the extra is not installed.
 EXPORT_MODULES = {"granite_export", "torch", "transformers", "onnx", "onnxscript", "nncf", "sentence_transformers"}
 SERVER_MODULES = {"starlette", "uvicorn"}
@@ -100,10 +107,10 @@ def _parse_jsonl(content: str, source: str) -> LabelledTexts:
 def cmd_embed(args: argparse.Namespace) -> int:
     """Embed texts; write .npy or JSONL (id + embedding), or print a summary."""
     out_format = _output_format(args.output, args.format)
+    if args.json and out_format is not None:
+        raise UsageError("--json prints the summary as JSON; with --output FILE use --format jsonl for the vectors")
     inputs = read_texts(args.texts, args.input, args.input_format)
-    from granite_rt import Embedder
-
-    embedder = Embedder(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    embedder = _load(Embedder, args)
     extra = {"precision": args.precision} if args.precision else {}
     start = time.perf_counter()
     vectors = embedder.encode(inputs.texts, batch_size=args.batch_size, normalize=not args.no_normalize,
@@ -119,6 +126,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         with _open_output(args.output) as out:
             for ident, vector in zip(inputs.ids, vectors):
                 out.write(json.dumps({"id": ident, "embedding": vector.tolist()}) + "\n")
+    elif args.json:
+        print(json.dumps({"texts": len(inputs.texts), "shape": list(vectors.shape), "dtype": str(vectors.dtype),
+                          "seconds": round(seconds, 4), "info": embedder.info}, indent=2, default=str))
     else:
         _print_summary(inputs, vectors, seconds, embedder.info)
     if args.output and not args.quiet:
@@ -153,20 +163,46 @@ class _open_output:
             self.stream.close()
 
 
+# Commands of the model kinds, for errors that say which command loads a model.
+KIND_COMMAND = {"embedder": "embed", "reranker": "rerank"}
+
+
+def _load(cls, args: argparse.Namespace):
+    """``cls(MODEL, --backend, --device, --dtype)``; a model of the other kind names the command that runs it."""
+    try:
+        return cls(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    except WrongKindError as err:
+        raise _wrong_kind(err, f"use '{PROG} {KIND_COMMAND[err.kind]}'") from err
+
+
+def _wrong_kind(err, remedy: str) -> RuntimeError:
+    """'MODEL is a reranker: REMEDY', the CLI's wording of a WrongKindError."""
+    return RuntimeError(f"{err.model} is {'an' if err.kind == 'embedder' else 'a'} {err.kind}: {remedy}")
+
+
+def model_summary(info: dict[str, Any], indent: str = "  ") -> str:
+    """The few facts of ``Embedder.info`` / ``Reranker.info`` a person reads, one aligned line each
+    (the full dict: ``--json``)."""
+    kind = info.get("kind")
+    shape = (f"{info.get('dim')} dimensions" + (", normalized" if info.get("normalize") else "")
+             if kind == "embedder" else f"{info.get('num_labels')} label(s), {info.get('activation')} activation")
+    rows = [("model", f"{info.get('model')} ({kind}, {shape}, max {info.get('max_length')} tokens)"),
+            ("runs on", f"{info.get('device')} with {info.get('backend')}, {info.get('dtype')}: {info.get('file')}"),
+            ("why", info.get("why"))]
+    rows += [("fallback", f) for f in info.get("fallbacks") or ()]
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{indent}{key:<{width}}  {value}" for key, value in rows)
+
+
 def _print_summary(inputs: LabelledTexts, vectors, seconds: float, info) -> None:
     shown = 20
-    print(f"{len(inputs.texts)} texts -> {tuple(vectors.shape)} {vectors.dtype} in {seconds:.2f} s ({_describe(info)})")
+    print(f"{len(inputs.texts)} texts -> {tuple(vectors.shape)} {vectors.dtype} in {seconds:.2f} s")
+    print(model_summary(info))
     for ident, text, vector in list(zip(inputs.ids, inputs.texts, vectors))[:shown]:
         head = ", ".join(f"{v:.4f}" if vectors.dtype.kind == "f" else str(v) for v in vector[:4])
         print(f"#{ident} [{head}, ...] {_clip(text)}")
     if len(inputs.texts) > shown:
         print(f"... {len(inputs.texts) - shown} more; write them all with --output FILE.npy|FILE.jsonl")
-
-
-def _describe(info) -> str:
-    if isinstance(info, dict):
-        return ", ".join(f"{k}={v}" for k, v in info.items() if isinstance(v, (str, int, float)))
-    return str(info)
 
 
 def _clip(text: str, width: int = 60) -> str:
@@ -177,9 +213,7 @@ def _clip(text: str, width: int = 60) -> str:
 def cmd_rerank(args: argparse.Namespace) -> int:
     """Rank documents for a query: ``- #id (score): text`` lines, or JSON with --json."""
     inputs = read_texts(args.documents, args.input, args.input_format)
-    from granite_rt import Reranker
-
-    reranker = Reranker(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    reranker = _load(Reranker, args)
     ranking = reranker.rank(args.query, inputs.texts, top_k=args.top_k, return_documents=True,
                             batch_size=args.batch_size, activation="identity" if args.raw_scores else "auto",
                             max_query_tokens=args.max_query_tokens)
@@ -194,10 +228,32 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
-    from granite_rt.devices import info_report
-
+    if args.json:
+        print(json.dumps(info_data(args.model), indent=2, default=str))
+        return 0
     print(info_report(args.model))
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Retrieval fidelity: run a collection through every artifact of MODEL this machine can run and compare
+    quality (nDCG@10, Recall@100) and outputs (cosine, Kendall tau) with the fp32 or torch reference."""
+    try:
+        collection = load_collection(args.collection)
+        names = variant_names(args.artifacts)
+    except (CollectionError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    log = None if args.quiet else (lambda message: print(f"[eval] {message}", file=sys.stderr, flush=True))
+    report = evaluate(args.model, collection, artifacts=names, reference=args.reference,
+                      subsample=Subsample(args.queries, args.docs, args.seed) if args.queries or args.docs else None,
+                      retriever=args.retriever, reference_model=args.reference_model, device=args.device,
+                      batch_size=args.batch_size, log=log)
+    print(report.to_markdown(), end="")
+    if args.json == "-":
+        print(report.to_json())
+    elif args.json:
+        Path(args.json).write_text(report.to_json() + "\n", encoding="utf-8")
+    return 0 if any(r.skipped is None for r in report.rows) else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -225,8 +281,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               max_pending=args.max_concurrent_requests, request_timeout_s=args.request_timeout),
         log_level="warning" if args.quiet else args.log_level,
     )
-    serve(config, embedder=args.embedder, reranker=args.reranker, backend=args.backend, device=args.device,
-          dtype=args.dtype, batch_size=args.batch_size)
+    try:
+        serve(config, embedder=args.embedder, reranker=args.reranker, backend=args.backend, device=args.device,
+              dtype=args.dtype, batch_size=args.batch_size)
+    except WrongKindError as err:
+        raise _wrong_kind(err, f"serve it with --{err.kind}") from err
     return 0
 
 
@@ -248,12 +307,6 @@ def run_export(argv: list[str]) -> int:
         raise
 
 
-def run_eval(argv: list[str]) -> int:
-    from granite_rt.evaluate import main as eval_main
-
-    return int(eval_main(argv) or 0)
-
-
 def run_bench(argv: list[str]) -> int:
     """Delegate to bench/ of a source checkout (``python -m bench`` or ``bench/run.py``)."""
     root = Path(__file__).resolve().parents[1]
@@ -271,9 +324,17 @@ def run_bench(argv: list[str]) -> int:
 # Commands whose arguments belong to another program's parser.
 PASSTHROUGH: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "export": (run_export, "export a checkpoint to ONNX/OpenVINO (see 'granite-rt export --help')"),
-    "eval": (run_eval, "retrieval fidelity against the reference (see 'granite-rt eval --help')"),
     "bench": (run_bench, "benchmarks, from a source checkout (see 'granite-rt bench --help')"),
 }
+
+
+# Global flags a delegated command's own parser also takes: given before the command, they are passed on.
+FORWARDED_FLAGS = {"export": ("--debug", "--quiet")}
+
+
+def _forwarded_flags(command: str, args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """``granite-rt --debug export ...`` means ``granite-rt export ... --debug`` (docs/cli.md: before or after)."""
+    return [flag for flag in FORWARDED_FLAGS.get(command, ()) if getattr(args, flag[2:]) and flag not in rest]
 
 
 # -------------------------------------------------------------------------------------- parsing
@@ -354,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(overlapping windows, mean-pooled into one vector per text)")
     embed.add_argument("--window-tokens", type=positive_int, metavar="N", help="window length (default 512)")
     embed.add_argument("--window-stride", type=positive_int, metavar="N", help="window overlap in tokens")
+    embed.add_argument("--json", action="store_true",
+                       help="without --output: print the summary as JSON, with the model's full info")
     embed.set_defaults(run=cmd_embed, positional_rest="texts")
 
     rerank = sub.add_parser("rerank", parents=[flags, model, inputs], help="rank documents for a query",
@@ -371,7 +434,32 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)
     info.add_argument("model", metavar="MODEL", nargs="?", help="a model folder or Hub id to plan for")
+    info.add_argument("--json", action="store_true", help="print everything as JSON (inventory, artifacts, placements)")
     info.set_defaults(run=cmd_info)
+
+    evaluation = sub.add_parser("eval", parents=[flags], help="retrieval fidelity against the reference",
+                                description=cmd_eval.__doc__)
+    evaluation.add_argument("model", metavar="MODEL", help="model folder (granite-rt export / IBM Hub layout) or Hub id")
+    evaluation.add_argument("--collection", metavar="PATH", required=True,
+                            help="Cranfield folder (cran.all.1400, cran.qry, cranqrel) or BEIR folder (corpus.jsonl, "
+                                 "queries.jsonl, qrels/test.tsv)")
+    evaluation.add_argument("--artifacts", default="all runnable",
+                            help="comma-separated backend/precision names, e.g. onnx/fp32,openvino/int8 "
+                                 "(default: every CPU variant this machine can run)")
+    evaluation.add_argument("--reference", action="store_true",
+                            help="add the sentence-transformers (torch) row and compare against it")
+    evaluation.add_argument("--reference-model", metavar="PATH",
+                            help="torch checkpoint for --reference (default: the manifest's source)")
+    evaluation.add_argument("--retriever", metavar="MODEL",
+                            help="reranker only: the embedder whose fp32 top-20 it reranks")
+    evaluation.add_argument("--queries", type=positive_int, metavar="N", help="evaluate N random queries")
+    evaluation.add_argument("--docs", type=positive_int, metavar="N",
+                            help="corpus of the queries' relevant documents plus random others up to N")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of --queries / --docs (default 0)")
+    evaluation.add_argument("--device", default="cpu", help="device of the runtime rows (default cpu)")
+    evaluation.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
+    evaluation.add_argument("--json", metavar="FILE", help="also write the report as JSON (- for stdout)")
+    evaluation.set_defaults(run=cmd_eval)
 
     quant = sub.add_parser("quantize", parents=[flags], help="write batch-invariant static INT8 files into a folder",
                            description=cmd_quantize.__doc__)
@@ -458,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is not None and argv[command] in PASSTHROUGH:
         args = parser.parse_args(argv[:command] + [argv[command]])
         run_passthrough = PASSTHROUGH[argv[command]][0]
-        return _guarded(lambda: run_passthrough(argv[command + 1:]), args)
+        rest = argv[command + 1:] + _forwarded_flags(argv[command], args, argv[command + 1:])
+        return _guarded(lambda: run_passthrough(rest), args)
     try:
         args = _parse(parser, argv)
     except SystemExit as exit_:
@@ -486,7 +575,7 @@ def _guarded(run: Callable[[], int], args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = lambda message, *_, **__: print(
-                f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+                f"{prog}: warning: {one_line(message)}", file=sys.stderr)
             return run()
     except UsageError as err:
         print(f"{prog}: error: {err} (see '{prog} --help')", file=sys.stderr)
@@ -497,13 +586,8 @@ def _guarded(run: Callable[[], int], args: argparse.Namespace) -> int:
     except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, traceback with --debug
         if args.debug:
             raise
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 1
-
-
-def _one_line(err: BaseException | Warning | str) -> str:
-    message = " ".join(str(err).split())
-    return message if message else type(err).__name__
 
 
 if __name__ == "__main__":

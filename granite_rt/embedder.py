@@ -9,6 +9,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from granite_rt.arguments import as_list
 from granite_rt.output import check_precision, output_dim, quantize, truncate
 from granite_rt.pooling import pool
 from granite_rt.runtime import RuntimeModel
@@ -48,7 +49,7 @@ class Embedder(RuntimeModel):
         windows' vectors) or "windows" (a TextWindows per text), see granite_rt.windows.
         """
         single = isinstance(texts, str)
-        items = check_texts(_as_list(texts, "texts") if not single else [texts])
+        items = check_texts(as_list(texts, "texts") if not single else [texts])
         check_precision(precision)
         check_long_text(long_text)
         dim = output_dim(truncate_dim, self.dim, self.spec.matryoshka_dims)
@@ -85,9 +86,3 @@ class Embedder(RuntimeModel):
                                  show_progress_bar=show_progress_bar)
         return truncate(pooled, dim, normalize)
 
-
-def _as_list(items: Any, what: str) -> list:
-    """A list from a list/tuple/iterable argument; anything else is a TypeError naming the argument."""
-    if items is None or isinstance(items, (bytes, dict)) or not hasattr(items, "__iter__"):
-        raise TypeError(f"{what} must be a str or a list of str, got {type(items).__name__}")
-    return list(items)

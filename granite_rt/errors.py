@@ -19,6 +19,14 @@ class UnsupportedModelError(GraniteRTError, ValueError):
     """The checkpoint is of an architecture or layout granite-rt cannot run or export."""
 
 
+class WrongKindError(UnsupportedModelError):
+    """A reranker loaded as an Embedder or an embedder as a Reranker; ``kind`` is what ``model`` is."""
+
+    def __init__(self, message: str, model: str, kind: str) -> None:
+        super().__init__(message)
+        self.model, self.kind = model, kind
+
+
 class BackendUnavailableError(GraniteRTError, ImportError):
     """The requested backend (onnxruntime, openvino) is not installed."""
 
@@ -41,3 +49,10 @@ class ParityError(ExportError):
 
 class OutputFolderError(ExportError):
     """The export's --out folder cannot be created or written, or holds files that are not an export."""
+
+
+def one_line(err: BaseException | Warning | str, limit: int | None = None) -> str:
+    """An error's message on one line (whitespace collapsed), cut to ``limit`` characters; its type's name
+    when it has no message."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    return message if limit is None or len(message) <= limit else message[:limit - 3] + "..."

@@ -19,15 +19,16 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from granite_rt import backends
 from granite_rt.errors import ModelFileError
 from granite_rt.onnx_graph import replace_node, save_onnx, unfuse_rotary
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
-INT8_PATHS = {"onnx-int8": "onnx/model_qint8.onnx", "openvino-int8": "openvino/openvino_model_qint8_quantized.xml"}
+INT8_PATHS = {f"{name}-int8": backends.get(name).file_names["int8"] for name in ("onnx", "openvino")}
 # Calibration inputs are cut to this many tokens: activation ranges are reached long before 32k.
 CALIBRATION_MAX_TOKENS = 256
 DEFAULT_CALIBRATION_SAMPLES = 300
@@ -111,13 +112,18 @@ def _quantizable_matmuls(model) -> tuple[list[str], list[str]]:
 
 
 class _FeedReader:
-    """onnxruntime's CalibrationDataReader over prepared feeds."""
+    """onnxruntime's CalibrationDataReader over prepared feeds, reporting (done, total) to ``on_feed``."""
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+    def __init__(self, feeds: list[dict[str, np.ndarray]], on_feed: Callable[[int, int], None] | None) -> None:
         self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
+        self._total, self._done, self._on_feed = len(feeds), 0, on_feed
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
+        feed = next(self._feeds, None)
+        if feed is not None and self._on_feed is not None:
+            self._done += 1
+            self._on_feed(self._done, self._total)
+        return feed
 
 
 def compress_token_embeddings(model) -> int:
@@ -157,8 +163,8 @@ def compress_token_embeddings(model) -> int:
     return int(table.shape[0])
 
 
-def quantize_onnx(source: Path, target: Path, feeds: list[dict[str, np.ndarray]],
-                  calibration: Calibration) -> dict[str, Any]:
+def quantize_onnx(source: Path, target: Path, feeds: list[dict[str, np.ndarray]], calibration: Calibration,
+                  on_feed: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Static INT8 (QDQ, per-channel int8 weights, uint8 activations with MinMax scales from calibration);
     returns the manifest's quantization record.
 
@@ -171,7 +177,7 @@ def quantize_onnx(source: Path, target: Path, feeds: list[dict[str, np.ndarray]]
 
     quantized, kept = _quantizable_matmuls(onnx.load(str(source)))
     quantize_static(
-        str(source), str(target), _FeedReader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+        str(source), str(target), _FeedReader(feeds, on_feed), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=quantized,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
@@ -200,10 +206,11 @@ def openvino_model(source: Path, compress_embeddings: bool = False):
     return ov.convert_model(io.BytesIO(graph.SerializeToString())), graph, rows
 
 
-def quantize_openvino(source: Path, target: Path, feeds: list[dict[str, np.ndarray]],
-                      calibration: Calibration) -> dict[str, Any]:
+def quantize_openvino(source: Path, target: Path, feeds: list[dict[str, np.ndarray]], calibration: Calibration,
+                      on_feed: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """NNCF post-training INT8 (ModelType.TRANSFORMER) calibrated on real text, written as an IR at ``target``;
-    ``source`` is the fp32 ONNX graph (converted as every IR is, token embeddings int8) or an fp32 IR (.xml)."""
+    ``source`` is the fp32 ONNX graph (converted as every IR is, token embeddings int8) or an fp32 IR (.xml).
+    ``on_feed`` is not called: NNCF shows its own progress."""
     import nncf
     import openvino as ov
 

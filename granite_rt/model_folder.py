@@ -8,18 +8,18 @@ so a folder without our manifest (IBM's Hub layout) loads the same way as one we
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
-import platform
 import re
 import warnings
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from granite_rt import backends, host, hub
 from granite_rt.backends.base import Artifact, BackendName, Precision
-from granite_rt.errors import ModelFileError, ModelNotFoundError, UnsupportedModelError
+from granite_rt.errors import GraniteRTError, ModelFileError, UnsupportedModelError
 
 Kind = Literal["embedder", "reranker"]
 MANIFEST = "granite_rt.json"
@@ -38,18 +38,6 @@ META_FILES = (
     "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
     "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json", MANIFEST,
 )
-# Hub file patterns of each (backend, stored precision), in the names IBM's repos and our export use.
-ARTIFACT_PATTERNS: dict[tuple[BackendName, Precision], tuple[str, ...]] = {
-    ("onnx", "fp32"): ("onnx/model.onnx", "onnx/model.onnx_data"),
-    ("onnx", "fp16"): ("onnx/model_fp16.onnx", "onnx/model_fp16.onnx_data"),
-    ("onnx", "int8"): ("onnx/model_qint8*.onnx", "onnx/model_qint8*.onnx_data",
-                       "onnx/model_quint8*.onnx", "onnx/model_quint8*.onnx_data"),
-    ("openvino", "fp32"): ("openvino/openvino_model.xml", "openvino/openvino_model.bin"),
-    ("openvino", "fp16"): ("openvino/openvino_model_fp16.xml", "openvino/openvino_model_fp16.bin"),
-    ("openvino", "int8"): ("openvino/openvino_model_qint8_quantized.xml", "openvino/openvino_model_qint8_quantized.bin"),
-}
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the runtime needs to know about a model folder, read once at load."""
@@ -62,22 +50,15 @@ class ModelSpec:
     do_lower_case: bool = False
     truncation_side: str = "right"
     pooling: tuple[str, ...] = ("cls",)     # embedder: modes concatenated in this order
-    include_prompt: bool = True
     normalize: bool = False                 # embedder: the pipeline has a Normalize module
     matryoshka_dims: tuple[int, ...] = ()
     num_labels: int = 1                     # reranker
     activation: str = "identity"            # reranker: what CrossEncoder.predict applies by default
-    manifest: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def dim(self) -> int:
         """Embedder: output dimension; reranker: number of labels."""
         return self.hidden_size * len(self.pooling) if self.kind == "embedder" else self.num_labels
-
-
-def is_hub_id(model: str) -> bool:
-    """True for ``org/name`` strings that are not an existing local path."""
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", model)) and not Path(model).exists()
 
 
 def resolve_model(model: str | os.PathLike, backend: str = "auto", dtype: str = "auto",
@@ -86,33 +67,25 @@ def resolve_model(model: str | os.PathLike, backend: str = "auto", dtype: str = 
     path = Path(model).expanduser()
     if path.is_dir():
         return path.resolve()
-    if isinstance(model, str) and is_hub_id(model):
-        backends, precisions = hub_wanted(backend, dtype)
-        return fetch_from_hub(model, backends, precisions, revision)
-    raise ModelNotFoundError(f"model {str(model)!r} is neither a folder nor a Hugging Face Hub id (org/name)")
+    if isinstance(model, str) and hub.is_hub_id(model):
+        names, precisions = hub_wanted(backend, dtype)
+        return fetch_from_hub(model, names, precisions, revision)
+    raise hub.local_folder_error(model)
 
 
 def hub_wanted(backend: str = "auto", dtype: str = "auto") -> tuple[tuple[BackendName, ...], tuple[Precision, ...]]:
-    """Backends and stored precisions worth fetching, best first: what ``auto`` would pick, then fp32."""
-    import importlib.util
-
+    """Backends and stored precisions worth fetching, best first: the installed registered backends in the
+    registry's order (what ``auto`` would pick), then fp32."""
     if backend == "auto":
-        backends = tuple(b for b, module in (("openvino", "openvino"), ("onnx", "onnxruntime"))
-                         if importlib.util.find_spec(module) is not None) or ("onnx",)
+        names = tuple(b.name for b in backends.registered()
+                      if importlib.util.find_spec(b.engine) is not None) or ("onnx",)
     else:
-        backends = (backend,)
+        names = (backend,)
     stored = {"auto": ("int8", "fp32"), "bf16": ("fp32",)}
-    return backends, stored.get(dtype, (dtype,))
+    return names, stored.get(dtype, (dtype,))
 
 
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE, read now (huggingface_hub reads it once at import)."""
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_patterns(backends: tuple[BackendName, ...], precisions: tuple[Precision, ...],
+def hub_patterns(names: tuple[BackendName, ...], precisions: tuple[Precision, ...],
                  repo_files: list[str] | None = None) -> list[str]:
     """allow_patterns for snapshot_download: metadata plus the first wanted artifact the repo has.
 
@@ -120,37 +93,21 @@ def hub_patterns(backends: tuple[BackendName, ...], precisions: tuple[Precision,
     """
     from fnmatch import fnmatch
 
-    wanted = [(b, p) for p in precisions for b in backends if (b, p) in ARTIFACT_PATTERNS]
+    patterns = {(b, p): backends.get(b).hub_patterns(p) for p in precisions for b in names}
+    wanted = [key for key, pats in patterns.items() if pats]
     if repo_files is not None:
-        usable = [f for f in repo_files if _runs_here(f.rsplit("/", 1)[-1])]
         present = [key for key in wanted
-                   if any(fnmatch(f, pat) for f in usable for pat in ARTIFACT_PATTERNS[key])]
+                   if any(fnmatch(f, pat) for f in repo_files for pat in patterns[key]
+                          if backends.get(key[0]).runs_here(f.rsplit("/", 1)[-1]))]
         wanted = present[:1] or wanted
-    return list(META_FILES) + [pat for key in wanted for pat in ARTIFACT_PATTERNS[key]]
+    return list(META_FILES) + [pat for key in wanted for pat in patterns[key]]
 
 
-def fetch_from_hub(repo_id: str, backends: tuple[BackendName, ...], precisions: tuple[Precision, ...],
+def fetch_from_hub(repo_id: str, names: tuple[BackendName, ...], precisions: tuple[Precision, ...],
                    revision: str | None = None) -> Path:
-    """Download (or find in the cache, when offline) only the files the chosen backend needs."""
-    import huggingface_hub
-
-    offline = hub_offline()
-    repo_files = None
-    if not offline:
-        try:
-            repo_files = huggingface_hub.list_repo_files(repo_id, revision=revision)
-        except Exception as exc:  # noqa: BLE001 - re-raised below with the repo id when fetching fails too
-            warnings.warn(f"could not list the files of {repo_id} ({exc}); fetching every candidate artifact",
-                          stacklevel=3)
-    patterns = hub_patterns(backends, precisions, repo_files)
-    try:
-        folder = huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
-                                                   local_files_only=offline)
-    except Exception as exc:  # noqa: BLE001 - every Hub failure becomes one actionable error
-        where = "in the local cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face Hub"
-        raise ModelNotFoundError(f"could not fetch {repo_id!r} {where} (and there is no local folder of that "
-                                 f"name): {exc}") from exc
-    return Path(folder)
+    """Download (or find in the cache, when offline or unreachable) only the files the chosen backend needs."""
+    found = hub.lookup(repo_id, revision)
+    return hub.download(found, revision, allow_patterns=hub_patterns(names, precisions, found.files))
 
 
 def load_spec(folder: Path) -> ModelSpec:
@@ -168,7 +125,7 @@ def load_spec(folder: Path) -> ModelSpec:
     if not artifacts:
         raise ModelFileError(f"{folder}: no model file found (expected onnx/model*.onnx or "
                              "openvino/openvino_model*.xml); export one with `granite-rt export`")
-    common = dict(folder=folder, kind=kind, artifacts=artifacts, manifest=manifest,
+    common = dict(folder=folder, kind=kind, artifacts=artifacts,
                   max_length=reference_max_length(sbert, tok_config, config),
                   hidden_size=int(config.get("hidden_size") or config.get("d_model") or 0),
                   do_lower_case=bool(sbert.get("do_lower_case", False)),
@@ -176,12 +133,11 @@ def load_spec(folder: Path) -> ModelSpec:
     if kind == "reranker":
         return ModelSpec(**common, num_labels=_num_labels(config), activation=_activation(config))
     modules = _read_json(folder, "modules.json") or []
-    pooling, include_prompt, hidden = _pooling(folder, modules, common["hidden_size"])
+    pooling, hidden = _pooling(folder, modules, common["hidden_size"])
     st_config = _read_json(folder, "config_sentence_transformers.json") or {}
     dims = (manifest or {}).get("matryoshka_dims") or st_config.get("matryoshka_dims") or ()
     normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
-    return ModelSpec(**{**common, "hidden_size": hidden}, pooling=pooling, include_prompt=include_prompt,
-                     normalize=normalize, matryoshka_dims=tuple(int(d) for d in dims))
+    return ModelSpec(**{**common, "hidden_size": hidden}, pooling=pooling, normalize=normalize, matryoshka_dims=tuple(int(d) for d in dims))
 
 
 def reference_max_length(sbert: dict, tok_config: dict, config: dict) -> int:
@@ -207,41 +163,13 @@ def reference_max_length(sbert: dict, tok_config: dict, config: dict) -> int:
 
 
 def discover_artifacts(folder: Path) -> tuple[Artifact, ...]:
-    """Artifacts of a folder without manifest, best first within each (backend, precision)."""
-    found = [Artifact(p.relative_to(folder).as_posix(), "onnx", _onnx_precision(p.name),
-                      not_recommended=DYNAMIC_INT8 if _onnx_precision(p.name) == "int8" and _is_dynamic_int8(p) else "")
-             for p in sorted((folder / "onnx").glob("*.onnx")) if _runs_here(p.name)]
-    found += [Artifact(p.relative_to(folder).as_posix(), "openvino", _ov_precision(p.name))
-              for p in sorted((folder / "openvino").glob("*.xml"))]
-    if (folder / "model.onnx").is_file():  # flat layout (optimum / older exports)
-        found.append(Artifact("model.onnx", "onnx", "fp32"))
-    return tuple(sorted(found, key=_artifact_rank))
-
-
-# Why dtype="auto" passes over a dynamic INT8 ONNX file (IBM's model_quint8_avx2.onnx ..., optimum's dynamic
-# quantization): activation scales are computed over the whole padded batch, so a vector changes with its batch
-# neighbours (all-MiniLM-L6-v2: cosine down to 0.987 alone vs batched, docs/export.md).
-DYNAMIC_INT8 = ("dynamic INT8: its vectors depend on their batch neighbours (cosine down to 0.987 measured); "
-                "`granite-rt quantize FOLDER` writes a static, batch-invariant INT8")
-
-
-def _is_dynamic_int8(path: Path) -> bool:
-    """Whether an ONNX file quantizes activations at run time (DynamicQuantizeLinear). The graph's nodes are
-    serialized before its weights, so the first 8 MiB hold every op type."""
-    try:
-        with open(path, "rb") as fh:
-            return b"DynamicQuantizeLinear" in fh.read(8 << 20)
-    except OSError:
-        return False
+    """Artifacts of a folder without manifest, each registered backend's files, best first within each precision."""
+    return tuple(artifact for backend in backends.registered() for artifact in backend.discover(folder))
 
 
 def artifact_files(folder: Path, artifact: Artifact) -> list[Path]:
-    """The files an artifact consists of: the graph, an IR's .bin, ONNX external data."""
-    main = folder / artifact.path
-    files = [main] + ([main.with_suffix(".bin")] if artifact.backend == "openvino" else [])
-    if main.suffix == ".onnx" and (folder / (artifact.path + "_data")).exists():
-        files.append(folder / (artifact.path + "_data"))
-    return files
+    """The files an artifact consists of (its backend says: an IR's .bin, ONNX external data, ...)."""
+    return backends.get(artifact.backend).files(folder, artifact)
 
 
 def verify_artifact(folder: Path, artifact: Artifact) -> list[Path]:
@@ -271,8 +199,7 @@ def verify_artifact(folder: Path, artifact: Artifact) -> list[Path]:
             raise ModelFileError(f"{folder / rel} does not match {where[rel]} (sha256 {actual[:12]}… != "
                                  f"{digest[:12]}…): the file is corrupted or was replaced; re-export or re-download it")
         _remember_verified(marker, folder / rel)
-    if artifact.backend == "openvino":
-        _check_openvino_weights(files[0], files[1])
+    backends.get(artifact.backend).check_files(files)
     return files
 
 
@@ -302,12 +229,12 @@ def verification(folder: Path, artifact: Artifact) -> str:
     if artifact.sha256 or artifact.files:
         return f"sha256 of every file against {MANIFEST}"
     files = artifact_files(folder, artifact)
-    hub = [p for p in files if p.is_file() and hub_sha256(p) is not None]
-    if hub and len(hub) == len(files):
+    hub_checked = [p for p in files if p.is_file() and hub_sha256(p) is not None]
+    if hub_checked and len(hub_checked) == len(files):
         return "sha256 of every file against the Hugging Face Hub's (LFS hash in its cache)"
-    if hub:
-        return (f"sha256 of {', '.join(p.name for p in hub)} against the Hugging Face Hub's; "
-                f"{', '.join(p.name for p in files if p not in hub)} only for size")
+    if hub_checked:
+        return (f"sha256 of {', '.join(p.name for p in hub_checked)} against the Hugging Face Hub's; "
+                f"{', '.join(p.name for p in files if p not in hub_checked)} only for size")
     return (f"not verified: no {MANIFEST} and not from a Hugging Face cache; `granite-rt manifest {folder}` "
             "pins the files as they are now")
 
@@ -316,9 +243,7 @@ def _verified_marker(path: Path, digest: str) -> Path | None:
     """Where a passed check of ``path`` against ``digest`` is remembered: keyed by the file's identity and
     every stat field a write changes (size, mtime, ctime, inode), so a replaced or rewritten file is hashed
     again. None when the cache is off (GRANITE_RT_CACHE=off)."""
-    from granite_rt.devices import default_cache_dir
-
-    cache = default_cache_dir()
+    cache = host.cache_dir()
     if cache is None:
         return None
     st = path.stat()
@@ -346,28 +271,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_openvino_weights(xml: Path, weights: Path) -> None:
-    """The IR's constants must lie inside the .bin (a truncated .bin crashes OpenVINO later)."""
-    try:
-        root = ET.parse(xml).getroot()
-    except ET.ParseError as exc:
-        raise ModelFileError(f"{xml} is not a valid OpenVINO IR ({exc}); re-export or re-download it") from exc
-    end = 0
-    for data in root.iter("data"):
-        if "offset" in data.attrib and "size" in data.attrib:
-            end = max(end, int(data.attrib["offset"]) + int(data.attrib["size"]))
-    size = weights.stat().st_size
-    if size < end:
-        raise ModelFileError(f"{weights} is truncated: {size} bytes, the IR {xml.name} needs {end}")
-
-
 def _manifest_artifacts(manifest: dict) -> tuple[Artifact, ...]:
     artifacts = []
     for entry in manifest.get("artifacts", []):
         files = tuple(sorted((entry.get("files") or {}).items()))
         artifacts.append(Artifact(entry["path"], entry["backend"], entry["precision"], entry.get("sha256"), files,
                                   not_recommended=_gate_verdict(entry)))
-    return tuple(sorted(artifacts, key=_artifact_rank))
+    return tuple(sorted(artifacts, key=_rank))
 
 
 def _gate_verdict(entry: dict) -> str:
@@ -380,48 +290,12 @@ def _gate_verdict(entry: dict) -> str:
     return "failed the INT8 gate (" + "; ".join(missed) + ")" if missed else "marked not recommended in the manifest"
 
 
-def _onnx_precision(name: str) -> Precision:
-    if "fp16" in name or "_O4" in name:
-        return "fp16"
-    return "int8" if re.search(r"q?u?int8|quantized", name) else "fp32"
-
-
-def _ov_precision(name: str) -> Precision:
-    if "fp16" in name:
-        return "fp16"
-    return "int8" if re.search(r"int8|quantized", name) else "fp32"
-
-
-def _cpu_flags() -> set[str]:
+def _rank(artifact: Artifact) -> tuple[int, str]:
+    """Canonical names first within each (backend, precision): the backend's own ranking."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    match = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
-    return set(match.group(1).split()) if match else set()
-
-
-def _runs_here(name: str) -> bool:
-    """Hub repos ship INT8 files per instruction set; skip those this CPU cannot run."""
-    arm = platform.machine().lower() in {"arm64", "aarch64"}
-    if "arm64" in name:
-        return arm
-    if "avx512_vnni" in name:
-        return not arm and {"avx512f", "avx512_vnni"} <= _cpu_flags()
-    if "avx512" in name:
-        return not arm and "avx512f" in _cpu_flags()
-    if "avx2" in name:
-        return not arm and "avx2" in _cpu_flags()
-    return True
-
-
-def _artifact_rank(artifact: Artifact) -> tuple[int, str]:
-    """Canonical names first (ours / IBM's), then specialised variants, then optimisation levels."""
-    name = artifact.path.rsplit("/", 1)[-1]
-    canonical = name in {"model.onnx", "model_fp16.onnx", "model_qint8.onnx", "openvino_model.xml",
-                         "openvino_model_qint8_quantized.xml", "openvino_model_fp16.xml"}
-    specialised = 1 if "avx512_vnni" in name else 2 if "avx512" in name else 3
-    return (0 if canonical else specialised if "int8" in name else 4, name)
+        return backends.get(artifact.backend).rank(artifact)
+    except GraniteRTError:  # a manifest naming a backend not registered here: last, and never planned
+        return (9, artifact.path)
 
 
 def _detect_kind(config: dict) -> Kind:
@@ -452,14 +326,14 @@ def _activation(config: dict) -> str:
     return "sigmoid" if _num_labels(config) == 1 else "identity"
 
 
-def _pooling(folder: Path, modules: list[dict], hidden_size: int) -> tuple[tuple[str, ...], bool, int]:
-    """Pooling modes, include_prompt and token dimension from the Pooling module's config."""
+def _pooling(folder: Path, modules: list[dict], hidden_size: int) -> tuple[tuple[str, ...], int]:
+    """Pooling modes and token dimension from the Pooling module's config."""
     entry = next((m for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
     if entry is None:
         if modules:
             raise UnsupportedModelError(f"{folder / 'modules.json'} has no Pooling module; granite-rt runs "
                                         "Transformer → Pooling [→ Normalize] pipelines")
-        return ("mean",), True, hidden_size  # sentence-transformers' default for a bare transformers model
+        return ("mean",), hidden_size  # sentence-transformers' default for a bare transformers model
     cfg = _require_json(folder, f"{entry.get('path') or '1_Pooling'}/config.json")
     modes = cfg.get("pooling_mode")
     if modes is None:
@@ -470,7 +344,7 @@ def _pooling(folder: Path, modules: list[dict], hidden_size: int) -> tuple[tuple
         raise UnsupportedModelError(f"{folder / entry.get('path', '1_Pooling')}/config.json: pooling {unknown or modes} "
                                     f"is not one of {POOLING_MODES}")
     dim = int(cfg.get("embedding_dimension") or cfg.get("word_embedding_dimension") or hidden_size)
-    return modes, bool(cfg.get("include_prompt", True)), dim
+    return modes, dim
 
 
 def _read_json(folder: Path, name: str) -> Any:

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
 from granite_rt.pooling import l2_normalize
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -33,8 +34,7 @@ def output_dim(truncate_dim: int | None, dim: int, declared: Sequence[int] = ())
     """
     if truncate_dim is None:
         return dim
-    if not isinstance(truncate_dim, (int, np.integer)) or isinstance(truncate_dim, bool) \
-            or not 1 <= truncate_dim <= dim:
+    if not is_int(truncate_dim) or not 1 <= truncate_dim <= dim:
         raise ValueError(f"truncate_dim must be None or an int in 1..{dim} (the model's dimension), "
                          f"got {truncate_dim!r}")
     if truncate_dim != dim and int(truncate_dim) not in declared:

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from granite_rt.embedder import _as_list
+from granite_rt.arguments import as_list, is_int
 from granite_rt.runtime import RuntimeModel
 from granite_rt.tokenize import check_max_query_tokens, check_texts
 
@@ -43,7 +43,7 @@ class Reranker(RuntimeModel):
         fn = self._activation(activation)
         check_max_query_tokens(max_query_tokens)
         single = _is_pair(pairs)
-        items = _check_pairs([pairs] if single else _as_list(pairs, "pairs"))
+        items = _check_pairs([pairs] if single else as_list(pairs, "pairs", "a list of (query, document) pairs or one pair"))
         if not items:
             return np.zeros((0,) if self.spec.num_labels == 1 else (0, self.spec.num_labels), dtype=np.float32)
         logits = self._model.run(self.tokenizer.encode_pairs(items, max_query_tokens=max_query_tokens), batch_size,
@@ -61,8 +61,8 @@ class Reranker(RuntimeModel):
             raise ValueError(f"rank needs a model with one label; this one has {self.spec.num_labels} (use predict)")
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        docs = check_texts(_as_list(documents, "documents"), "documents")
-        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        docs = check_texts(as_list(documents, "documents", "a list of str"), "documents")
+        if top_k is not None and (not is_int(top_k) or top_k < 1):
             raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
         scores = self.predict([(query, d) for d in docs], batch_size=batch_size, activation=activation,
                               show_progress_bar=show_progress_bar, max_query_tokens=max_query_tokens)

@@ -8,8 +8,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
+from granite_rt import devices
 from granite_rt.batching import batch_overhead_tokens, map_batches
-from granite_rt.errors import UnsupportedModelError
+from granite_rt.errors import WrongKindError
 from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model, verification
 from granite_rt.tokenize import Tokenizer
 
@@ -23,13 +25,11 @@ class LoadedModel:
     def __init__(self, model: str | os.PathLike, kind: Kind, *, backend: str = "auto", device: str | list = "auto",
                  dtype: str = "auto", threads: int | None = None, allow_fallback: bool | None = None,
                  revision: str | None = None, workload: str = "latency") -> None:
-        from granite_rt import devices
-
         folder = resolve_model(model, backend=backend, dtype=dtype, revision=revision)
         self.spec: ModelSpec = load_spec(folder)
         if self.spec.kind != kind:
-            raise UnsupportedModelError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
-                                        f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}")
+            raise WrongKindError(f"{model} is {_ARTICLE[self.spec.kind]} {self.spec.kind}; load it with granite_rt."
+                                 f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}", str(model), self.spec.kind)
         self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
                                    truncation_side=self.spec.truncation_side)
         self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,
@@ -53,7 +53,7 @@ class LoadedModel:
                            progress=_print_progress if show_progress_bar else None,
                            workers=self.backend.parallel_requests,
                            overhead_tokens=self.batch_overhead_tokens,
-                           pad_to_multiple_of=self.backend.pad_to_multiple_of)
+                           pad_to_multiple_of=getattr(self.backend, "pad_to_multiple_of", 0))
 
 
 def _print_progress(done: int, total: int) -> None:
@@ -94,7 +94,7 @@ class RuntimeModel:
 
     @batch_overhead_tokens.setter
     def batch_overhead_tokens(self, tokens: int) -> None:
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        if not is_int(tokens) or tokens < 0:
             raise ValueError(f"batch_overhead_tokens must be an int >= 0, got {tokens!r}")
         self._model.batch_overhead_tokens = tokens
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from granite_rt.arguments import is_int
+
 # Rows of the (queries × corpus × bytes) XOR block computed at once, to bound memory on big corpora.
 _BLOCK_BYTES = 1 << 26
 
@@ -76,7 +78,7 @@ def rescore(queries: np.ndarray, candidates: np.ndarray, corpus: np.ndarray, top
 
 def _top_k(scores: np.ndarray, k: int, what: str, pick):
     """``pick(column indices of the k best scores per row, best first)``; stable for ties."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"{what} must be an int >= 1, got {k!r}")
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return pick(order)

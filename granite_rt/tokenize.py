@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from granite_rt.arguments import is_int
 from granite_rt.errors import ModelFileError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -28,8 +29,7 @@ def check_texts(texts: Sequence[Any], what: str = "texts") -> list[str]:
 
 def check_max_query_tokens(max_query_tokens: int | None) -> None:
     """None or a positive int; ValueError naming the argument otherwise."""
-    if max_query_tokens is not None and (not isinstance(max_query_tokens, int) or isinstance(max_query_tokens, bool)
-                                         or max_query_tokens < 1):
+    if max_query_tokens is not None and (not is_int(max_query_tokens) or max_query_tokens < 1):
         raise ValueError(f"max_query_tokens must be None or an int >= 1, got {max_query_tokens!r}")
 
 

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from granite_rt.arguments import is_int
 from granite_rt.pooling import l2_normalize
 
 LONG_TEXT_MODES = ("truncate", "window", "windows")
@@ -50,11 +51,11 @@ DEFAULT_WINDOW_TOKENS = 512
 def window_sizes(window_tokens: int | None, window_stride: int | None, max_length: int) -> tuple[int, int]:
     """Validated (window_tokens, window_stride); defaults: min(512, max_length) tokens, stride window_tokens // 8."""
     window_tokens = min(DEFAULT_WINDOW_TOKENS, max_length) if window_tokens is None else window_tokens
-    if not isinstance(window_tokens, int) or isinstance(window_tokens, bool) or not 3 <= window_tokens <= max_length:
+    if not is_int(window_tokens) or not 3 <= window_tokens <= max_length:
         raise ValueError(f"window_tokens must be an int in 3..{max_length} (the model's max length, special tokens "
                          f"included), got {window_tokens!r}")
     stride = window_tokens // 8 if window_stride is None else window_stride
-    if not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride < window_tokens:
+    if not is_int(stride) or not 0 <= stride < window_tokens:
         raise ValueError(f"window_stride (tokens shared by consecutive windows) must be an int in "
                          f"0..{window_tokens - 1} (below window_tokens={window_tokens}), got {window_stride!r}")
     return window_tokens, stride

@@ -68,17 +68,17 @@ def _offline_hub(tmp_path_factory):
 @pytest.fixture
 def vnni_cpu(monkeypatch):
     """This CPU reported with int8 dot products (OpenVINO INT8 first), whatever CPU runs the tests."""
-    from granite_rt import devices
+    from granite_rt import host
 
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ("avx512_vnni",))
+    monkeypatch.setattr(host, "cpu_int8_dot", lambda: ("avx512_vnni",))
 
 
 @pytest.fixture
 def avx2_cpu(monkeypatch):
     """This CPU reported without int8 dot products (onnxruntime INT8 first)."""
-    from granite_rt import devices
+    from granite_rt import host
 
-    monkeypatch.setattr(devices, "cpu_int8_dot", lambda: ())
+    monkeypatch.setattr(host, "cpu_int8_dot", lambda: ())
 
 
 def _runtime_folders(checkpoint: Path, out: Path) -> dict[str, Path]:
@@ -140,16 +140,23 @@ def loaded_tiny_reranker(tiny_reranker_folders):
 EXPORT_TEST_ARGS = ("--calibration-samples", "16")
 
 
+# The runs behind the export fixtures, by output folder: tests/test_export_warnings.py reads their output.
+EXPORT_RUNS: dict[Path, subprocess.CompletedProcess[str]] = {}
+
+
 def run_export_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m granite_export ARGS`` in a child process (offline), output captured."""
+    """``python -W default -m granite_export ARGS`` in a child process (offline), output captured; every
+    warning is shown once (-W default), as a user running the export from a script would see it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "granite_export", *args], capture_output=True, text=True,
-                          env=env, timeout=900)
+    env.pop("PYTHONWARNINGS", None)
+    return subprocess.run([sys.executable, "-W", "default", "-m", "granite_export", *args], capture_output=True,
+                          text=True, env=env, timeout=900, stdin=subprocess.DEVNULL)
 
 
 def _export_all_formats(checkpoint: Path, out: Path) -> Path:
     result = run_export_cli(str(checkpoint), "--out", str(out), *EXPORT_TEST_ARGS)
     assert result.returncode == 0, f"export of {checkpoint} failed:\n{result.stdout}\n{result.stderr}"
+    EXPORT_RUNS[out] = result
     return out
 
 

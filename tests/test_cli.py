@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from torch_blocked import blocker
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +152,40 @@ def test_embed_reads_stdin_lines_and_prints_jsonl(embedder_folder, loaded_tiny_e
 def test_embed_without_output_prints_a_summary(embedder_folder, loaded_tiny_embedder):
     result = cli("embed", embedder_folder, *TEXTS[:2], *MODEL_FLAGS)
     assert result.returncode == 0, result.stderr
-    first, *rows = result.stdout.splitlines()
+    first, *lines = result.stdout.splitlines()
     assert first.startswith(f"2 texts -> (2, {loaded_tiny_embedder.dim}) float32")
+    # issue 18: the few facts that matter, one aligned "key  value" line each, not ~20 keys on one line
+    summary = [line for line in lines if not line.startswith("#")]
+    assert [line.split()[0] for line in summary] == ["model", "runs", "why"]
+    assert len({len(line) - len(line.lstrip()) for line in summary}) == 1
+    assert len({re.match(r"\s+(model|runs on|why)\s+", line).end() for line in summary}) == 1  # values aligned
+    assert summary[1].split(None, 2)[2] == "cpu with onnx, fp32: onnx/model.onnx"
+    assert "cache_dir" not in result.stdout and "parallel_requests" not in result.stdout
+    rows = [line for line in lines if line.startswith("#")]
     expected = loaded_tiny_embedder.encode(TEXTS[:2])
     assert rows[0].startswith(f"#0 [{expected[0][0]:.4f}, ") and rows[0].endswith(TEXTS[0])
+
+
+def test_embed_json_summary_carries_the_full_info(embedder_folder, loaded_tiny_embedder):
+    result = cli("embed", embedder_folder, *TEXTS[:2], "--json", *MODEL_FLAGS)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["shape"] == [2, loaded_tiny_embedder.dim] and summary["dtype"] == "float32"
+    assert set(summary["info"]) == set(loaded_tiny_embedder.info)
+    assert_one_line_error(cli("embed", embedder_folder, "x", "--json", "--output", "v.npy"), 2, "--format jsonl")
+
+
+@pytest.mark.parametrize("command, folder, needle", [
+    ("embed", "reranker", "is a reranker: use 'granite-rt rerank'"),
+    ("rerank", "embedder", "is an embedder: use 'granite-rt embed'"),
+])
+def test_a_model_of_the_other_kind_names_the_cli_command(command, folder, needle, embedder_folder, reranker_folder):
+    """CLI errors speak CLI: not 'load it with granite_rt.Embedder' (issue 18)."""
+    model = reranker_folder if folder == "reranker" else embedder_folder
+    args = (command, model, "--query", QUERY, "doc") if command == "rerank" else (command, model, "doc")
+    result = cli(*args, *MODEL_FLAGS)
+    assert_one_line_error(result, 1, f"granite-rt {command}: error: {model} {needle}")
+    assert "granite_rt." not in result.stderr
 
 
 def test_embed_output_precision(tmp_path, embedder_folder, loaded_tiny_embedder):
@@ -210,6 +243,34 @@ def test_export_without_the_extra_says_how_to_install_it():
     assert_one_line_error(probe, 1, "pip install 'granite-rt[export]'")
 
 
+@pytest.mark.parametrize("blocked, missing", [
+    (("torch", "transformers", "sentence_transformers"), "torch, transformers, sentence_transformers"),
+    (("nncf",), "nncf"),
+])
+def test_export_with_granite_export_but_without_the_extra_says_how_to_install_it(tmp_path, blocked, missing):
+    """pip install granite-rt ships granite_export; torch & co come with the extra (issue 18: a bare
+    ModuleNotFoundError: No module named 'transformers' before)."""
+    probe = python(blocker(blocked) + "from granite_rt.cli import main\n"
+                   f"sys.exit(main(['export', 'some-org/some-model', '--out', {str(tmp_path / 'x')!r}]))")
+    assert_one_line_error(probe, 1, "granite-rt export:", f"(missing: {missing})", "pip install 'granite-rt[export]'")
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_for_formats_that_do_not_need_nncf_runs_without_it(tmp_path):
+    probe = python(blocker(("nncf",)) + "from granite_export.__main__ import missing_modules\n"
+                   "print(missing_modules(('onnx', 'onnx-int8', 'openvino')), missing_modules(('openvino-int8',)))")
+    assert probe.stdout.split() == ["[]", "['nncf']"], probe.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("granite_export.__main__") is None, reason="export stage absent")
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_before_or_after_export_shows_the_traceback(tmp_path, where):
+    args = ["export", str(tmp_path / "no-such-checkpoint"), "--out", str(tmp_path / "out")]
+    assert_one_line_error(cli(*args), 2, "does not exist")
+    debug = cli("--debug", *args) if where == "before" else cli(*args, "--debug")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr, debug.stderr
+
+
 @pytest.mark.skipif(importlib.util.find_spec("granite_export.__main__") is None, reason="export stage absent")
 def test_export_delegates_to_the_export_stage():
     result = cli("export", "--help")
@@ -218,15 +279,26 @@ def test_export_delegates_to_the_export_stage():
 
 @pytest.mark.skipif(importlib.util.find_spec("granite_rt.devices") is None, reason="devices module absent")
 def test_info_prints_the_device_report(embedder_folder):
-    from granite_rt.devices import info_report
+    from granite_rt.report import info_report
 
     result = cli("info", embedder_folder)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == info_report(embedder_folder).strip()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("granite_rt.evaluate") is None, reason="evaluate module absent")
-def test_eval_delegates_to_evaluate():
+def test_info_json_carries_the_inventory_and_the_model_plan(embedder_folder, loaded_tiny_embedder):
+    result = cli("info", embedder_folder, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    import onnxruntime
+
+    assert report["inventory"]["engines"]["onnx"]["version"] == onnxruntime.__version__
+    assert report["model"]["kind"] == "embedder" and report["model"]["dim"] == loaded_tiny_embedder.dim
+    assert [a["path"] for a in report["model"]["artifacts"]] == ["onnx/model.onnx"]
+    assert report["model"]["auto_placements"][0]["artifact"]["path"] == "onnx/model.onnx"
+
+
+def test_eval_has_its_own_usage():
     result = cli("eval", "--help")
     assert result.returncode == 0 and "usage" in result.stdout.lower()
 

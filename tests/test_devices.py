@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 import types
 import warnings
 from pathlib import Path
 
 import pytest
 
-from granite_rt import devices
-from granite_rt.backends.base import Artifact, Placement
-from granite_rt.devices import (DeviceFallbackWarning, Inventory, OnnxRuntimeConflictWarning, ShapeLimits,
-                                open_with_fallback, select_placements)
+from granite_rt import devices, host
+from granite_rt.backends.base import Artifact, EngineInventory, Placement
+from granite_rt.devices import DeviceFallbackWarning, Inventory, open_with_fallback, select_placements
 from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, ModelFileError
 
 ONNX32 = Artifact("onnx/model.onnx", "onnx", "fp32")
@@ -23,12 +21,22 @@ OV32 = Artifact("openvino/openvino_model.xml", "openvino", "fp32")
 OV8 = Artifact("openvino/openvino_model_qint8_quantized.xml", "openvino", "int8")
 ALL = [ONNX32, ONNX16, ONNX8, OV32, OV8]
 
-CPU_ONLY = Inventory("1.32.0", ("CPUExecutionProvider",), ("onnxruntime",), "2026.4.1", ("CPU",),
-                     {"CPU": "Xeon"}, {"CPU": ("FP32", "INT8")})
-NVIDIA = Inventory("1.32.0", ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-                   ("onnxruntime-gpu",), "2026.4.1", ("CPU", "GPU.0", "NPU"), {}, {"CPU": ("FP32", "INT8", "BF16")})
-WINDOWS = Inventory("1.32.0", ("DmlExecutionProvider", "CPUExecutionProvider"), ("onnxruntime-directml",))
-NO_OPENVINO = Inventory("1.32.0", ("CPUExecutionProvider",), ("onnxruntime",), errors={"openvino": "No module"})
+
+
+def inventory(providers=("CPUExecutionProvider",), dists=("onnxruntime",), ov_devices=None, names=None, caps=None,
+              ov_error="No module") -> Inventory:
+    """A faked machine: onnxruntime 1.32.0 with ``providers``; OpenVINO 2026.4.1 with ``ov_devices`` (None: absent)."""
+    ort = EngineInventory("1.32.0", tuple(providers), distributions=tuple(dists))
+    ov = (EngineInventory("2026.4.1", tuple(ov_devices), names or {}, caps or {}) if ov_devices is not None
+          else EngineInventory(error=ov_error))
+    return Inventory({"onnx": ort, "openvino": ov})
+
+
+CPU_ONLY = inventory(ov_devices=("CPU",), names={"CPU": "Xeon"}, caps={"CPU": ("FP32", "INT8")})
+NVIDIA = inventory(("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"), ("onnxruntime-gpu",),
+                   ov_devices=("CPU", "GPU.0", "NPU"), caps={"CPU": ("FP32", "INT8", "BF16")})
+WINDOWS = inventory(("DmlExecutionProvider", "CPUExecutionProvider"), ("onnxruntime-directml",))
+NO_OPENVINO = inventory()
 
 
 def plan(inv: Inventory, artifacts=ALL, **kw) -> list[Placement]:
@@ -58,32 +66,31 @@ def test_auto_walks_tensorrt_cuda_intel_gpu_cpu_and_leaves_the_npu_out():
 
 
 def test_tensorrt_gets_fp16_engine_cache_and_cuda_fallback_inside_the_session():
-    trt = plan(NVIDIA, device="tensorrt", shapes=ShapeLimits(16, 512))[0]
-    (name, opts), (cuda, _), cpu = trt.providers
+    trt = plan(NVIDIA, device="tensorrt")[0]
+    (name, opts), (cuda, _), cpu = trt.options.providers
     assert (name, cuda, cpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
     assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
     assert Path(opts["trt_engine_cache_path"]).parent == Path("/cache/tensorrt")
-    assert opts["trt_profile_max_shapes"] == "input_ids:16x512,attention_mask:16x512"
-    assert trt.io_binding
+    assert trt.options.io_binding
     fp32 = plan(NVIDIA, device="tensorrt", dtype="fp32")[0]
-    assert fp32.providers[0][1]["trt_fp16_enable"] is False and "trt_profile_max_shapes" not in fp32.providers[0][1]
+    assert fp32.options.providers[0][1]["trt_fp16_enable"] is False
 
 
 def test_engine_cache_is_keyed_per_model_file():
     a = plan(NVIDIA, [Artifact("onnx/model.onnx", "onnx", "fp32", sha256="a" * 64)], device="tensorrt")[0]
     b = plan(NVIDIA, [Artifact("onnx/model.onnx", "onnx", "fp32", sha256="b" * 64)], device="tensorrt")[0]
-    assert a.providers[0][1]["trt_engine_cache_path"] != b.providers[0][1]["trt_engine_cache_path"]
+    assert a.options.providers[0][1]["trt_engine_cache_path"] != b.options.providers[0][1]["trt_engine_cache_path"]
 
 
 def test_cuda_uses_io_binding_and_the_fp16_artifact():
     cuda = plan(NVIDIA, device="cuda")[0]
-    assert cuda.providers[0][0] == "CUDAExecutionProvider" and cuda.io_binding and cuda.artifact == ONNX16
+    assert cuda.options.providers[0][0] == "CUDAExecutionProvider" and cuda.options.io_binding and cuda.artifact == ONNX16
 
 
 def test_directml_carries_its_required_session_options():
     dml = plan(WINDOWS, device="directml")[0]
-    assert dml.session_options == {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"}
-    assert (dml.dtype, dml.artifact) == ("fp16", ONNX16) and not dml.io_binding
+    assert dml.options.session_options == {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"}
+    assert (dml.dtype, dml.artifact) == ("fp16", ONNX16) and not dml.options.io_binding
 
 
 def test_missing_fp16_artifact_falls_back_to_fp32_and_says_why():
@@ -94,23 +101,23 @@ def test_missing_fp16_artifact_falls_back_to_fp32_and_says_why():
 
 def test_openvino_hints_are_explicit_and_compiled_models_cached_per_file():
     gpu, cpu = (p for p in plan(NVIDIA, backend="openvino") if p.device in ("intel-gpu", "cpu"))
-    assert gpu.ov_device == "GPU" and gpu.ov_config["INFERENCE_PRECISION_HINT"] == "f16"
-    assert gpu.ov_config["CACHE_DIR"] == str(Path("/cache/openvino") / devices._artifact_key(gpu.artifact, None))
-    assert cpu.ov_config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                             "CACHE_DIR": str(Path("/cache/openvino") / devices._artifact_key(cpu.artifact, None))}
-    assert gpu.ov_config["CACHE_DIR"] != cpu.ov_config["CACHE_DIR"]  # fp16 vs INT8 file
+    assert gpu.options.device == "GPU" and gpu.options.config["INFERENCE_PRECISION_HINT"] == "f16"
+    assert gpu.options.config["CACHE_DIR"] == str(Path("/cache/openvino") / devices.artifact_key(gpu.artifact, None))
+    assert cpu.options.config == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                             "CACHE_DIR": str(Path("/cache/openvino") / devices.artifact_key(cpu.artifact, None))}
+    assert gpu.options.config["CACHE_DIR"] != cpu.options.config["CACHE_DIR"]  # fp16 vs INT8 file
     batch = plan(CPU_ONLY, backend="openvino", workload="throughput")[0]
-    assert batch.ov_config["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert batch.options.config["PERFORMANCE_HINT"] == "THROUGHPUT"
 
 
 def test_granite_rt_cache_off_turns_every_on_disk_cache_off(monkeypatch):
     monkeypatch.setenv("GRANITE_RT_CACHE", "off")
     placements = select_placements(ALL, inventory=NVIDIA, backend="auto", device="auto")
     trt = next(p for p in placements if p.device == "tensorrt")
-    assert "trt_engine_cache_enable" not in trt.providers[0][1]
-    assert all("CACHE_DIR" not in p.ov_config for p in placements if p.backend == "openvino")
+    assert "trt_engine_cache_enable" not in trt.options.providers[0][1]
+    assert all("CACHE_DIR" not in p.options.config for p in placements if p.backend == "openvino")
     monkeypatch.setenv("GRANITE_RT_CACHE", "/somewhere")
-    assert devices.default_cache_dir() == Path("/somewhere")
+    assert host.cache_dir() == Path("/somewhere")
 
 
 def test_cache_key_of_a_folder_without_manifest_follows_each_file_of_the_artifact(tmp_path):
@@ -119,25 +126,25 @@ def test_cache_key_of_a_folder_without_manifest_follows_each_file_of_the_artifac
     xml, weights = tmp_path / OV32.path, (tmp_path / OV32.path).with_suffix(".bin")
     xml.write_text("<net/>")
     weights.write_bytes(b"1234")
-    key = devices._artifact_key(OV32, tmp_path)
-    assert devices._artifact_key(OV32, tmp_path) == key
+    key = devices.artifact_key(OV32, tmp_path)
+    assert devices.artifact_key(OV32, tmp_path) == key
     weights.write_bytes(b"123456")
-    assert devices._artifact_key(OV32, tmp_path) != key
+    assert devices.artifact_key(OV32, tmp_path) != key
     with_manifest = Artifact(OV32.path, "openvino", "fp32", "a" * 64, ((OV32.path, "a" * 64), ("x.bin", "b" * 64)))
     changed_bin = Artifact(OV32.path, "openvino", "fp32", "a" * 64, ((OV32.path, "a" * 64), ("x.bin", "c" * 64)))
-    assert devices._artifact_key(with_manifest, tmp_path) != devices._artifact_key(changed_bin, tmp_path)
+    assert devices.artifact_key(with_manifest, tmp_path) != devices.artifact_key(changed_bin, tmp_path)
 
 
 def test_npu_only_by_name_with_static_shape_buckets():
     npu = plan(NVIDIA, device="npu")
     assert [p.device for p in npu] == ["npu"]
-    assert npu[0].static_shapes and all(b >= 1 and s >= 1 for b, s in npu[0].static_shapes)
-    assert npu[0].ov_config["INFERENCE_PRECISION_HINT"] == "f16"
+    assert npu[0].options.static_shapes and all(b >= 1 and s >= 1 for b, s in npu[0].options.static_shapes)
+    assert npu[0].options.config["INFERENCE_PRECISION_HINT"] == "f16"
 
 
 def test_bf16_needs_a_cpu_that_reports_it():
     bf16 = plan(NVIDIA, backend="openvino", device="cpu", dtype="bf16")[0]
-    assert (bf16.ov_config["INFERENCE_PRECISION_HINT"], bf16.artifact) == ("bf16", OV32)
+    assert (bf16.options.config["INFERENCE_PRECISION_HINT"], bf16.artifact) == ("bf16", OV32)
     with pytest.raises(DeviceUnavailableError, match="BF16"):
         plan(CPU_ONLY, backend="openvino", device="cpu", dtype="bf16")
 
@@ -176,7 +183,7 @@ def test_bad_choices_name_the_problem():
 def test_raw_provider_list_is_used_as_given():
     got = plan(NVIDIA, device=[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
     assert len(got) == 1
-    assert got[0].providers == (("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider")
+    assert got[0].options.providers == (("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider")
     assert (got[0].device, got[0].dtype, got[0].artifact) == ("cuda", "fp16", ONNX16)
     with pytest.raises(DeviceUnavailableError, match="TensorrtExecutionProvider"):
         plan(CPU_ONLY, device=["TensorrtExecutionProvider"])
@@ -201,7 +208,7 @@ class FakeBackend:
     def describe(self):
         out = {"backend": self.placement.backend, "device": self.placement.device}
         if self.placement.backend == "onnx":
-            out["providers"] = self._providers or [p if isinstance(p, str) else p[0] for p in self.placement.providers]
+            out["providers"] = self._providers or [p if isinstance(p, str) else p[0] for p in self.placement.options.providers]
         return out
 
 
@@ -294,150 +301,6 @@ def test_open_best_plans_and_opens_with_the_threads_given():
         return FakeBackend(placement)
     backend, sel = devices.open_best(Path("m"), ALL, device="cpu", threads=3, opener=opener, inventory=CPU_ONLY)
     assert seen == {"folder": Path("m"), "threads": 3} and sel.placement.backend == "openvino"
-
-
-# ---- the probe seam --------------------------------------------------------------------------------
-
-def test_probe_reads_onnxruntime_providers_and_openvino_devices(monkeypatch, vnni_cpu):
-    import onnxruntime
-
-    class FakeCore:
-        available_devices = ["CPU", "GPU.0", "GPU.1"]
-
-        def get_property(self, device, name):
-            return {"FULL_DEVICE_NAME": f"fake {device}", "OPTIMIZATION_CAPABILITIES": ["FP32", "FP16"]}[name]
-
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime-gpu",))
-    monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
-    monkeypatch.setattr(devices, "accelerator_nodes", lambda: True)  # /dev/dri/renderD128 present
-    inv = devices.probe()
-    assert inv.ort_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
-    assert inv.ov_devices == ("CPU", "GPU.0", "GPU.1") and inv.ov_version == "2099.1.0"
-    assert inv.ov_names["GPU.1"] == "fake GPU.1"
-    assert [(d.name, d.backend) for d in devices.available_devices(inv)] == [
-        ("cuda", "onnx"), ("intel-gpu", "openvino"), ("cpu", "openvino"), ("cpu", "onnx")]
-    assert select_placements(ALL)[0].device == "cuda"  # no inventory given: probe() is asked
-
-
-def test_probe_knows_the_cpu_onnxruntime_without_importing_it(monkeypatch):
-    """The plain `onnxruntime` wheel offers the CPU provider only; importing it would cost ~26 MB when OpenVINO runs."""
-    from importlib.metadata import version
-
-    monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime",))
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # an import would raise ImportError
-    inv = devices.probe()
-    assert (inv.ort_version, inv.ort_providers) == (version("onnxruntime"), ("CPUExecutionProvider",))
-    assert "onnx" not in inv.errors
-
-
-def test_probe_leaves_openvino_unimported_where_it_can_offer_only_the_cpu(monkeypatch, tmp_path):
-    """No GPU/NPU device nodes (Linux): OpenVINO is known from its metadata; imported only when asked for more."""
-    from importlib.metadata import version
-
-    asked = []
-
-    class FakeCore:
-        available_devices = ["CPU"]
-
-        def get_property(self, device, name):
-            asked.append((device, name))
-            return ["FP32", "INT8", "BF16"] if name == "OPTIMIZATION_CAPABILITIES" else "fake cpu"
-
-    monkeypatch.setattr(devices.platform, "system", lambda: "Linux")
-    assert devices.accelerator_nodes(tmp_path) is False
-    (tmp_path / "dri").mkdir()
-    (tmp_path / "dri" / "renderD128").touch()
-    assert devices.accelerator_nodes(tmp_path) is True
-
-    monkeypatch.setattr(devices, "accelerator_nodes", lambda: False)
-    monkeypatch.setitem(sys.modules, "openvino", None)  # an import would raise ImportError
-    inv = devices.probe()
-    assert (inv.ov_version, inv.ov_devices, inv.ov_asked) == (version("openvino"), ("CPU",), False)
-    assert {(d.name, d.backend) for d in devices.available_devices(inv)} >= {("cpu", "openvino"), ("cpu", "onnx")}
-    with pytest.raises(ImportError):  # bf16 on the OpenVINO CPU needs its capabilities: now it is asked
-        select_placements(ALL, backend="openvino", device="cpu", dtype="bf16", inventory=inv)
-
-    monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=FakeCore, __version__="2099.1.0-1-abc"))
-    assert select_placements(ALL, backend="openvino", device="cpu", dtype="bf16", inventory=inv)[0].dtype == "bf16"
-    assert ("CPU", "OPTIMIZATION_CAPABILITIES") in asked
-    full = devices.probe(full=True)  # what `granite-rt info` shows: OpenVINO's own answer
-    assert full.ov_asked and full.ov_version == "2099.1.0" and full.ov_capabilities["CPU"] == ("FP32", "INT8", "BF16")
-
-
-# ---- one onnxruntime distribution ------------------------------------------------------------------
-
-def fake_version(*installed):
-    """importlib.metadata.version over a fake environment (it normalises names as the real one does)."""
-    from importlib.metadata import PackageNotFoundError
-
-    def version(name):
-        if name.replace("_", "-").lower() not in {n.replace("_", "-").lower() for n in installed}:
-            raise PackageNotFoundError(name)
-        return "1.0"
-    return version
-
-
-def test_onnxruntime_distributions_are_found_among_installed_packages():
-    found = devices.onnxruntime_distributions(fake_version("numpy", "onnxruntime_gpu", "onnxruntime",
-                                                           "onnxruntime-genai"))
-    assert found == ("onnxruntime", "onnxruntime-gpu")
-    assert devices.onnxruntime_distributions(fake_version("numpy")) == ()
-    message = devices.onnxruntime_conflict(found)
-    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in message
-    assert devices.onnxruntime_conflict(("onnxruntime-gpu",)) is None
-
-
-def test_two_onnxruntime_distributions_warn_when_onnxruntime_will_run():
-    both = Inventory("1.32.0", ("CPUExecutionProvider",), ("onnxruntime", "onnxruntime-gpu"))
-    with pytest.warns(OnnxRuntimeConflictWarning, match="pip uninstall"):
-        plan(both)
-    assert "WARNING: 2 onnxruntime distributions" in devices.info_report(inventory=both)
-
-
-def test_this_environment_has_exactly_one_onnxruntime():
-    assert len(devices.onnxruntime_distributions()) == 1
-
-
-# ---- info ------------------------------------------------------------------------------------------
-
-def test_info_report_lists_backends_and_every_device_with_its_status():
-    text = devices.info_report(inventory=NVIDIA)
-    assert "onnxruntime 1.32.0 (onnxruntime-gpu): providers TensorrtExecutionProvider" in text
-    lines = {tuple(line.split()[:2]): line for line in text.splitlines() if line.startswith("  ")}
-    assert lines[("cuda", "onnx")].endswith("available")
-    assert "absent" in lines[("directml", "onnx")] and "onnxruntime-directml" in lines[("directml", "onnx")]
-    assert lines[("npu", "openvino")].endswith("available")
-
-
-def test_tensorrt_without_its_library_is_absent_with_the_reason(monkeypatch):
-    import onnxruntime
-
-    monkeypatch.setattr(onnxruntime, "get_available_providers",
-                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(devices, "onnxruntime_distributions", lambda: ("onnxruntime-gpu",))
-    monkeypatch.setattr(devices, "TENSORRT_LIBRARY", {"Linux": "libnot-a-tensorrt.so.99",
-                                                      "Windows": "not_a_tensorrt.dll", "Darwin": "x"})
-    inv = devices.probe()
-    assert "TensorrtExecutionProvider" not in inv.ort_providers and "CUDAExecutionProvider" in inv.ort_providers
-    assert "cannot be loaded" in inv.absent_reason("onnx", "tensorrt")
-    assert select_placements(ALL, inventory=inv)[0].device == "cuda"
-    with pytest.raises(DeviceUnavailableError, match="TensorRT library"):
-        select_placements(ALL, device="tensorrt", inventory=inv)
-
-
-@pytest.mark.parametrize("flags, expected", [
-    ("flags\t\t: fpu sse4_2 avx2 fma", ()),                                  # AMD Zen 3: AVX2 only
-    ("flags\t\t: avx2 avx512f avx512_vnni avx512_bf16", ("avx512_vnni",)),  # Intel Xeon (Cascade Lake+)
-    ("flags\t\t: avx2 avx_vnni", ("avx_vnni",)),                           # Alder Lake, Zen 5 desktop
-    ("Features\t: fp asimd asimddp sve", ("asimddp",)),                     # Arm with dot product
-])
-def test_cpu_int8_dot_reads_the_cpuinfo_flags(tmp_path, monkeypatch, flags, expected):
-    monkeypatch.setattr(devices, "_NUMPY_INT8_DOT", {})  # only the file speaks here
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\n{flags}\n\nprocessor\t: 1\n{flags}\n")
-    assert devices.cpu_int8_dot(cpuinfo) == expected
-    assert devices.cpu_int8_dot(tmp_path / "missing") == ()
 
 
 def test_cpu_auto_order_follows_int8_dot_products():

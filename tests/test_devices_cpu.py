@@ -10,7 +10,9 @@ import pytest
 
 from granite_rt import Embedder, available_devices
 from granite_rt.backends import open_backend
-from granite_rt.devices import DeviceFallbackWarning, info_report, open_best, open_with_fallback, select_placements
+from granite_rt.backends.onnxruntime import OrtOptions
+from granite_rt.devices import DeviceFallbackWarning, open_best, open_with_fallback, select_placements
+from granite_rt.report import info_report
 from granite_rt.errors import DeviceUnavailableError
 from granite_rt.model_folder import load_spec
 
@@ -60,7 +62,8 @@ def test_both_cpu_backends_open_for_real_and_agree(folder, spec):
 
 def test_real_compile_failure_falls_back_to_onnxruntime_with_one_warning(folder, spec):
     placements = select_placements(spec.artifacts, device="auto", folder=folder)
-    broken = replace(placements[0], ov_config={**placements[0].ov_config, "PERFORMANCE_HINT": "NOT_A_HINT"})
+    options = placements[0].options
+    broken = replace(placements[0], options=replace(options, config={**options.config, "PERFORMANCE_HINT": "NOT_A_HINT"}))
     with pytest.warns(DeviceFallbackWarning) as record:
         backend, sel = open_with_fallback(folder, [broken] + placements[1:], explicit=False)
     assert len(record) == 1 and "NOT_A_HINT" in str(record[0].message)
@@ -69,7 +72,7 @@ def test_real_compile_failure_falls_back_to_onnxruntime_with_one_warning(folder,
 
 def test_onnxruntime_dropping_cuda_silently_is_refused(folder, spec):
     cpu = next(p for p in select_placements(spec.artifacts, backend="onnx", device="cpu"))
-    cuda = replace(cpu, device="cuda", providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    cuda = replace(cpu, device="cuda", options=OrtOptions(("CUDAExecutionProvider", "CPUExecutionProvider")))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # onnxruntime's own "not in available providers"
         with pytest.raises(DeviceUnavailableError, match="did not enable CUDAExecutionProvider"):
@@ -80,14 +83,15 @@ def test_directml_session_options_reach_the_session(folder, spec):
     import onnxruntime as ort
 
     cpu = select_placements(spec.artifacts, backend="onnx", device="cpu")[0]
-    dml_like = replace(cpu, session_options={"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"})
+    dml_like = replace(cpu, options=OrtOptions(session_options={"enable_mem_pattern": False,
+                                                                "execution_mode": "ORT_SEQUENTIAL"}))
     options = open_backend(folder, dml_like).session.get_session_options()
     assert options.enable_mem_pattern is False and options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
 
 
 def test_static_shape_buckets_pad_split_and_cut_back(folder, spec):
     dynamic = select_placements(spec.artifacts, backend="openvino", device="cpu")[0]
-    static = replace(dynamic, static_shapes=((1, 16), (2, 16), (4, 32), (2, 32)))
+    static = replace(dynamic, options=replace(dynamic.options, static_shapes=((1, 16), (2, 16), (4, 32), (2, 32))))
     reference, bucketed = open_backend(folder, dynamic), open_backend(folder, static)
     for rows, length in ((1, 9), (3, 20), (6, 32)):  # one row; 3 rows padded to (4, 32); 6 = 4 + 2 rows
         inputs = batch(rows, length, seed=rows)

@@ -36,7 +36,7 @@ def test_kind_can_be_forced_but_not_into_a_missing_head(tiny_embedder_checkpoint
 
 
 def test_missing_folder_and_folder_without_config(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="no such folder"):
+    with pytest.raises(ModelNotFoundError, match="folder .*nope' does not exist"):
         ckpt.resolve_folder(str(tmp_path / "nope"))
     with pytest.raises(ModelNotFoundError, match="no config.json"):
         ckpt.resolve_folder(str(tmp_path))

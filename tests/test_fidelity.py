@@ -31,7 +31,7 @@ def cpu_has_bf16() -> bool:
 @pytest.fixture(scope="module")
 def report(exported_minilm):
     pytest.importorskip("sentence_transformers")
-    from granite_rt.evaluate import Subsample, evaluate
+    from granite_rt.eval.runner import Subsample, evaluate
 
     return evaluate(exported_minilm, CRANFIELD, reference=True, subsample=Subsample(queries=30, docs=200, seed=0))
 

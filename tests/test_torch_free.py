@@ -8,7 +8,9 @@ import sys
 
 from torch_blocked import BLOCKED, run_without_torch
 
-HEAVY = ("onnxruntime", "openvino", "torch", "transformers", "sentence_transformers", "optimum", "granite_export")
+HEAVY = ("onnxruntime", "openvino", "torch", "transformers", "sentence_transformers", "optimum", "granite_export",
+         "huggingface_hub", "tokenizers",
+         "importlib.metadata")  # stdlib, but ~60 ms of imports (email, zipfile, csv): asked for only when needed
 
 
 def test_import_loads_no_backend_and_no_torch():

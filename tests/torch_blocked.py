@@ -10,21 +10,27 @@ from pathlib import Path
 
 BLOCKED = ("torch", "transformers", "sentence_transformers", "optimum", "granite_export")
 
-# Importing a blocked module raises ImportError; importlib.util.find_spec answers None for it, as where it is not
-# installed (nncf and others probe for torch that way before importing it).
-PRELUDE = f"""
+
+
+def blocker(modules: tuple[str, ...]) -> str:
+    """Python code that makes ``modules`` (and their submodules) fail to import, as if not installed;
+    importlib.util.find_spec answers None for them, as there (nncf probes for torch that way before importing)."""
+    return f"""
 import importlib.util, sys
 class _Blocked:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
-            raise ImportError(f"{{name}} is blocked: the runtime must work without it")
+        if name.split(".")[0] in {modules!r}:
+            raise ModuleNotFoundError(f"{{name}} is blocked: the runtime must work without it", name=name)
         return None
 sys.meta_path.insert(0, _Blocked())
 _find_spec = importlib.util.find_spec
 def _absent(name, package=None):
-    return None if name.split(".")[0] in {BLOCKED!r} else _find_spec(name, package)
+    return None if name.split(".")[0] in {modules!r} else _find_spec(name, package)
 importlib.util.find_spec = _absent
 """
+
+
+PRELUDE = blocker(BLOCKED)
 
 
 def run_without_torch(code: str, cwd: Path | None = None, timeout: float = 300,

@@ -1,59 +1,69 @@
-"""Open a model artifact on a backend; each implementation is imported only when it is used."""
+"""The backend registry: every ``BackendType`` the planner may choose, in the order it prefers them.
+
+``register`` adds one (a new engine is its own module plus one ``register`` call); ``get`` and
+``registered`` are what ``granite_rt.devices`` and ``granite_rt.model_folder`` read. Importing this
+package imports no engine: each backend module imports its engine when a model is opened.
+"""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
-from granite_rt.backends.base import Artifact, Backend, Placement
+from granite_rt import host
+from granite_rt.backends.base import (KNOWN_INPUTS, OUTPUT_NAMES, Artifact, Backend, BackendType, EngineInventory,
+                                      PlanContext, Placement, pick_output)
+from granite_rt.backends.onnxruntime import ONNXRUNTIME
+from granite_rt.backends.openvino import OPENVINO
 from granite_rt.errors import BackendUnavailableError
 
-# Output names the runtime reads, in preference order (ours/optimum, sentence-transformers' ONNX export).
-OUTPUT_NAMES = ("last_hidden_state", "logits", "token_embeddings")
-# Graph inputs the tokenizer can fill.
-KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_INSTALL = {"onnx": "pip install onnxruntime", "openvino": "pip install 'granite-rt[openvino]'"}
+__all__ = ["Artifact", "Backend", "BackendType", "EngineInventory", "PlanContext", "Placement", "KNOWN_INPUTS",
+           "OUTPUT_NAMES", "get", "open_backend", "pick_output", "register", "registered", "unregister"]
 
-__all__ = ["Artifact", "Backend", "Placement", "open_backend", "physical_cores", "pick_output", "OUTPUT_NAMES"]
+# OpenVINO first: on CPUs with int8 dot products its INT8 is the fastest CPU path (``devices`` reorders the
+# CPU where there are none); every other device has one backend.
+_REGISTRY: dict[str, BackendType] = {OPENVINO.name: OPENVINO, ONNXRUNTIME.name: ONNXRUNTIME}
+
+
+def register(backend: BackendType, *, first: bool = False) -> None:
+    """Make ``backend`` selectable (backend=its name, and device="auto" where it drives the device):
+    after the registered ones, or before them with ``first``. Re-registering a name replaces it."""
+    if not getattr(backend, "name", None):
+        raise ValueError(f"{backend!r} has no name")
+    _REGISTRY.pop(backend.name, None)
+    if first:
+        rest = dict(_REGISTRY)
+        _REGISTRY.clear()
+        _REGISTRY[backend.name] = backend
+        _REGISTRY.update(rest)
+    else:
+        _REGISTRY[backend.name] = backend
+
+
+def unregister(name: str) -> None:
+    """Remove a registered backend (tests, plugins that unload)."""
+    _REGISTRY.pop(name, None)
+
+
+def registered() -> tuple[BackendType, ...]:
+    """The registered backends, preferred first."""
+    return tuple(_REGISTRY.values())
+
+
+def get(name: str) -> BackendType:
+    """The registered backend called ``name`` (BackendUnavailableError naming the registered ones)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise BackendUnavailableError(f"unknown backend {name!r}; registered: {', '.join(_REGISTRY)}") from None
 
 
 def open_backend(folder: Path, placement: Placement, *, threads: int | None = None) -> Backend:
-    """Check ``placement.artifact``'s files (ModelFileError naming the file) and compile it on its backend."""
-    from granite_rt.model_folder import verify_artifact
+    """Compile ``placement`` on its backend with ``threads`` (default: the physical cores).
 
-    verify_artifact(folder, placement.artifact)
-    threads = threads or physical_cores()
-    if placement.backend == "onnx":
-        try:
-            from granite_rt.backends.onnxruntime import OnnxRuntimeBackend
-        except ImportError as exc:
-            raise BackendUnavailableError(f"onnxruntime is not installed ({exc}); {_INSTALL['onnx']}") from exc
-        return OnnxRuntimeBackend(folder, placement, threads)
-    if placement.backend == "openvino":
-        try:
-            from granite_rt.backends.openvino import OpenVINOBackend
-        except ImportError as exc:
-            raise BackendUnavailableError(f"openvino is not installed ({exc}); {_INSTALL['openvino']}") from exc
-        return OpenVINOBackend(folder, placement, threads)
-    raise BackendUnavailableError(f"unknown backend {placement.backend!r}; expected 'onnx' or 'openvino'")
-
-
-def pick_output(names: list[str]) -> str:
-    """The graph output the runtime reads: a known name, else the first output."""
-    return next((n for n in OUTPUT_NAMES if n in names), names[0])
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-threads share execution units, so they don't help)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    Files are not checked here: ``devices.open_verified`` checks them first (ModelFileError naming the file).
+    """
+    backend = get(placement.backend)
     try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return usable
-    siblings = re.search(r"siblings\s*:\s*(\d+)", text)
-    per_core = re.search(r"cpu cores\s*:\s*(\d+)", text)
-    if siblings and per_core and int(per_core.group(1)) > 0:  # threads per core, e.g. 2 with SMT
-        smt = max(1, int(siblings.group(1)) // int(per_core.group(1)))
-        return max(1, usable // smt)
-    return usable
+        return backend.open(Path(folder), placement, threads or host.physical_cores())
+    except ImportError as exc:
+        raise BackendUnavailableError(f"{backend.engine} is not installed ({exc}); {backend.install}") from exc

@@ -1,18 +1,27 @@
-"""The one protocol every backend implements, and the description of where a model runs.
+"""The backend seam: what a backend is (``BackendType``, registered in ``granite_rt.backends``), what it
+opens (a compiled ``Backend``), and the description of where a model runs (``Artifact``, ``Placement``).
 
-Nothing outside ``granite_rt/backends`` and ``granite_rt/devices.py`` knows which backend runs:
-the embedder and reranker hand tokenized arrays to ``Backend.run`` and get the output back.
+Nothing outside ``granite_rt/backends`` knows an engine's files, options or loading: the planner
+(``granite_rt.devices``) reads the registered types, and the embedder and reranker hand tokenized
+arrays to ``Backend.run`` and get the output back.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
-BackendName = Literal["onnx", "openvino"]
+BackendName = str                     # a registered backend's name: "onnx", "openvino", ...
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
+
+# Output names the runtime reads, in preference order (ours/optimum, sentence-transformers' ONNX export).
+OUTPUT_NAMES = ("last_hidden_state", "logits", "token_embeddings")
+# Graph inputs the tokenizer can fill.
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -35,22 +44,36 @@ class Placement:
     """A concrete choice: this artifact, on this backend and device, at this compute precision."""
 
     backend: BackendName
-    device: str                    # user-facing name: cpu, cuda, tensorrt, directml, intel-gpu, npu
+    device: str                    # user-facing name: cpu, cuda, tensorrt, directml, intel-gpu, npu, ...
     dtype: Precision               # compute precision (bf16 = fp32 artifact with a bf16 hint)
     artifact: Artifact
-    # onnxruntime: providers in priority order, each a name or (name, options).
-    providers: tuple[str | tuple[str, Mapping[str, Any]], ...] = ()
-    # openvino: device string ("CPU", "GPU", "NPU") and compile-time properties.
-    ov_device: str = ""
-    ov_config: Mapping[str, Any] = field(default_factory=dict)
-    # onnxruntime: ort.SessionOptions attributes to set (enums by name, e.g. execution_mode="ORT_SEQUENTIAL").
-    session_options: Mapping[str, Any] = field(default_factory=dict)
-    # onnxruntime: bind inputs/outputs on the device with IOBinding (CUDA, TensorRT) instead of host copies.
-    io_binding: bool = False
-    # openvino: fixed (batch, sequence) shapes to compile (NPU); inputs are padded up to the smallest that fits.
-    static_shapes: tuple[tuple[int, int], ...] = ()
+    options: Any = None            # the backend's own frozen options (OrtOptions, OpenVINOOptions, ...)
     # why this placement was planned (for info); not part of its identity.
     why: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class EngineInventory:
+    """What one backend's engine offers on this machine (``BackendType.probe``)."""
+
+    version: str | None = None                                   # None: not installed or unusable
+    devices: tuple[str, ...] = ()                                # the engine's names of devices present
+    names: Mapping[str, str] = field(default_factory=dict)       # engine device -> full device name
+    capabilities: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    error: str | None = None                                     # why the engine cannot be used
+    device_errors: Mapping[str, str] = field(default_factory=dict)  # user device -> why it is unusable
+    distributions: tuple[str, ...] = ()                          # Python distributions providing the engine
+    complete: bool = True          # False: the engine was not imported (asked lazily where it matters)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a backend's ``options`` may depend on besides (device, dtype, artifact)."""
+
+    engine: EngineInventory
+    cache_key: str | None          # per model file (None: on-disk caches off); see devices.artifact_key
+    cache_dir: Path | None
+    workload: str                  # latency | throughput
 
 
 class Backend(Protocol):
@@ -61,6 +84,7 @@ class Backend(Protocol):
     parallel_requests: int          # batches worth running at once (OpenVINO THROUGHPUT streams), else 1
     # 0: padding a row further does not change its result; k > 0: it does (bitwise), so each row is padded
     # only to its own length rounded up to a multiple of k, and batched with rows of that width (batching.py).
+    # A backend without the attribute counts as 0.
     pad_to_multiple_of: int
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -70,3 +94,108 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """What actually runs: backend, device, providers, precision, file."""
         ...
+
+
+class BackendType:
+    """One backend: its engine, the devices it drives, its files in a model folder, its options and opener.
+
+    Subclass it in the backend's own module and register an instance (``granite_rt.backends.register``);
+    the defaults here suit a backend with one file per stored precision. A backend module must not import
+    its engine at module import time: ``import granite_rt`` stays light.
+    """
+
+    name: ClassVar[str]                              # the value of backend=...
+    engine: ClassVar[str]                            # the engine's Python distribution (and import) name
+    install: ClassVar[str]                           # the command that installs it
+    devices: ClassVar[Mapping[str, str]]             # user-facing device -> the engine's name for it
+    # (device, compute dtype) -> stored precisions that can run it, best first; absent: unsupported.
+    runnable: ClassVar[Mapping[tuple[str, str], tuple[str, ...]]]
+    # stored precision -> canonical path in a model folder (what the export writes and the Hub repos use).
+    file_names: ClassVar[Mapping[str, str]]
+
+    # ---- this machine
+    def probe(self, full: bool = False) -> EngineInventory:
+        """What the engine offers here; ``full`` may import it for names and capabilities (``info``)."""
+        raise NotImplementedError
+
+    def present(self, engine: EngineInventory, device: str) -> bool:
+        """Whether ``device`` is reachable through this backend here."""
+        wanted = self.devices.get(device)
+        return wanted is not None and device not in engine.device_errors and any(
+            d == wanted or d.startswith(wanted + ".") for d in engine.devices)
+
+    def absent_reason(self, engine: EngineInventory, device: str) -> str:
+        """Why ``device`` is not reachable through this backend (with the fix)."""
+        if engine.version is None:
+            return f"{self.engine} is not installed ({engine.error or self.install})"
+        if device in engine.device_errors:
+            return engine.device_errors[device]
+        return f"{self.engine} {engine.version} offers {list(engine.devices)}, not {self.devices.get(device, device)}"
+
+    def unsupported_dtype(self, engine: EngineInventory, device: str, dtype: str) -> str | None:
+        """Why this device cannot compute at ``dtype`` here although an artifact could run it, else None."""
+        return None
+
+    def conflict(self, engine: EngineInventory) -> str | None:
+        """A warning worth raising whenever this backend is planned (a broken install), else None."""
+        return None
+
+    def engine_line(self, engine: EngineInventory) -> str:
+        """One line for ``granite-rt info``: the engine's version and devices."""
+        if engine.version is None:
+            return f"{self.engine}: not installed ({engine.error or ''}); {self.install}"
+        return f"{self.engine} {engine.version}: devices {', '.join(engine.devices) or 'none'}"
+
+    # ---- model files
+    def precision_of(self, filename: str) -> Precision | None:
+        """The stored precision a file name denotes (None: not a file of this backend)."""
+        return next((p for p, path in self.file_names.items() if path.rsplit("/", 1)[-1] == filename), None)
+
+    def discover(self, folder: Path) -> list[Artifact]:
+        """The artifacts of this backend in a folder without manifest, best first within each precision."""
+        found = []
+        for path in self.file_names.values():
+            precision = self.precision_of(path.rsplit("/", 1)[-1])
+            if (folder / path).is_file() and precision is not None:
+                found.append(Artifact(path, self.name, precision))
+        return sorted(found, key=self.rank)
+
+    def rank(self, artifact: Artifact) -> tuple[int, str]:
+        """Sort key among artifacts of one precision: canonical names first."""
+        return (0 if artifact.path in self.file_names.values() else 1, artifact.path)
+
+    def runs_here(self, filename: str) -> bool:
+        """Whether this CPU can run a file the Hub ships per instruction set."""
+        return True
+
+    def hub_patterns(self, precision: str) -> tuple[str, ...]:
+        """snapshot_download patterns of the files of ``precision`` (sidecars included)."""
+        return (self.file_names[precision],) if precision in self.file_names else ()
+
+    def files(self, folder: Path, artifact: Artifact) -> list[Path]:
+        """The files an artifact consists of, the graph first (then weights and other sidecars)."""
+        return [folder / artifact.path]
+
+    def check_files(self, files: Sequence[Path]) -> None:
+        """Raise ModelFileError when the files are visibly incomplete (beyond existing and being non-empty)."""
+
+    # ---- planning and opening
+    def options(self, device: str, dtype: str, artifact: Artifact, ctx: PlanContext) -> Any:
+        """This backend's settings for one candidate placement (documented in docs/devices.md)."""
+        return None
+
+    def open(self, folder: Path, placement: Placement, threads: int) -> Backend:
+        """Compile ``placement`` (files already verified) with ``threads`` intra-op threads."""
+        raise NotImplementedError
+
+
+def pick_output(names: list[str]) -> str:
+    """The graph output the runtime reads: a known name, else the first output."""
+    return next((n for n in OUTPUT_NAMES if n in names), names[0])
+
+
+def stored_precision(filename: str) -> Precision:
+    """The precision a Hub-style file name carries: fp16, int8 (qint8, quint8, quantized) or fp32."""
+    if "fp16" in filename or "_O4" in filename:
+        return "fp16"
+    return "int8" if re.search(r"q?u?int8|quantized", filename) else "fp32"

@@ -1,23 +1,196 @@
-"""onnxruntime backend: one InferenceSession per model, created once; ``run`` is thread-safe."""
+"""onnxruntime backend: its files (``onnx/*.onnx`` + external data), execution providers, options and session.
+
+onnxruntime itself is imported only when a session is created or its providers are asked for: this
+module is imported with ``granite_rt`` and must stay light.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import platform
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
-from granite_rt.backends import KNOWN_INPUTS, pick_output
-from granite_rt.backends.base import Placement
+from granite_rt import host
+from granite_rt.backends.base import (KNOWN_INPUTS, Artifact, BackendType, EngineInventory, PlanContext, Placement,
+                                      pick_output, stored_precision)
 from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
-from granite_rt.model_folder import artifact_files
 
+# Python distributions that each ship the `onnxruntime` import package (installing two breaks it).
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                     "onnxruntime-qnn", "onnxruntime-rocm", "onnxruntime-migraphx", "onnxruntime-cann",
+                     "onnxruntime-silicon", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu",
+                     "ort-nightly-directml")
+TENSORRT_LIBRARY = {"Windows": "nvinfer_10.dll", "Linux": "libnvinfer.so.10"}
 _CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 # Messages onnxruntime gives for a file it cannot parse (truncated, not ONNX, missing or short external data).
 _FILE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "no_suchfile", "load model from",
                 "model_path", "external data", "invalid model", "deserialize tensor", "getextdatafromtensorproto")
+_DEVICE_HINTS = {
+    "cuda": "install onnxruntime-gpu (instead of onnxruntime) and the CUDA / cuDNN libraries it was built for",
+    "tensorrt": "install onnxruntime-gpu and TensorRT (libnvinfer) next to CUDA",
+    "directml": "install onnxruntime-directml (Windows) instead of onnxruntime",
+}
+
+
+class OnnxRuntimeConflictWarning(UserWarning):
+    """More than one onnxruntime distribution is installed; they overwrite each other's files."""
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """How a session is created: providers in priority order (a name or (name, options)), SessionOptions
+    attributes to set (enums by name, e.g. execution_mode="ORT_SEQUENTIAL"), and whether inputs and the
+    output are bound on the device with IOBinding (CUDA, TensorRT) instead of host copies."""
+
+    providers: tuple[str | tuple[str, Mapping[str, Any]], ...] = ()
+    session_options: Mapping[str, Any] = field(default_factory=dict)
+    io_binding: bool = False
+
+
+class OnnxRuntime(BackendType):
+    name = "onnx"
+    engine = "onnxruntime"
+    install = "pip install onnxruntime"
+    devices = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+               "directml": "DmlExecutionProvider", "cpu": "CPUExecutionProvider"}
+    # TensorRT builds its own fp16 engine from the fp32 graph (trt_fp16_enable).
+    runnable = {("cpu", "fp32"): ("fp32",), ("cpu", "int8"): ("int8",), ("cpu", "fp16"): ("fp16",),
+                ("cuda", "fp32"): ("fp32",), ("cuda", "fp16"): ("fp16",),
+                ("tensorrt", "fp32"): ("fp32",), ("tensorrt", "fp16"): ("fp32", "fp16"),
+                ("directml", "fp32"): ("fp32",), ("directml", "fp16"): ("fp16",)}
+    file_names = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "int8": "onnx/model_qint8.onnx"}
+    # IBM's repos ship INT8 per instruction set (model_qint8_avx512_vnni.onnx, model_quint8_avx2.onnx, ...).
+    _hub_int8 = ("onnx/model_qint8*.onnx", "onnx/model_quint8*.onnx")
+
+    # ---- this machine
+    def probe(self, full: bool = False) -> EngineInventory:
+        """Providers of the installed onnxruntime (known without importing it for the plain CPU build)."""
+        dists = distributions()
+        if dists == ("onnxruntime",):  # the CPU build: 26 MB not imported when OpenVINO is chosen
+            version, providers = host.installed_version("onnxruntime"), ("CPUExecutionProvider",)
+        else:
+            try:
+                import onnxruntime as ort  # the engine, asked for its providers
+            except ImportError as exc:  # absent or broken: the reason goes into info
+                return EngineInventory(error=f"import onnxruntime failed: {exc}", distributions=dists)
+            version, providers = ort.__version__, tuple(ort.get_available_providers())
+        device_errors = {}
+        if "TensorrtExecutionProvider" in providers:  # listed by every onnxruntime-gpu, usable only with TensorRT
+            missing = tensorrt_missing()
+            if missing:
+                providers = tuple(p for p in providers if p != "TensorrtExecutionProvider")
+                device_errors["tensorrt"] = missing
+        return EngineInventory(version, providers, device_errors=device_errors, distributions=dists)
+
+    def present(self, engine: EngineInventory, device: str) -> bool:
+        return self.devices.get(device, "") in engine.devices
+
+    def absent_reason(self, engine: EngineInventory, device: str) -> str:
+        if engine.version is None or device in engine.device_errors:
+            return super().absent_reason(engine, device)
+        hint = _DEVICE_HINTS.get(device, "")
+        return (f"onnxruntime {engine.version} offers {list(engine.devices)}, not "
+                f"{self.devices.get(device, device)}" + (f"; {hint}" if hint else ""))
+
+    def conflict(self, engine: EngineInventory) -> str | None:
+        return onnxruntime_conflict(engine.distributions)
+
+    def engine_line(self, engine: EngineInventory) -> str:
+        if engine.version is None:
+            return f"onnxruntime: not installed ({engine.error or ''})"
+        return (f"onnxruntime {engine.version} ({', '.join(engine.distributions) or 'distribution unknown'}): "
+                f"providers {', '.join(engine.devices)}")
+
+    # ---- model files
+    def precision_of(self, filename: str):
+        return stored_precision(filename) if filename.endswith(".onnx") else None
+
+    def discover(self, folder: Path) -> list[Artifact]:
+        found = [Artifact(p.relative_to(folder).as_posix(), self.name, stored_precision(p.name),
+                          not_recommended=DYNAMIC_INT8 if stored_precision(p.name) == "int8" and is_dynamic_int8(p)
+                          else "")
+                 for p in sorted((folder / "onnx").glob("*.onnx")) if self.runs_here(p.name)]
+        if (folder / "model.onnx").is_file():  # flat layout (optimum / older exports)
+            found.append(Artifact("model.onnx", self.name, "fp32"))
+        return sorted(found, key=self.rank)
+
+    def rank(self, artifact: Artifact) -> tuple[int, str]:
+        """Canonical names first (ours / IBM's), then the ISA-specialised INT8 files (most specific first)."""
+        name = artifact.path.rsplit("/", 1)[-1]
+        if artifact.path in self.file_names.values():
+            return (0, name)
+        specialised = 1 if "avx512_vnni" in name else 2 if "avx512" in name else 3
+        return (specialised if "int8" in name else 4, name)
+
+    def runs_here(self, filename: str) -> bool:
+        """Hub repos ship INT8 files per instruction set; skip those this CPU cannot run."""
+        arm, flags = host.is_arm(), host.cpu_flags()
+        if "arm64" in filename:
+            return arm
+        if "avx512_vnni" in filename:
+            return not arm and {"avx512f", "avx512_vnni"} <= flags
+        if "avx512" in filename:
+            return not arm and "avx512f" in flags
+        if "avx2" in filename:
+            return not arm and "avx2" in flags
+        return True
+
+    def hub_patterns(self, precision: str) -> tuple[str, ...]:
+        graphs = self._hub_int8 if precision == "int8" else (self.file_names.get(precision),)
+        return tuple(p for g in graphs if g for p in (g, g + "_data"))
+
+    def files(self, folder: Path, artifact: Artifact) -> list[Path]:
+        """The graph and, when present, its external data (``<file>_data``, memory-mapped on CPU)."""
+        main = folder / artifact.path
+        data = folder / (artifact.path + "_data")
+        return [main, data] if data.exists() else [main]
+
+    # ---- planning and opening
+    def options(self, device: str, dtype: str, artifact: Artifact, ctx: PlanContext) -> OrtOptions:
+        cuda = ("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"})
+        if device == "tensorrt":
+            trt: dict[str, Any] = {"device_id": 0, "trt_fp16_enable": dtype == "fp16"}
+            if ctx.cache_dir is not None and ctx.cache_key is not None:  # an engine build takes seconds to minutes
+                engines = str(ctx.cache_dir / "tensorrt" / ctx.cache_key)
+                trt.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": engines,
+                            "trt_timing_cache_enable": True, "trt_timing_cache_path": engines})
+            providers: tuple = (("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider")
+        elif device == "cuda":
+            providers = (cuda, "CPUExecutionProvider")
+        elif device == "directml":
+            providers = (("DmlExecutionProvider", {"device_id": 0}), "CPUExecutionProvider")
+        else:
+            providers = ("CPUExecutionProvider",)
+        session = {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"} if device == "directml" else {}
+        return OrtOptions(providers, session, io_binding=device in ("cuda", "tensorrt"))
+
+    def open(self, folder: Path, placement: Placement, threads: int) -> "OnnxRuntimeBackend":
+        return OnnxRuntimeBackend(folder, placement, threads, self.files(folder, placement.artifact))
+
+
+ONNXRUNTIME = OnnxRuntime()
+
+
+# Why dtype="auto" passes over a dynamic INT8 ONNX file (IBM's model_quint8_avx2.onnx ..., optimum's dynamic
+# quantization): activation scales are computed over the whole padded batch, so a vector changes with its batch
+# neighbours (all-MiniLM-L6-v2: cosine down to 0.987 alone vs batched, docs/export.md).
+DYNAMIC_INT8 = ("dynamic INT8: its vectors depend on their batch neighbours (cosine down to 0.987 measured); "
+                "`granite-rt quantize FOLDER` writes a static, batch-invariant INT8")
+
+
+def is_dynamic_int8(path: Path) -> bool:
+    """Whether an ONNX file quantizes activations at run time (DynamicQuantizeLinear). The graph's nodes are
+    serialized before its weights, so the first 8 MiB hold every op type."""
+    try:
+        with open(path, "rb") as fh:
+            return b"DynamicQuantizeLinear" in fh.read(8 << 20)
+    except OSError:
+        return False
 
 
 class OnnxRuntimeBackend:
@@ -26,28 +199,31 @@ class OnnxRuntimeBackend:
     parallel_requests = 1  # one session uses every intra-op thread per run
     pad_to_multiple_of = 0  # static INT8 and fp32 rows are bitwise the same however far they are padded
 
-    def __init__(self, folder: Path, placement: Placement, threads: int) -> None:
+    def __init__(self, folder: Path, placement: Placement, threads: int, files: Sequence[Path] = ()) -> None:
+        import onnxruntime as ort  # the engine: imported when a model is opened, not with granite_rt
+
         self.placement = placement
+        self.options: OrtOptions = placement.options or OrtOptions()
         self.path = folder / placement.artifact.path
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        for key, value in placement.session_options.items():  # device-specific (DirectML: no mem pattern, ...)
+        for key, value in self.options.session_options.items():  # device-specific (DirectML: no mem pattern, ...)
             current = getattr(options, key)
             setattr(options, key, getattr(type(current), value) if isinstance(value, str) and
                     not isinstance(current, str) else value)
-        providers = [p if isinstance(p, str) else (p[0], dict(p[1])) for p in placement.providers]
+        providers = [p if isinstance(p, str) else (p[0], dict(p[1])) for p in self.options.providers]
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - sorted into a file error or a device error below
             text = f"{type(exc).__name__}: {exc}"
             if any(marker in text.lower() for marker in _FILE_ERRORS):
-                weights = ", ".join(p.name for p in artifact_files(folder, placement.artifact)[1:])
-                files = f"{self.path} (weights in {weights})" if weights else str(self.path)
-                raise ModelFileError(f"{files} cannot be loaded by onnxruntime (truncated or corrupted? "
+                weights = ", ".join(p.name for p in files[1:])
+                described = f"{self.path} (weights in {weights})" if weights else str(self.path)
+                raise ModelFileError(f"{described} cannot be loaded by onnxruntime (truncated or corrupted? "
                                      f"re-export or re-download it): {exc}") from exc
             raise DeviceUnavailableError(f"onnxruntime could not create a session for {self.path} on "
                                          f"{providers or ['CPUExecutionProvider']}: {exc}") from exc
@@ -60,7 +236,7 @@ class OnnxRuntimeBackend:
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One batch through the session (onnxruntime's run is safe to call from several threads)."""
         feed = {name: np.ascontiguousarray(inputs[name], dtype=kind) for name, kind in self._input_types.items()}
-        if not self.placement.io_binding:
+        if not self.options.io_binding:
             return self.session.run([self.output_name], feed)[0]
         binding = self.session.io_binding()  # inputs copied to the device once, output kept there until read
         for name, array in feed.items():
@@ -82,3 +258,40 @@ def _input_type(node, path: Path) -> type:
     if node.type not in _NUMPY_TYPES:
         raise UnsupportedModelError(f"{path}: input {node.name!r} is {node.type}, expected int64 or int32")
     return _NUMPY_TYPES[node.type]
+
+
+def distributions(version: Callable[[str], str] | None = None) -> tuple[str, ...]:
+    """Installed distributions that provide the ``onnxruntime`` package (``version`` is importlib.metadata's)."""
+    from importlib.metadata import PackageNotFoundError  # 60 ms of imports: only when asked
+
+    if version is None:
+        from importlib.metadata import version
+    found = []
+    for name in ORT_DISTRIBUTIONS:  # one lookup per known name: far cheaper than listing every distribution
+        try:
+            version(name)
+        except PackageNotFoundError:
+            continue
+        found.append(name)
+    return tuple(sorted(found))
+
+
+def onnxruntime_conflict(dists: Sequence[str]) -> str | None:
+    """A message with the fix when more than one onnxruntime distribution is installed, else None."""
+    if len(dists) < 2:
+        return None
+    keep = next((d for d in dists if d != "onnxruntime"), dists[0])
+    return (f"{len(dists)} onnxruntime distributions are installed ({', '.join(dists)}); they overwrite each "
+            f"other's files and the result is unpredictable. Keep one: pip uninstall -y {' '.join(dists)} "
+            f"&& pip install {keep}")
+
+
+def tensorrt_missing() -> str | None:
+    """Why onnxruntime's TensorRT provider cannot load (its TensorRT 10 library is not found), else None."""
+    name = TENSORRT_LIBRARY.get(platform.system(), TENSORRT_LIBRARY["Linux"])
+    try:
+        ctypes.CDLL(name)
+    except OSError as exc:
+        return (f"onnxruntime lists TensorrtExecutionProvider but the TensorRT library {name} cannot be loaded "
+                f"({exc}); install TensorRT 10 (pip install tensorrt) and put its libraries on the library path")
+    return None

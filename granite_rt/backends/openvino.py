@@ -1,40 +1,175 @@
-"""OpenVINO backend: the IR compiled once; each thread runs its own infer request.
+"""OpenVINO backend: its files (``openvino/*.xml`` + ``.bin``), devices, compile options and infer requests.
 
 INFERENCE_PRECISION_HINT is always set from the placement's dtype: left alone, OpenVINO computes
 in bf16 on CPUs that support it, which silently changes the results of an "fp32" model.
+OpenVINO itself is imported only when a model is compiled or its devices are asked for.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-import openvino as ov
 
-from granite_rt.backends import KNOWN_INPUTS, pick_output
-from granite_rt.backends.base import Placement
+from granite_rt import host
+from granite_rt.backends.base import (KNOWN_INPUTS, Artifact, BackendType, EngineInventory, PlanContext, Placement,
+                                      pick_output, stored_precision)
 from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
 
+# compute dtype -> INFERENCE_PRECISION_HINT (INT8 artifacts keep their non-quantized ops in f32)
 PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
+# OPTIMIZATION_CAPABILITIES a CPU hint needs
+CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+# NPU: shapes compiled (lazily, one per bucket); inputs are padded up. No dynamic shapes there.
+NPU_BUCKETS = tuple((b, s) for b in (1, 8) for s in (64, 128, 256, 512))
+_DEVICE_HINTS = {"intel-gpu": "install the Intel GPU driver (compute runtime / OpenCL)",
+                 "npu": "install the Intel NPU driver"}
+
+
+@dataclass(frozen=True)
+class OpenVINOOptions:
+    """How the IR is compiled: the OpenVINO device string ("CPU", "GPU", "NPU"), compile-time properties,
+    and the fixed (batch, sequence) shapes to compile where the device takes no dynamic shapes (NPU)."""
+
+    device: str = "CPU"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    static_shapes: tuple[tuple[int, int], ...] = ()
+
+
+class OpenVINO(BackendType):
+    name = "openvino"
+    engine = "openvino"
+    install = "pip install 'granite-rt[openvino]'"
+    devices = {"intel-gpu": "GPU", "npu": "NPU", "cpu": "CPU"}
+    # fp16/bf16 are computed from the fp32 IR through INFERENCE_PRECISION_HINT.
+    runnable = {("cpu", "fp32"): ("fp32",), ("cpu", "int8"): ("int8",), ("cpu", "bf16"): ("fp32",),
+                ("cpu", "fp16"): ("fp16", "fp32"),
+                ("intel-gpu", "fp16"): ("fp16", "fp32"), ("intel-gpu", "fp32"): ("fp32",),
+                ("intel-gpu", "int8"): ("int8",),
+                ("npu", "fp16"): ("fp16", "fp32"), ("npu", "int8"): ("int8",)}
+    file_names = {"fp32": "openvino/openvino_model.xml", "fp16": "openvino/openvino_model_fp16.xml",
+                  "int8": "openvino/openvino_model_qint8_quantized.xml"}
+
+    # ---- this machine
+    def probe(self, full: bool = False) -> EngineInventory:
+        """OpenVINO's devices. Not imported (0.15 s and ~40 MB of a cold start that then runs onnxruntime)
+        where it can offer nothing but its CPU plugin: on Linux without GPU render or NPU device nodes;
+        ``full`` asks it anyway (device names and capabilities for ``granite-rt info``)."""
+        installed = host.installed_version("openvino")
+        if installed and not full and not host.accelerator_nodes():  # only the CPU plugin could answer
+            return EngineInventory(installed, ("CPU",), complete=False)
+        try:
+            import openvino as ov  # the engine, asked for its devices
+        except ImportError as exc:
+            return EngineInventory(error=f"import openvino failed: {exc}")
+        c = ov.Core()
+        devices = tuple(c.available_devices)
+        names = {d: str(_property(c, d, "FULL_DEVICE_NAME") or d) for d in devices}
+        caps = {d: tuple(str(x) for x in (_property(c, d, "OPTIMIZATION_CAPABILITIES") or ())) for d in devices}
+        return EngineInventory(ov.__version__.split("-")[0], devices, names, caps)
+
+    def absent_reason(self, engine: EngineInventory, device: str) -> str:
+        if engine.version is None:
+            return super().absent_reason(engine, device)
+        hint = _DEVICE_HINTS.get(device, "")
+        return (f"openvino {engine.version} sees devices {list(engine.devices)}, not {self.devices.get(device, device)}"
+                + (f"; {hint}" if hint else ""))
+
+    def unsupported_dtype(self, engine: EngineInventory, device: str, dtype: str) -> str | None:
+        """bf16 / fp16 on the CPU plugin need the CPU's support (OPTIMIZATION_CAPABILITIES)."""
+        if device != "cpu" or dtype not in CPU_CAPABILITY:
+            return None
+        if engine.complete or engine.version is None:
+            capabilities = tuple(engine.capabilities.get("CPU", ()))
+        else:  # probe() left OpenVINO unimported: ask now, only because this dtype depends on it
+            import openvino as ov
+
+            capabilities = tuple(str(c) for c in (_property(ov.Core(), "CPU", "OPTIMIZATION_CAPABILITIES") or ()))
+        if CPU_CAPABILITY[dtype] in capabilities:
+            return None
+        return (f"dtype={dtype!r} on the OpenVINO CPU needs a CPU with {CPU_CAPABILITY[dtype]} support; "
+                f"this one reports {list(capabilities)}")
+
+    def engine_line(self, engine: EngineInventory) -> str:
+        if engine.version is None:
+            return f"openvino: not installed ({engine.error or ''}); {self.install}"
+        devices = "; ".join(f"{d} = {engine.names.get(d, d)} [{' '.join(engine.capabilities.get(d, ()))}]"
+                            for d in engine.devices)
+        return f"openvino {engine.version}: {devices or 'no devices'}"
+
+    # ---- model files
+    def precision_of(self, filename: str):
+        return stored_precision(filename) if filename.endswith(".xml") else None
+
+    def discover(self, folder: Path) -> list[Artifact]:
+        found = [Artifact(p.relative_to(folder).as_posix(), self.name, stored_precision(p.name))
+                 for p in sorted((folder / "openvino").glob("*.xml"))]
+        return sorted(found, key=self.rank)
+
+    def hub_patterns(self, precision: str) -> tuple[str, ...]:
+        xml = self.file_names.get(precision)
+        return (xml, xml[:-4] + ".bin") if xml else ()
+
+    def files(self, folder: Path, artifact: Artifact) -> list[Path]:
+        """The IR's .xml and its weights .bin."""
+        main = folder / artifact.path
+        return [main, main.with_suffix(".bin")]
+
+    def check_files(self, files: Sequence[Path]) -> None:
+        """The IR's constants must lie inside the .bin (a truncated .bin crashes OpenVINO later)."""
+        xml, weights = files[0], files[1]
+        try:
+            root = ET.parse(xml).getroot()
+        except ET.ParseError as exc:
+            raise ModelFileError(f"{xml} is not a valid OpenVINO IR ({exc}); re-export or re-download it") from exc
+        end = 0
+        for data in root.iter("data"):
+            if "offset" in data.attrib and "size" in data.attrib:
+                end = max(end, int(data.attrib["offset"]) + int(data.attrib["size"]))
+        size = weights.stat().st_size
+        if size < end:
+            raise ModelFileError(f"{weights} is truncated: {size} bytes, the IR {xml.name} needs {end}")
+
+    # ---- planning and opening
+    def options(self, device: str, dtype: str, artifact: Artifact, ctx: PlanContext) -> OpenVINOOptions:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": ctx.workload.upper(),
+                                  "INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype]}
+        if ctx.cache_dir is not None and ctx.cache_key is not None:
+            # compiling takes seconds (1.1 s for the 97m INT8 IR on 2 cores; cached 0.25 s)
+            config["CACHE_DIR"] = str(ctx.cache_dir / "openvino" / ctx.cache_key)
+        return OpenVINOOptions(self.devices[device], config, NPU_BUCKETS if device == "npu" else ())
+
+    def open(self, folder: Path, placement: Placement, threads: int) -> "OpenVINOBackend":
+        return OpenVINOBackend(folder, placement, threads)
+
+
+OPENVINO = OpenVINO()
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def core():
+    """The process-wide OpenVINO Core (creating one is slow and they share plugins)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino as ov  # the engine: imported when first needed, not with granite_rt
+
+            _core = ov.Core()
+        return _core
+
+
 # INT8 rows are padded only to their own length rounded up to this (batching.py): padding a row further
 # changes its fp32 attention sums by ~1e-7, which moves a few INT8 activations across a rounding step
 # (all-MiniLM-L6-v2, 400 texts of 1-200 words alone vs one call: min cosine 0.99987, max |Δ| 2.4e-3 before,
 # bitwise equal after). Widths rounded to 16 cost nothing measurable there (one call 25.1 s vs 26.1 s, load 15).
 INT8_PAD_MULTIPLE = 16
-_core: ov.Core | None = None
-_core_lock = threading.Lock()
-
-
-def core() -> ov.Core:
-    """The process-wide OpenVINO Core (creating one is slow and they share plugins)."""
-    global _core
-    with _core_lock:
-        if _core is None:
-            _core = ov.Core()
-        return _core
 
 
 class OpenVINOBackend:
@@ -42,17 +177,18 @@ class OpenVINOBackend:
 
     def __init__(self, folder: Path, placement: Placement, threads: int) -> None:
         self.placement = placement
+        options: OpenVINOOptions = placement.options or OpenVINOOptions()
         self.path = folder / placement.artifact.path
-        self.device = placement.ov_device or "CPU"
-        self.config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[placement.dtype], **placement.ov_config}
+        self.device = options.device
+        self.config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[placement.dtype], **options.config}
         if self.device == "CPU":
             self.config.setdefault("INFERENCE_NUM_THREADS", threads)
         if "CACHE_DIR" in self.config and not _writable(Path(self.config["CACHE_DIR"])):
             del self.config["CACHE_DIR"]  # a cache only saves time: an unwritable one must not stop loading
         # NPU: no dynamic shapes. One model per (batch, sequence) bucket, compiled on first use; the
         # smallest is compiled now so a device that cannot take the model fails at load (and falls back).
-        self._buckets = tuple(sorted(placement.static_shapes))
-        self._by_shape: dict[tuple[int, int], ov.CompiledModel] = {}
+        self._buckets = tuple(sorted(options.static_shapes))
+        self._by_shape: dict[tuple[int, int], Any] = {}
         self._compile_lock = threading.Lock()
         if self._buckets:
             self._model = self._read()
@@ -74,14 +210,14 @@ class OpenVINOBackend:
         self._local = threading.local()
         self.pad_to_multiple_of = INT8_PAD_MULTIPLE if placement.dtype == "int8" and not self._buckets else 0
 
-    def _read(self) -> ov.Model:
+    def _read(self):
         try:
             return core().read_model(str(self.path), str(self.path.with_suffix(".bin")))
         except Exception as exc:  # noqa: BLE001 - any failure to read the IR is a file problem
             raise ModelFileError(f"{self.path} cannot be read by OpenVINO (truncated or corrupted? "
                                  f"re-export or re-download it): {exc}") from exc
 
-    def _compile(self, model: ov.Model | str) -> ov.CompiledModel:
+    def _compile(self, model):
         try:
             return core().compile_model(model, self.device, {k: _ov_value(v) for k, v in self.config.items()})
         except Exception as exc:  # noqa: BLE001 - a file problem, else a device/plugin failure (may fall back)
@@ -90,8 +226,10 @@ class OpenVINOBackend:
             raise DeviceUnavailableError(f"OpenVINO could not compile {self.path} for {self.device} "
                                          f"with {self.config}: {exc}") from exc
 
-    def _compiled_for(self, batch: int, sequence: int) -> ov.CompiledModel:
+    def _compiled_for(self, batch: int, sequence: int):
         """The model compiled for the static shape [batch, sequence] (once per process)."""
+        import openvino as ov  # already imported by core(); named here for PartialShape
+
         with self._compile_lock:
             if (batch, sequence) not in self._by_shape:
                 model = self._model.clone()
@@ -104,7 +242,7 @@ class OpenVINOBackend:
         feed = {name: np.ascontiguousarray(inputs[name], dtype=kind) for name, kind in self._input_types.items()}
         return self._run_static(feed) if self._buckets else self._infer(self.compiled, feed)
 
-    def _infer(self, compiled: ov.CompiledModel, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _infer(self, compiled, feed: Mapping[str, np.ndarray]) -> np.ndarray:
         requests = self._local.__dict__.setdefault("requests", {})
         if id(compiled) not in requests:
             requests[id(compiled)] = compiled.create_infer_request()
@@ -144,6 +282,13 @@ class OpenVINOBackend:
                 "cache_dir": self.config.get("CACHE_DIR"), "performance_hint": self.config.get("PERFORMANCE_HINT"),
                 "file": self.placement.artifact.path,
                 "inputs": list(self.input_names), "output": self.output_name}
+
+
+def _property(c: Any, device: str, name: str) -> Any:
+    try:
+        return c.get_property(device, name)
+    except Exception:  # a plugin that does not report this property
+        return None
 
 
 def _writable(folder: Path) -> bool:

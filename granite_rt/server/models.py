@@ -11,6 +11,9 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
+from granite_rt.embedder import Embedder
+from granite_rt.reranker import Reranker
+
 
 class _Service:
     """What the embedder and reranker services share: a name, the model, its tokenizer."""
@@ -88,8 +91,6 @@ class RerankService(_Service):
 def load_services(embedder: str | None, reranker: str | None, backend: str = "auto", device: str = "auto",
                   dtype: str = "auto", batch_size: int = 32) -> tuple[EmbeddingService | None, RerankService | None]:
     """Load the models named on the command line (before the server binds its port)."""
-    from granite_rt import Embedder, Reranker
-
     options = {"backend": backend, "device": device, "dtype": dtype}
     embedding = EmbeddingService(Embedder(embedder, **options), embedder, batch_size) if embedder else None
     rerank = RerankService(Reranker(reranker, **options), reranker, batch_size) if reranker else None

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             models["reranker"] = args.reranker
         if not models:
             parser.error("give --build-tiny, --build-granite or --embedder/--reranker folders")
-        from granite_rt.devices import info_report
+        from granite_rt.report import info_report
 
         print(info_report(), end="\n\n")
         rows = check(models, devices)

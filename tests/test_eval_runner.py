@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from granite_rt import evaluate as evaluate_module
+from granite_rt.cli import main as cli_main
 from granite_rt.eval.collections import load_collection
-from granite_rt.evaluate import EvalReport, EvalRow, Subsample, evaluate, main
-from test_evaluate_metrics import _loop_ndcg
+from granite_rt.eval import runner
+from granite_rt.eval.runner import EvalReport, EvalRow, Subsample, evaluate
+from test_eval_metrics import _loop_ndcg
 
 WORDS = "wing lift shock flow heat plate boundary layer pressure supersonic turbulent nozzle".split()
 
@@ -94,30 +95,47 @@ def test_report_round_trips_through_json():
 
 def test_cli_writes_table_and_json(tiny_embedder_folders, beir_folder, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    rc = main([str(tiny_embedder_folders["hub"]), "--collection", str(beir_folder), "--artifacts", "onnx/fp32",
+    rc = cli_main(["eval", str(tiny_embedder_folders["hub"]), "--collection", str(beir_folder), "--artifacts", "onnx/fp32",
                "--json", str(out), "--queries", "3", "-q"])
     assert rc == 0
     assert "| onnx/model.onnx | onnx | fp32 |" in capsys.readouterr().out
     assert json.loads(out.read_text())["n_queries"] == 3
 
 
-def test_cli_usage_errors(tiny_embedder_folders, beir_folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(evaluate_module, "DEFAULT_COLLECTION", tmp_path / "absent")
-    assert main([str(tiny_embedder_folders["hub"])]) == 2
-    assert "pass --collection PATH" in capsys.readouterr().err
-    assert main([str(tiny_embedder_folders["hub"]), "--collection", str(tmp_path)]) == 2
+def test_cli_usage_errors(tiny_embedder_folders, beir_folder, tmp_path, capsys):
+    assert cli_main(["eval", str(tiny_embedder_folders["hub"])]) == 2
+    assert "--collection" in capsys.readouterr().err
+    assert cli_main(["eval", str(tiny_embedder_folders["hub"]), "--collection", str(tmp_path)]) == 2
     assert "neither a Cranfield folder" in capsys.readouterr().err
-    assert main([str(tiny_embedder_folders["hub"]), "--collection", str(beir_folder), "--artifacts", "tf/fp8"]) == 2
+    assert cli_main(["eval", str(tiny_embedder_folders["hub"]), "--collection", str(beir_folder),
+                     "--artifacts", "tf/fp8"]) == 2
     assert "unknown artifact variant" in capsys.readouterr().err
-    from granite_rt.cli import main as cli_main
-
     assert cli_main(["eval", str(tmp_path / "no-model"), "--collection", str(beir_folder), "-q"]) == 1
     assert "no-model" in capsys.readouterr().err
 
 
 def test_module_imports_no_torch():
-    code = ("import sys, granite_rt.evaluate, granite_rt.eval.reference; "
+    code = ("import sys, granite_rt.eval.runner, granite_rt.eval.reference; "
             "bad = [m for m in ('torch', 'transformers', 'sentence_transformers', 'onnxruntime', 'openvino') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_old_module_path_still_works_with_a_deprecation_warning():
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "try:\n    import granite_rt.evaluate\nexcept DeprecationWarning as w:\n    print(w)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "moved to granite_rt.eval.runner" in result.stdout, result.stderr
+    from granite_rt.evaluate import evaluate as old  # noqa: PLC0415 - the deprecated path, on purpose
+
+    assert old is evaluate
+
+
+def test_the_report_header_prints_the_load_rounded(monkeypatch):
+    monkeypatch.setattr(runner.os, "getloadavg", lambda: (3.73046875, 2.0, 1.0))
+    machine = runner.machine_info()
+    assert machine["load_average_1min"] == 3.73
+    report = EvalReport(model="m", kind="embedder", collection="c", n_queries=1, n_docs=1, compared_to=None,
+                        machine=machine)
+    assert "1-min load 3.73," in report.to_markdown()

@@ -130,6 +130,7 @@ def test_rank_sorts_and_keeps_indices(reranker):
     ([("q", None)], TypeError, r"pairs\[0\]\[1\] is NoneType"),
     ([("q", "lone \udc00")], ValueError, r"pairs\[0\] is not valid Unicode"),
     (None, TypeError, "pairs must be"),
+    ("one string", TypeError, r"pairs must be a list of \(query, document\) pairs or one pair, got a str"),
 ])
 def test_bad_pairs_name_the_problem(reranker, pairs, error, match):
     with pytest.raises(error, match=match):
@@ -140,6 +141,8 @@ def test_bad_pairs_name_the_problem(reranker, pairs, error, match):
     ({"query": None, "documents": ["d"]}, TypeError, "query must be a str"),
     ({"query": "q", "documents": ["d", 5]}, TypeError, r"documents\[1\] is int"),
     ({"query": "q", "documents": None}, TypeError, "documents must be"),
+    # issue 18: a str was iterated, ranking each character as a document
+    ({"query": "q", "documents": "one document"}, TypeError, r"documents must be a list of str, got a str"),
     ({"query": "q", "documents": ["d"], "top_k": 0}, ValueError, "top_k"),
     ({"query": "q", "documents": ["d"], "top_k": -3}, ValueError, "top_k"),
     ({"query": "q", "documents": ["d"], "top_k": 1.5}, ValueError, "top_k"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -123,9 +124,9 @@ def test_missing_config_and_no_artifact(hub_layout):
 
 
 def test_unknown_model_is_not_found(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="neither a folder nor a Hugging Face Hub id"):
+    with pytest.raises(ModelNotFoundError, match="folder .*deeper' does not exist"):
         Embedder(tmp_path / "nope" / "deeper")
-    with pytest.raises(ModelNotFoundError, match="could not fetch 'no-such-org/no-such-model' in the local cache"):
+    with pytest.raises(ModelNotFoundError, match="no folder 'no-such-org/no-such-model' here; HF_HUB_OFFLINE is set"):
         Reranker("no-such-org/no-such-model")
 
 
@@ -133,13 +134,14 @@ def test_hub_id_fetches_only_what_the_backend_needs(tiny_embedder_folders, monke
     """Online: the repo's file list narrows allow_patterns to one artifact plus tokenizer/config files."""
     import huggingface_hub
 
-    from granite_rt import model_folder
+    from granite_rt import hub
 
     calls = []
     repo_files = ["config.json", "tokenizer.json", "onnx/model.onnx", "onnx/model_qint8_avx512.onnx",
                   "openvino/openvino_model.xml", "openvino/openvino_model.bin", "model.safetensors"]
-    monkeypatch.setattr(model_folder, "hub_offline", lambda: False)
-    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo, revision=None: repo_files)
+    monkeypatch.setattr(hub, "offline", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo, revision=None, timeout=None: SimpleNamespace(
+        siblings=[SimpleNamespace(rfilename=f) for f in repo_files]))
 
     def fake_snapshot(repo_id, **kwargs):
         calls.append((repo_id, kwargs))

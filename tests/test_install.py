@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from granite_rt.devices import ORT_DISTRIBUTIONS
+from granite_rt.backends.onnxruntime import ORT_DISTRIBUTIONS
 
 tomllib = pytest.importorskip("tomllib")
 ROOT = Path(__file__).resolve().parents[1]

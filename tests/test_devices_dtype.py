@@ -11,6 +11,7 @@ import pytest
 from granite_rt import Embedder
 from granite_rt.backends import open_backend
 from granite_rt.backends.base import Artifact, Placement
+from granite_rt.backends.onnxruntime import OrtOptions
 from granite_rt.batching import pad_batch
 
 TEXTS = ["What is the chemical formula of water?", "Water is H2O.", "boundary layer flow " * 20]
@@ -78,7 +79,7 @@ def test_threads_and_io_binding_give_the_same_outputs(tiny_embedder_folders):
     folder = tiny_embedder_folders["hub"]
     artifact = Artifact("onnx/model.onnx", "onnx", "fp32")
     plain = open_backend(folder, Placement("onnx", "cpu", "fp32", artifact), threads=1)
-    bound = open_backend(folder, Placement("onnx", "cpu", "fp32", artifact, io_binding=True), threads=2)
+    bound = open_backend(folder, Placement("onnx", "cpu", "fp32", artifact, OrtOptions(io_binding=True)), threads=2)
     emb = Embedder(folder, backend="onnx", dtype="fp32")
     batch = pad_batch(emb.tokenizer.encode(TEXTS), emb.tokenizer.pad_id)
     np.testing.assert_allclose(bound.run(batch), plain.run(batch), atol=1e-5)

@@ -1,0 +1,119 @@
+"""Facts about the machine this process runs on, read once: CPU model and flags, int8 dot-product
+instructions, physical cores, accelerator device nodes, installed versions, and the cache directory.
+
+The planner (``devices``), the backends, the evaluation and the benchmarks all read the host through
+this module, so ``/proc/cpuinfo`` is parsed in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+
+CPUINFO = Path("/proc/cpuinfo")
+
+# CPU extensions with int8 dot products (x86 VNNI/AMX, Arm dotprod), as /proc/cpuinfo names them. They decide
+# which CPU engine runs INT8 fastest (docs/devices.md has the measurements behind the rule in ``devices``).
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+_NUMPY_INT8_DOT = {"AVX512VNNI": "avx512_vnni", "ASIMDDP": "asimddp"}   # numpy's runtime CPU feature names
+
+CACHE_OFF = ("off", "none", "0")
+
+
+@functools.lru_cache(maxsize=8)
+def _cpuinfo(path: Path) -> tuple[str, frozenset[str]]:
+    """(model name, flags) of the first processor listed in ``path``; ("", {}) when it cannot be read."""
+    model, flags = "", frozenset()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = frozenset(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (x86 ``flags``, Arm ``Features``); empty elsewhere."""
+    return _cpuinfo(cpuinfo)[1]
+
+
+def cpu_model(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` reports."""
+    return _cpuinfo(cpuinfo)[0] or platform.processor() or platform.machine()
+
+
+def cpu_int8_dot(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
+    """This CPU's int8 dot-product extensions: numpy's runtime feature table, plus /proc/cpuinfo flags on Linux."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    found = {name for key, name in _NUMPY_INT8_DOT.items() if features.get(key)}
+    found |= cpu_flags(cpuinfo) & set(INT8_DOT_FLAGS)
+    return tuple(sorted(found))
+
+
+def is_arm() -> bool:
+    return platform.machine().lower() in {"arm64", "aarch64"}
+
+
+@functools.lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads share execution units, so they don't help)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    siblings = per_core = 0
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "siblings":
+                    siblings = int(value)
+                elif key.strip() == "cpu cores":
+                    per_core = int(value)
+                if siblings and per_core:
+                    break
+    except (OSError, ValueError):
+        return usable
+    if siblings and per_core:  # threads per core, e.g. 2 with SMT
+        return max(1, usable // max(1, siblings // per_core))
+    return usable
+
+
+def accelerator_nodes(dev: Path = Path("/dev")) -> bool:
+    """Whether a GPU or NPU may be present: Linux render / accel device nodes; True on other systems."""
+    if platform.system() != "Linux":
+        return True
+    return any(dev.glob("dri/renderD*")) or any(dev.glob("accel/accel*"))
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of a Python distribution, without importing it; None when absent."""
+    from importlib.metadata import PackageNotFoundError, version  # 60 ms of imports: only when asked
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def cache_dir() -> Path | None:
+    """Where TensorRT engines, compiled OpenVINO models and file checks are cached: $GRANITE_RT_CACHE or the
+    user cache (read at each call, so a process can change it). ``GRANITE_RT_CACHE=off`` turns every on-disk
+    cache off (None)."""
+    setting = os.environ.get("GRANITE_RT_CACHE", "")
+    if setting.lower() in CACHE_OFF:
+        return None
+    if setting:
+        return Path(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    return Path(base) / "granite-rt"

@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from granite_rt.embedder import Embedder
+from granite_rt.folder_manifest import trusted_manifest, write_manifest
+from granite_rt.int8_gate import parse_bounds
+from granite_rt.model_folder import MANIFEST, load_spec, verify_artifact
+from granite_rt.quantize_folder import quantize_folder
 from granite_rt.errors import CollectionError, WrongKindError, one_line
 from granite_rt.eval.collections import load_collection
 from granite_rt.eval.runner import Subsample, evaluate, variant_names
@@ -344,23 +348,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     recipe, batch-invariant) from the folder's fp32 ONNX graph, check them with the INT8 gate against fp32 and
     record them in granite_rt.json (written for a folder without one, every file hashed as it is now).
     Needs pip install 'granite-rt[quantize]' (no torch)."""
-    from granite_rt.int8_gate import parse_bounds
-
     try:
         gate = parse_bounds(args.int8_gate)
     except ValueError as err:
         raise UsageError(str(err)) from None
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    try:
-        from granite_rt.quantize_folder import quantize_folder
-    except ImportError as err:
-        raise RuntimeError(f"granite-rt quantize needs {err.name}: pip install 'granite-rt[quantize]'") from err
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         manifest = quantize_folder(args.folder, formats, args.calibration, args.calibration_samples, gate,
                                    args.force, log)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    except ModuleNotFoundError as err:
+        raise RuntimeError(f"granite-rt quantize needs {err.name}: pip install 'granite-rt[quantize]'") from err
     for entry in manifest["artifacts"]:
         if entry.get("precision") == "int8" and (entry.get("gate") or {}).get("missed"):
             print(f"{PROG} quantize: WARNING: {entry['path']}: {'; '.join(entry['gate']['missed'])}: written but NOT "
@@ -371,9 +371,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_manifest(args: argparse.Namespace) -> int:
     """Write granite_rt.json for a folder you trust: every artifact's files hashed as they are now (files from
     a Hugging Face cache snapshot are first checked against the Hub's sha256), so later loads detect any change."""
-    from granite_rt.folder_manifest import trusted_manifest, write_manifest
-    from granite_rt.model_folder import MANIFEST, verify_artifact, load_spec
-
     folder = Path(args.folder).expanduser().resolve()
     if (folder / MANIFEST).exists() and not args.force:
         raise UsageError(f"{folder / MANIFEST} exists; pass --force to replace it")

@@ -24,8 +24,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from granite_rt import backends
+from granite_rt.batching import pad_batch
 from granite_rt.errors import ModelFileError
+from granite_rt.model_folder import load_spec
 from granite_rt.onnx_graph import replace_node, save_onnx, unfuse_rotary
+from granite_rt.tokenize import Tokenizer
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
 INT8_PATHS = {f"{name}-int8": backends.get(name).file_names["int8"] for name in ("onnx", "openvino")}
@@ -74,10 +77,6 @@ def calibration_feeds(calibration: Calibration, folder: Path, inputs: list[str],
                       samples: int) -> list[dict[str, np.ndarray]]:
     """One tokenized input per calibration text (embedder) or per (query, passage) pair (reranker), tokenized
     as the runtime tokenizes for the model folder ``folder`` and cut to CALIBRATION_MAX_TOKENS."""
-    from granite_rt.batching import pad_batch
-    from granite_rt.model_folder import load_spec
-    from granite_rt.tokenize import Tokenizer
-
     spec = load_spec(folder)
     tokenizer = Tokenizer(folder, min(spec.max_length, CALIBRATION_MAX_TOKENS), do_lower_case=spec.do_lower_case,
                           truncation_side=spec.truncation_side)

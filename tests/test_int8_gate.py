@@ -43,6 +43,16 @@ def test_judge_names_every_missed_bound():
     assert judge(figures, GateBounds(p1_cosine=0.9, top10_overlap=0.8)).recommended
 
 
+def test_ranking_figures_are_judged_only_where_fp32_can_rank():
+    ties = {"mean_cosine": 0.9999, "p1_cosine": 0.9999, "top10_overlap": 0.6, "fp32_top10_gap": 7e-8}
+    result = judge(ties, GateBounds())
+    assert result.recommended and "top10_overlap" not in result.bounds
+    assert result.not_applied and "fp32 cannot rank" in result.not_applied[0]
+    assert not judge({**ties, "fp32_top10_gap": 0.006}, GateBounds()).recommended
+    assert judge({"kendall_tau": 0.2, "fp32_logit_spread": 0.002}, GateBounds()).recommended
+    assert not judge({"kendall_tau": 0.2, "fp32_logit_spread": 3.0}, GateBounds()).recommended
+
+
 def test_bounds_are_configurable_and_checked():
     assert parse_bounds("p1_cosine=0.95, kendall_tau=0.8") == GateBounds(p1_cosine=0.95, kendall_tau=0.8)
     assert parse_bounds(None) == GateBounds()
@@ -61,8 +71,8 @@ def test_figures_of_identical_and_of_degraded_outputs():
     noisy = embedder_figures(vectors, vectors + rng.normal(scale=0.5, size=vectors.shape))
     assert noisy["mean_cosine"] < 0.95 and noisy["top10_overlap"] < 0.9
     logits = rng.normal(size=(len(probes().queries), 8))
-    assert reranker_figures(logits, logits) == {"kendall_tau": 1.0, "p1_kendall_tau": 1.0, "min_kendall_tau": 1.0,
-                                                "max_abs_logit_diff": 0.0}
+    same_logits = reranker_figures(logits, logits)
+    assert (same_logits["kendall_tau"], same_logits["min_kendall_tau"], same_logits["max_abs_logit_diff"]) == (1, 1, 0)
     assert reranker_figures(logits, -logits)["kendall_tau"] == -1.0
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from granite_rt import backends
 from granite_rt.batching import pad_batch
-from granite_rt.errors import ModelFileError
+from granite_rt.errors import ExportError
 from granite_rt.model_folder import load_spec
 from granite_rt.onnx_graph import replace_node, save_onnx, unfuse_rotary
 from granite_rt.tokenize import Tokenizer
@@ -139,8 +139,8 @@ def compress_token_embeddings(model) -> int:
               if init.data_type == TensorProto.FLOAT and len(init.dims) == 2}
     gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in tables and n.input[1] == "input_ids"]
     if len(gathers) != 1:
-        raise ModelFileError(f"expected one token-embedding Gather on input_ids, found {len(gathers)}; "
-                             "cannot compress the embedding table")
+        raise ExportError(f"expected one token-embedding Gather on input_ids, found {len(gathers)}; "
+                          "cannot compress the embedding table")
     gather = gathers[0]
     name = gather.input[0]
     table = numpy_helper.to_array(tables[name])

@@ -12,7 +12,7 @@ import pytest
 
 from granite_rt.batching import MAX_BATCH_TOKENS, length_sorted_batches, map_batches, padded_width
 
-CALIBRATION = Path(__file__).resolve().parents[1] / "export" / "calibration" / "english.txt"
+CALIBRATION = Path(__file__).resolve().parents[1] / "granite_rt" / "calibration" / "english.txt"
 
 
 def test_padded_width_depends_on_the_row_alone():

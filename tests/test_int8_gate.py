@@ -15,7 +15,7 @@ import pytest
 from granite_rt import int8_gate
 from granite_rt.int8_gate import GateBounds, embedder_figures, judge, parse_bounds, probes, reranker_figures
 
-CALIBRATION = Path(__file__).resolve().parents[1] / "export" / "calibration"
+CALIBRATION = Path(__file__).resolve().parents[1] / "granite_rt" / "calibration"
 
 
 def test_probe_set_looks_like_retrieval_and_is_not_the_calibration_set():
@@ -31,6 +31,7 @@ def test_probe_set_looks_like_retrieval_and_is_not_the_calibration_set():
     assert all(len(c) == int8_gate.CANDIDATES_PER_QUERY == len(set(c)) for c in p.candidates)
     assert len(p.candidates) == len(p.queries)
     calibration = {line for f in CALIBRATION.glob("*.txt") for line in f.read_text(encoding="utf-8").splitlines()}
+    assert len(calibration) > 500  # english.txt and multilingual.txt were read
     assert not (set(p.queries) | set(p.passages)) & calibration
 
 

@@ -81,3 +81,10 @@ def test_a_plain_folder_says_it_is_not_verified_and_manifest_pins_it(tiny_embedd
         Embedder(folder, backend="openvino", dtype="fp32")
     assert main(["manifest", str(folder)]) == 2  # exists: --force to replace
     assert "--force" in capsys.readouterr().err
+
+
+def test_info_report_says_how_the_files_are_checked(snapshot):
+    from granite_rt.report import info_report
+
+    text = info_report(str(snapshot))
+    assert "its files are checked at load: sha256 of every file against the Hugging Face Hub's" in text

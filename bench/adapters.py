@@ -16,7 +16,8 @@ VIEWS = Path(__file__).resolve().parent / ".models" / "transformers4-views"
 
 def load(contender: Contender, kind: str, checkpoint: Path, exported: Path) -> Callable[..., Any]:
     """Return the contender's call for ``kind``: embedder → f(texts), reranker → f(query, passages)."""
-    loaders = {"st": _sentence_transformers, "fastembed": _fastembed, "granite-rt": _granite_rt}
+    loaders = {"st": _sentence_transformers, "fastembed": _fastembed, "granite-rt": _granite_rt,
+               "ov-genai": _openvino_genai}
     return loaders[contender.family](contender.options, kind, checkpoint, exported)
 
 
@@ -105,6 +106,56 @@ def _fastembed(opts: dict, kind: str, checkpoint: Path, exported: Path):
                                        sources=ModelSource(hf=name), dim=dim, model_file=opts["model_file"])
     model = TextEmbedding(name, specific_model_path=str(exported))
     return lambda texts: list(model.embed(texts, batch_size=BATCH_SIZE))
+
+
+def genai_view(folder: Path, ir: str, views: Path = VIEWS.parent / "genai-views") -> Path:
+    """``folder`` as OpenVINO GenAI loads a model: the IR ``ir`` as ``openvino_model.xml``/``.bin`` (hard links)
+    beside the tokenizer and config files, and the tokenizer converted once by openvino_tokenizers."""
+    import hashlib
+    import os
+    import shutil
+
+    main = folder / ir
+    stats = f"{main.resolve()} {main.stat().st_size} {main.stat().st_mtime_ns}"
+    view = views / f"{folder.name}-{Path(ir).stem}-{hashlib.sha256(stats.encode()).hexdigest()[:12]}"
+    if (view / "openvino_tokenizer.xml").exists():
+        return view
+    staging = view.with_name(f"{view.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for src, name in ((main, "openvino_model.xml"), (main.with_suffix(".bin"), "openvino_model.bin"),
+                      *((p, p.name) for p in folder.glob("*.json"))):
+        try:
+            os.link(src, staging / name)
+        except OSError:
+            shutil.copy2(src, staging / name)
+    import openvino as ov
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    ov.save_model(convert_tokenizer(AutoTokenizer.from_pretrained(str(folder))), str(staging / "openvino_tokenizer.xml"))
+    try:
+        staging.rename(view)
+    except OSError:  # another worker made it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return view
+
+
+def _openvino_genai(opts: dict, kind: str, checkpoint: Path, exported: Path):
+    """OpenVINO GenAI's TextEmbeddingPipeline / TextRerankPipeline (torch-free, C++ tokenizer and pooling)."""
+    import openvino_genai as genai
+
+    view = str(genai_view(exported, opts["file"]))
+    if kind == "embedder":
+        config = genai.TextEmbeddingPipeline.Config()
+        config.pooling_type = genai.TextEmbeddingPipeline.PoolingType.CLS
+        config.normalize = True  # batch_size / max_length left unset: they make GenAI reshape to static shapes
+        pipe = genai.TextEmbeddingPipeline(view, "CPU", config)
+        return lambda texts: [v for i in range(0, len(texts), BATCH_SIZE) for v in pipe.embed_documents(texts[i:i + BATCH_SIZE])]
+    config = genai.TextRerankPipeline.Config()
+    config.top_n = 1_000_000
+    pipe = genai.TextRerankPipeline(view, "CPU", config)
+    return lambda query, passages: pipe.rerank(query, passages)
 
 
 def _granite_rt(opts: dict, kind: str, checkpoint: Path, exported: Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Family = Literal["st", "fastembed", "granite-rt"]
+Family = Literal["st", "fastembed", "granite-rt", "ov-genai"]
 Env = Literal["project", "bench", "st-onnx"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
 BATCH_SIZE = 32                     # sentence-transformers' default, used by every contender
 
@@ -31,7 +31,7 @@ def _granite(backend: str, dtype: str, default: bool = False) -> Contender:
 CONTENDERS: tuple[Contender, ...] = (
     Contender("ST torch", "st", "project", ("embedder", "reranker"), {"backend": "torch"}),
     Contender("ST openvino", "st", "bench", ("embedder", "reranker"), {"backend": "openvino"}),
-    Contender("ST openvino INT8 IR", "st", "bench", ("embedder",),
+    Contender("ST openvino INT8 IR", "st", "bench", ("embedder", "reranker"),
               {"backend": "openvino", "file_name": "openvino/openvino_model_qint8_quantized.xml"}),
     Contender("ST onnx", "st", "st-onnx", ("embedder", "reranker"),
               {"backend": "onnx", "file_name": "onnx/model.onnx"}),
@@ -39,12 +39,17 @@ CONTENDERS: tuple[Contender, ...] = (
               {"backend": "onnx", "file_name": "onnx/model_qint8.onnx"}),
     Contender("fastembed fp32", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model.onnx"}),
     Contender("fastembed INT8", "fastembed", "bench", ("embedder",), {"model_file": "onnx/model_qint8.onnx"}),
+    Contender("OpenVINO GenAI", "ov-genai", "bench", ("embedder", "reranker"),
+              {"file": "openvino/openvino_model.xml"}),
+    Contender("OpenVINO GenAI INT8 IR", "ov-genai", "bench", ("embedder", "reranker"),
+              {"file": "openvino/openvino_model_qint8_quantized.xml"}),
     _granite("auto", "auto", default=True),
     _granite("onnx", "fp32"),
     _granite("onnx", "int8"),
     _granite("openvino", "fp32"),
     _granite("openvino", "bf16"),
     _granite("openvino", "int8"),
+    _granite("openvino", "int8+bf16"),
 )
 
 # Cold start (e): a fresh process per run, so only the configurations the targets compare.

@@ -7,7 +7,8 @@ site-packages after its own (torch, openvino, onnxruntime are shared, never re-d
 - ``bench`` (bench/.venv): optimum-intel (sentence-transformers' openvino backend) and fastembed, which
   pin older transformers / huggingface-hub;
 - ``st-onnx`` (bench/.venv-st-onnx): sentence-transformers' onnx backend, whose optimum-onnx requires
-  transformers < 4.58, so sentence-transformers 5.x (the last series that runs on transformers 4).
+  transformers < 4.58, so sentence-transformers 5.x (the last series that runs on transformers 4);
+- ``infinity`` (bench/.venv-infinity): the Infinity embedding server (infinity-emb), for bench.soak.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ ENVS = {
                       ("torch", "openvino", "sentence-transformers", "numpy")),
     "st-onnx": BenchEnv(ROOT / "bench" / ".venv-st-onnx", ROOT / "bench" / "requirements-st-onnx.txt",
                         ("torch", "onnxruntime", "numpy")),
+    "infinity": BenchEnv(ROOT / "bench" / ".venv-infinity", ROOT / "bench" / "requirements-infinity.txt",
+                         ("torch",)),
 }
 
 

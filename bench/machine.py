@@ -20,9 +20,11 @@ def machine_info() -> dict:
     cpuinfo = host.CPUINFO.read_text() if host.CPUINFO.exists() else ""
     flags = host.cpu_flags()
     mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, flags=re.M)
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, flags=re.M)
     cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
     return {
         "cpu": fields.get("Model name") or host.cpu_model(),
+        "vendor": vendor.group(1) if vendor else None,
         "logical_cpus": os.cpu_count(),
         "physical_cores": cores or host.physical_cores(),
         "mhz": float(mhz.group(1)) if mhz else None,
@@ -34,22 +36,25 @@ def machine_info() -> dict:
 
 
 def peak_gops(info: dict) -> dict[str, float]:
-    """Theoretical peak per precision, assuming two FMA ports per core of the widest vector unit.
+    """Theoretical peak per precision: what one core executes per cycle, times cores and clock.
 
-    AVX-512: fp32 2 ports × 16 lanes × 2 (FMA) per cycle; bf16 (vdpbf16ps) 2 × 32 × 2; INT8 (VNNI
-    vpdpbusd) 2 × 64 × 2. AVX2 only: fp32 2 × 8 × 2; INT8 2 × 32 × 2 / 2 (vpmaddubsw then vpmaddwd:
-    two instructions per 32 multiply-adds). An upper bound: turbo, port counts and the hypervisor may differ.
+    AVX-512 with 512-bit units (Intel Xeon, AMD Zen 5): two FMA ports, fp32 2 × 16 lanes × 2 (FMA) = 64,
+    bf16 (vdpbf16ps) 128, INT8 (VNNI vpdpbusd) 256 ops/cycle. AMD Zen 4 runs each 512-bit op on a pair of
+    its 256-bit units, one per cycle: fp32 32, bf16 64, INT8 128 (told from Zen 5 by AVX-VNNI, which Zen 5
+    added). AVX2 only: fp32 2 × 8 × 2 = 32; INT8 2 × 32 × 2 / 2 = 64 (vpmaddubsw then vpmaddwd: two
+    instructions per 32 multiply-adds). An upper bound: turbo, port counts and the hypervisor may differ.
     """
     if not info["mhz"] or not (info["flags"].get("avx512f") or info["flags"].get("avx2")):
         return {}
     cycles = info["physical_cores"] * info["mhz"] * 1e6
     if not info["flags"].get("avx512f"):
         return {"fp32": cycles * 32 / 1e9, "int8": cycles * 64 / 1e9}
-    peaks = {"fp32": cycles * 64 / 1e9}
+    halved = 2 if info.get("vendor") == "AuthenticAMD" and not info["flags"].get("avx_vnni") else 1  # Zen 4
+    peaks = {"fp32": cycles * 64 / halved / 1e9}
     if info["flags"].get("avx512_bf16"):
-        peaks["bf16"] = cycles * 128 / 1e9
+        peaks["bf16"] = cycles * 128 / halved / 1e9
     if info["flags"].get("avx512_vnni"):
-        peaks["int8"] = cycles * 256 / 1e9
+        peaks["int8"] = cycles * 256 / halved / 1e9
     return peaks
 
 

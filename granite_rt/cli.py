@@ -1,4 +1,4 @@
-"""``granite-rt``: embed, rerank, export, info, eval, bench and serve from the command line.
+"""``granite-rt``: embed, embed-corpus, rerank, export, bundle, info, eval, bench and serve from the command line.
 
 The export stage and the server are imported only when their command runs, so ``granite-rt --help``
 works without torch or the server extra. Exit codes: 0 success, 2 usage error, 1 runtime
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from granite_rt import host, tune
+from granite_rt.corpus import ROWS_PER_SHARD, Columns, VectorOptions, embed_corpus, local_engine
+from granite_rt.bundle import bundle
 from granite_rt.embedder import Embedder
 from granite_rt.folder_manifest import trusted_manifest, write_manifest
 from granite_rt.int8_gate import parse_bounds
@@ -26,6 +29,7 @@ from granite_rt.quantize_folder import quantize_folder
 from granite_rt.errors import CollectionError, WrongKindError, one_line
 from granite_rt.eval.collections import load_collection
 from granite_rt.eval.runner import Subsample, evaluate, variant_names
+from granite_rt.model_folder import load_spec, resolve_model
 from granite_rt.output import PRECISIONS
 from granite_rt.report import info_data, info_report
 from granite_rt.reranker import Reranker
@@ -230,6 +234,53 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_corpus(args: argparse.Namespace) -> int:
+    """Embed a corpus (file, folder or glob of .jsonl/.parquet/.csv/.txt) into Parquet shards; resumable."""
+    try:
+        import pyarrow  # noqa: F401
+        if args.engine == "ray":
+            import ray  # noqa: F401
+    except ModuleNotFoundError as err:
+        raise _ExtraMissing("ray", err.name) from None
+    import numpy as np
+
+    ranges = None
+    if args.ranges:
+        try:
+            ranges = np.load(args.ranges)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read --ranges {args.ranges}: {err}") from None
+    if args.engine == "local" and (args.ray_address or args.actors):
+        raise UsageError("--ray-address and --actors need --engine ray")
+    if args.engine == "ray":
+        from granite_rt.ray import RayEngine   # the ray extra
+
+        engine = RayEngine(args.ray_address, args.actors)
+    else:
+        engine = local_engine
+    result = embed_corpus(
+        args.input, args.out, args.model,
+        columns=Columns(args.text_column, args.id_column, args.title_column),
+        vectors=VectorOptions(args.precision, args.truncate_dim, not args.no_normalize, args.batch_size, ranges),
+        backend=args.backend, device=args.device, dtype=args.dtype, threads=args.threads,
+        rows_per_shard=args.rows_per_shard, engine=engine, progress=sys.stderr.isatty() and not args.quiet)
+    if not args.quiet:
+        kept = f", {result.adopted_shards} kept from an earlier run" if result.adopted_shards else ""
+        cut = f"; {result.truncated} truncated at the model's max length" if result.truncated else ""
+        print(f"{args.out}: {result.rows} rows in {result.shards} shards ({result.embedded_rows} embedded now"
+              f"{kept}) in {result.seconds:.1f} s{cut}", file=sys.stderr)
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Copy what one placement loads (artifact, tokenizer, configs, manifest) into --out, for shipping in an app."""
+    made = bundle(args.model, args.out, backend=args.backend, dtype=args.dtype)
+    if not args.quiet:
+        print(f"wrote {made.folder}: {made.artifact.backend} {made.artifact.precision} ({made.artifact.path}), "
+              f"{len(made.files)} files, {made.size / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Devices and backends available here, and where MODEL would run."""
     if args.json:
@@ -260,6 +311,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if any(r.skipped is None for r in report.rows) else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Time every CPU placement MODEL allows here within the fidelity bounds; dtype="auto" then runs the fastest."""
+    folder = resolve_model(args.model)
+    decision, saved = tune.tune_folder(folder, load_spec(folder), host.cache_dir(), budget_s=args.budget,
+                                       log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(tune.format_decision(decision, saved))
+    return 0 if decision.best() is not None else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the TEI- and OpenAI-compatible HTTP server until SIGINT/SIGTERM."""
     if not (args.embedder or args.reranker):
@@ -287,7 +347,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         serve(config, embedder=args.embedder, reranker=args.reranker, backend=args.backend, device=args.device,
-              dtype=args.dtype, batch_size=args.batch_size)
+              dtype=args.dtype, batch_size=args.batch_size, bucket_steps=args.bucket_steps or None)
     except WrongKindError as err:
         raise _wrong_kind(err, f"serve it with --{err.kind}") from err
     return 0
@@ -383,7 +443,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Embed, rerank, export, inspect, evaluate, benchmark and serve "
+    parser = _Parser(prog=PROG, description="Embed, rerank, export, bundle, inspect, evaluate, benchmark and serve "
                                             "Granite embedding models without torch.")
     _global_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -392,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = _Parser(add_help=False)
     model.add_argument("--backend", default="auto", help="auto | onnx | openvino (default: auto)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda | ... (default: auto)")
-    model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8")
+    model.add_argument("--dtype", default="auto", help="compute precision: auto | fp32 | fp16 | bf16 | int8 | int8+bf16")
     model.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
     inputs = _Parser(add_help=False)
     inputs.add_argument("--input", metavar="FILE", help=".txt (one text per line) or .jsonl (a \"text\" field); - for stdin")
@@ -427,6 +487,36 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--max-query-tokens", type=positive_int, metavar="N",
                         help="cut the query to N tokens before pair truncation (the model card evaluates with 64)")
     rerank.set_defaults(run=cmd_rerank, positional_rest="documents")
+
+    corpus = sub.add_parser("embed-corpus", parents=[flags, model], help="embed a corpus into Parquet shards (resumable)",
+                            description=cmd_embed_corpus.__doc__)
+    corpus.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
+    corpus.add_argument("input", metavar="INPUT", help=".jsonl/.parquet/.csv/.txt file, a folder of them, or a glob")
+    corpus.add_argument("--out", required=True, metavar="DIR", help="output folder: part-NNNNN.parquet + _manifest.json")
+    corpus.add_argument("--text-column", default="text", help="column with the text (default: text)")
+    corpus.add_argument("--id-column", help="column with the id (default: id if present, else the row number)")
+    corpus.add_argument("--title-column", help="column with a title, embedded as 'title text'")
+    corpus.add_argument("--precision", choices=PRECISIONS, default="float32", help="output format of the vectors")
+    corpus.add_argument("--ranges", metavar="FILE.npy", help="int8/uint8 calibration: a (2, dim) array of minima/maxima")
+    corpus.add_argument("--truncate-dim", type=positive_int, metavar="N", help="Matryoshka: keep the first N dimensions")
+    corpus.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
+    corpus.add_argument("--rows-per-shard", type=positive_int, default=ROWS_PER_SHARD, metavar="N",
+                        help=f"rows per output shard, the unit of resume (default {ROWS_PER_SHARD})")
+    corpus.add_argument("--threads", type=positive_int, metavar="N",
+                        help="threads of the model (local) or CPUs per Ray actor (default: all / 1)")
+    corpus.add_argument("--engine", choices=("local", "ray"), default="local", help="embed here or on Ray (ray extra)")
+    corpus.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local Ray)")
+    corpus.add_argument("--actors", type=positive_int, metavar="N", help="Embedder actors on Ray (default: CPUs / threads)")
+    corpus.set_defaults(run=cmd_embed_corpus)
+
+    bundle_parser = sub.add_parser("bundle", parents=[flags], help="copy one placement of a model for an app to ship",
+                            description=cmd_bundle.__doc__)
+    bundle_parser.add_argument("model", metavar="MODEL", help="exported folder, IBM Hub layout folder or Hub repo id")
+    bundle_parser.add_argument("--out", metavar="DIR", required=True, help="folder to write (new, empty or a previous bundle)")
+    bundle_parser.add_argument("--backend", default="onnx", help="onnx | openvino (default: onnx)")
+    bundle_parser.add_argument("--dtype", choices=("int8", "fp32", "fp16"), default="int8",
+                        help="stored precision of the artifact (default: int8)")
+    bundle_parser.set_defaults(run=cmd_bundle)
 
     info = sub.add_parser("info", parents=[flags], help="devices, backends and where a model would run",
                           description=cmd_info.__doc__)
@@ -476,6 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("--force", action="store_true", help="replace an existing granite_rt.json")
     manifest.set_defaults(run=cmd_manifest)
 
+    tune = sub.add_parser("tune", parents=[flags], help="measure where a model runs fastest on this machine",
+                          description=cmd_tune.__doc__)
+    tune.add_argument("model", metavar="MODEL", help="a model folder or Hub id")
+    tune.add_argument("--budget", type=_non_negative_float, default=30.0, metavar="SECONDS",
+                      help="stop timing rounds after this long (at least one round runs; default 30)")
+    tune.set_defaults(run=cmd_tune)
+
     serve = sub.add_parser("serve", parents=[flags, model], help="TEI/OpenAI-compatible HTTP server",
                            description=cmd_serve.__doc__)
     serve.add_argument("--embedder", metavar="MODEL", help="embedding model to serve")
@@ -491,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=_non_negative_float, default=2.0, help="how long a batch waits for more requests")
     serve.add_argument("--max-concurrent-requests", type=positive_int, default=512,
                        help="requests admitted at once; more get 429 (default 512)")
+    serve.add_argument("--bucket-steps", type=int, choices=range(0, 17), default=4, metavar="N",
+                       help="batch widths per doubling of length: the backends see a fixed set of shapes, so memory "
+                            "stays bounded (default 4: at most 22%% padding; 0: unbucketed)")
     serve.add_argument("--max-client-batch-size", type=positive_int, default=256,
                        help="inputs per request; more get 413 (default 256)")
     serve.add_argument("--max-request-bytes", type=positive_int, default=2_000_000,

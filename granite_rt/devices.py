@@ -24,7 +24,7 @@ from granite_rt.errors import BackendUnavailableError, DeviceUnavailableError, M
 from granite_rt.host import INT8_DOT_FLAGS  # noqa: F401 - public name, documented in docs/devices.md
 from granite_rt.model_folder import verify_artifact
 
-DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
+DTYPES = ("auto", "fp32", "fp16", "bf16", "int8", "int8+bf16")
 WORKLOADS = ("latency", "throughput")
 
 # device="auto" walks this order; the NPU is left out on purpose (static shapes cap the sequence
@@ -35,16 +35,25 @@ AUTO_ORDER = ("tensorrt", "cuda", "directml", "intel-gpu", "cpu")
 DEVICES_BY_PREFERENCE = AUTO_ORDER[:-1] + ("npu", "cpu")
 
 # dtype="auto": compute precisions tried in order per device (first with a runnable artifact wins).
-# On a CPU without int8 dot-product instructions OpenVINO tries fp32 first (see _CPU_WITHOUT_INT8_DOT).
-AUTO_DTYPES = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16", "fp32"),
+# On a CPU without int8 dot-product instructions OpenVINO tries fp32 first (see NO_INT8_DOT); int8+bf16
+# (OpenVINO's only) needs a CPU with BF16. A measured decision (granite_rt.tune) replaces this order on the CPU.
+AUTO_DTYPES = {"cpu": ("int8+bf16", "int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16", "fp32"),
                "directml": ("fp16", "fp32"), "intel-gpu": ("fp16", "fp32", "int8"), "npu": ("fp16", "int8")}
 DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 
 # The CPU rule (host.INT8_DOT_FLAGS). With int8 dot products OpenVINO's INT8 is the fastest CPU path (1.6x its
-# fp32 on an AVX512-VNNI Xeon, 97m shape), so the registry's order (OpenVINO first) holds. Without them (an
+# fp32 on an AVX512-VNNI Xeon, 97m shape), so the registry's order (OpenVINO first) holds; with BF16 too its INT8
+# IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with the f32 hint,
+# onnxruntime INT8 and OpenVINO bf16 on a Zen 4, docs/devices.md). Without them (an
 # AVX2-only AMD EPYC, docs/devices.md) OpenVINO's INT8 ran slower than its fp32 and onnxruntime's INT8 was the
 # fastest path, so the CPU then tries onnxruntime first, and OpenVINO fp32 before its INT8.
 NO_INT8_DOT = " (this CPU has no int8 dot-product instructions: VNNI, AMX or Arm dotprod)"
+PREFERRED_BECAUSE = {("openvino", "cpu", "int8+bf16"): " (the INT8 IR with its unquantized ops in bf16: this CPU has "
+                                                      "int8 dot products and BF16)"}
+# Compute modes that only some backends have (OpenVINO's INT8 IR with a bf16 hint).
+BACKEND_MODES = ("int8+bf16",)
+# The CPU compute precisions granite_rt.tune measures (each where the folder and this CPU can run it).
+CPU_DTYPES = ("fp32", "bf16", "int8", "int8+bf16")
 
 
 class NotRecommendedWarning(UserWarning):
@@ -126,19 +135,20 @@ def backends_for(device: str, backend: str, inv: Inventory | None = None) -> tup
 def select_placements(artifacts: Sequence[Artifact] | Any, backend: str = "auto", device: str | list = "auto",
                       dtype: str = "auto", *, allow_fallback: bool | None = None, cache_dir: Path | None = None,
                       folder: Path | None = None, workload: str = "latency",
-                      inventory: Inventory | None = None) -> list[Placement]:
+                      inventory: Inventory | None = None, tuned: Mapping[str, str] | None = None) -> list[Placement]:
     """Ordered candidates for (backend, device, dtype) over ``artifacts`` and the devices present here.
 
     ``device`` is a name from ``known_devices()``, "auto", or a raw onnxruntime provider list (names or
     ``(name, options)`` tuples). An explicit device that cannot be used raises
-    DeviceUnavailableError unless ``allow_fallback``; then the auto order follows it.
+    DeviceUnavailableError unless ``allow_fallback``; then the auto order follows it. ``tuned`` (a measured
+    choice, ``granite_rt.tune.Decision.choice``) goes first among the CPU placements when dtype is "auto".
     """
     artifacts = getattr(artifacts, "artifacts", artifacts)  # a ModelSpec is accepted too
     _check_choice("backend", backend, ("auto",) + tuple(b.name for b in backends.registered()))
     _check_choice("dtype", dtype, DTYPES)
     _check_choice("workload", workload, WORKLOADS)
     inv = inventory or probe()
-    ctx = _Context(inv, cache_dir if cache_dir is not None else host.cache_dir(), folder, workload)
+    ctx = _Context(inv, cache_dir if cache_dir is not None else host.cache_dir(), folder, workload, tuned)
     if not isinstance(device, str):
         return _warn_conflict(inv, [_raw_placement(artifacts, backend, list(device), dtype, ctx)])
     _check_choice("device", device, ("auto",) + known_devices())
@@ -191,6 +201,7 @@ class _Context:
     cache_dir: Path | None
     folder: Path | None
     workload: str
+    tuned: Mapping[str, str] | None = None   # a measured CPU choice (granite_rt.tune): backend, dtype, file, why
 
 
 def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], dtype: str, ctx: _Context,
@@ -198,7 +209,7 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
     """One placement per (device, backend) in order that has a runnable artifact at ``dtype``."""
     out = []
     for device in devices:
-        here = []
+        first = len(out)
         for be in backends_for(device, backend, ctx.inv):
             if skip_absent and not ctx.inv.present(be, device):
                 continue
@@ -207,8 +218,10 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
                 dt, artifact, why = chosen
                 if backend == "auto" and device == "cpu" and be == "onnx" and ctx.inv.cpu_int8_dot == ():
                     why += "; onnxruntime before OpenVINO" + NO_INT8_DOT
-                here.append(_placement(be, device, dt, artifact, why, ctx))
-        out += _prefer_recommended(here, artifacts, device, dtype)
+                out.append(_placement(be, device, dt, artifact, why, ctx))
+        out[first:] = _prefer_recommended(out[first:], artifacts, device, dtype)
+        if device == "cpu" and dtype == "auto" and ctx.tuned is not None:
+            out[first:] = _tuned_first(out[first:], artifacts, backend, ctx)
     if not out and not skip_absent:
         raise _no_artifact(artifacts, backend, devices[0], dtype)
     return out
@@ -228,6 +241,34 @@ def _prefer_recommended(placements: list[Placement], artifacts: Sequence[Artifac
     return ranked
 
 
+def _tuned_first(planned: list[Placement], artifacts: Sequence[Artifact], backend: str,
+                 ctx: _Context) -> list[Placement]:
+    """The measured CPU placement first, the built-in order after it as fallbacks (unchanged if its file is gone)."""
+    tuned = ctx.tuned or {}
+    artifact = next((a for a in artifacts if a.path == tuned.get("file") and a.backend == tuned.get("backend")), None)
+    if artifact is None or backend not in ("auto", artifact.backend) or not ctx.inv.present(artifact.backend, "cpu"):
+        return planned
+    chosen = _placement(artifact.backend, "cpu", tuned["dtype"], artifact, tuned.get("why", "measured"), ctx)
+    return [chosen] + [p for p in planned if p != chosen]
+
+
+def cpu_candidates(artifacts: Sequence[Artifact] | Any, *, folder: Path | None = None,
+                   inventory: Inventory | None = None, cache_dir: Path | None = None) -> list[Placement]:
+    """Every CPU placement the folder allows here (each installed backend × CPU_DTYPES), for granite_rt.tune."""
+    artifacts = getattr(artifacts, "artifacts", artifacts)
+    inv = inventory or probe()
+    ctx = _Context(inv, cache_dir if cache_dir is not None else host.cache_dir(), folder, "latency")
+    out = []
+    for be in backends_for("cpu", "auto", inv):
+        if not inv.present(be, "cpu"):
+            continue
+        for dt in CPU_DTYPES:
+            chosen = _choose_dtype(artifacts, be, "cpu", dt, inv, explicit=False)
+            if chosen is not None:
+                out.append(_placement(be, "cpu", chosen[0], chosen[1], "tuning candidate", ctx))
+    return out
+
+
 def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtype: str, inv: Inventory,
                   *, explicit: bool) -> tuple[str, Artifact, str] | None:
     """(compute dtype, artifact, why) for ``device`` on ``backend``, or None when none is runnable."""
@@ -236,15 +277,19 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     if slow_int8:
         wanted = ("fp32", "int8")
     engine = backends.get(backend)
-    skipped: list[str] = []  # artifacts dtype="auto" passed over (not recommended), for why
+    if dtype == "auto":  # a mode only some backends have is no "missing artifact" for the others
+        wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (device, dt) in engine.runnable)
+    lacking: list[str] = []  # precisions this CPU cannot compute (the backend's unsupported_dtype)
     for i, dt in enumerate(wanted):
+        artifact = _pick_artifact(artifacts, backend, engine.runnable.get((device, dt), ()))
+        if artifact is None and dtype == "auto":
+            continue  # no file, no need to ask the engine (which may import it)
         unsupported = engine.unsupported_dtype(inv.engine(backend), device, dt)
         if unsupported:
             if dtype != "auto" and explicit:
                 raise DeviceUnavailableError(unsupported)
+            lacking.append(dt)
             continue
-        precisions = engine.runnable.get((device, dt), ())
-        artifact = _pick_artifact(artifacts, backend, precisions, recommended_only=dtype == "auto")
         if artifact is None:
             unrecommended = _pick_artifact(artifacts, backend, precisions) if dtype == "auto" else None
             if unrecommended is not None:
@@ -252,16 +297,14 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
             continue
         if dtype != "auto":
             why = f"dtype={dt} as asked"
-            if artifact.not_recommended:
-                why += f" (NOT recommended: {artifact.not_recommended})"
-        elif i == 0:
-            why = f"{dt} is the preferred precision on {device}"
+        elif i == len(lacking):  # nothing before it but precisions this CPU lacks
+            why = f"{dt} is the preferred precision on {device}" + PREFERRED_BECAUSE.get((backend, device, dt), "")
             if slow_int8:
                 why += " for OpenVINO" + NO_INT8_DOT
-        elif skipped:
-            why = f"{'; '.join(skipped)}; so {dt}"
+            if lacking:
+                why += f" ({'/'.join(lacking)}: this CPU lacks the instructions)"
         else:
-            why = f"no {'/'.join(wanted[:i])} artifact for {backend}, so {dt}"
+            why = f"no {'/'.join(d for d in wanted[:i] if d not in lacking)} artifact for {backend}, so {dt}"
         if artifact.precision != dt:
             why += f" (computed from the {artifact.precision} artifact)"
         return dt, artifact, why

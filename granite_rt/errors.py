@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 
 class GraniteRTError(Exception):
     """Base class of every error granite-rt raises on purpose."""
@@ -39,6 +41,10 @@ class CollectionError(GraniteRTError, ValueError):
     """An evaluation collection (Cranfield or BEIR folder) is missing files or holds malformed records."""
 
 
+class CorpusError(GraniteRTError, ValueError):
+    """A corpus job's input (file, column, row) or output folder cannot be used, or a resume does not match."""
+
+
 class ExportError(GraniteRTError, RuntimeError):
     """The export stage could not write or convert a model (output folder, converter, quantizer)."""
 
@@ -49,6 +55,22 @@ class ParityError(ExportError):
 
 class OutputFolderError(ExportError):
     """The export's --out folder cannot be created or written, or holds files that are not an export."""
+
+
+class CancelledError(GraniteRTError, concurrent.futures.CancelledError):
+    """A call was cancelled (its CancelToken or threading.Event set) before it finished; nothing partial is returned."""
+
+
+class ModelClosedError(GraniteRTError, RuntimeError):
+    """The model was closed (``close()`` or the end of its ``with`` block); its sessions are released."""
+
+
+class BundleError(GraniteRTError, RuntimeError):
+    """``granite-rt bundle`` cannot write its --out folder (not creatable, not writable, or holding other files)."""
+
+
+class AlreadyCancelledError(GraniteRTError, RuntimeError):
+    """``CancelToken.cancel()`` was called on a token that is already cancelled."""
 
 
 def one_line(err: BaseException | Warning | str, limit: int | None = None) -> str:

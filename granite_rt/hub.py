@@ -54,7 +54,12 @@ def local_folder_error(model: str | os.PathLike) -> ModelNotFoundError:
 
 def offline() -> bool:
     """HF_HUB_OFFLINE, read now (huggingface_hub reads it once at import)."""
-    from huggingface_hub import constants
+    try:
+        from huggingface_hub import constants
+    except ImportError as exc:  # a frozen app leaves the Hub client out (granite_rt/_pyinstaller)
+        raise ModelNotFoundError(f"huggingface_hub cannot be imported ({exc}), so no Hub id can be loaded: give a "
+                                 "model folder or bundle (granite-rt bundle), or install huggingface_hub (in a "
+                                 "frozen app: import it in the app)") from exc
 
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 

@@ -81,7 +81,7 @@ def hub_wanted(backend: str = "auto", dtype: str = "auto") -> tuple[tuple[Backen
                       if importlib.util.find_spec(b.engine) is not None) or ("onnx",)
     else:
         names = (backend,)
-    stored = {"auto": ("int8", "fp32"), "bf16": ("fp32",)}
+    stored = {"auto": ("int8", "fp32"), "bf16": ("fp32",), "int8+bf16": ("int8",)}
     return names, stored.get(dtype, (dtype,))
 
 

@@ -56,7 +56,7 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
         return [f"model {model}: cannot be read: {type(exc).__name__}: {one_line(exc, 300)}"]
     files = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in spec.artifacts)
     lines = [f"model {spec.folder} ({spec.kind}): {files}",
-             f"  {'device':<10} {'backend':<9} {'dtype':<6} {'file':<46} why"]
+             f"  {'device':<10} {'backend':<9} {'dtype':<9} {'file':<46} why"]
     for device in known_devices():
         for name in devices.backends_for(device, backend, inv):
             try:
@@ -67,12 +67,12 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
                 has_backend = any(a.backend == name for a in spec.artifacts)
                 note = f"no {name} file runs at dtype={dtype}" if has_backend else f"the folder has no {name} file"
             if chosen is None:
-                lines.append(f"  {device:<10} {name:<9} {'-':<6} {'-':<46} {note}")
+                lines.append(f"  {device:<10} {name:<9} {'-':<9} {'-':<46} {note}")
                 continue
             dt, artifact, why = chosen
             if not inv.present(name, device):
                 why = f"{why} (device absent here)"
-            lines.append(f"  {device:<10} {name:<9} {dt:<6} {artifact.path:<46} {why}")
+            lines.append(f"  {device:<10} {name:<9} {dt:<9} {artifact.path:<46} {why}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OnnxRuntimeConflictWarning)

@@ -49,8 +49,11 @@ class Tokenizer:
     """Batch-encodes texts and (query, document) pairs with the model's tokenizer, truncating at max_length."""
 
     def __init__(self, folder: Path, max_length: int, *, do_lower_case: bool = False,
-                 truncation_side: str = "right") -> None:
+                 truncation_side: str = "right", parallel: bool = True) -> None:
         self.max_length = max_length
+        # parallel: the library's encode_batch (its own pool, one thread per logical CPU); else one text
+        # at a time on the calling thread, for a caller that caps the threads it uses (same encodings).
+        self.parallel = parallel
         self._path, self._do_lower_case = folder / "tokenizer.json", do_lower_case
         self._tok = _load(self._path, do_lower_case)
         self._tok.enable_truncation(max_length, strategy="longest_first", direction=truncation_side)
@@ -92,8 +95,12 @@ class Tokenizer:
         return self._encode_batch(list(texts), what, self.untruncated())
 
     def _encode_batch(self, items: list, what: str, tok=None, add_special_tokens: bool = True) -> list:
+        tok = self._tok if tok is None else tok
         try:
-            return (self._tok if tok is None else tok).encode_batch(items, add_special_tokens=add_special_tokens)
+            if self.parallel:
+                return tok.encode_batch(items, add_special_tokens=add_special_tokens)
+            return [tok.encode(*(item if isinstance(item, tuple) else (item,)), add_special_tokens=add_special_tokens)
+                    for item in items]
         except TypeError:
             error = _untokenizable(items, what)
             if error is None:

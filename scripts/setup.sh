@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH=2.13.0
-EXTRAS=export,openvino,server,test
+EXTRAS=export,openvino,server,ray,test
 say() { echo "setup: $*" >&2; }
 
 if [ ! -x .venv/bin/python ]; then
@@ -32,7 +32,7 @@ if echo "$todo" | grep -q '^torch=='; then
 fi
 if echo "$todo" | grep -qv '^torch=='; then
   say "installing granite-rt (editable) with its extras $EXTRAS: onnxruntime, openvino, transformers," \
-      "sentence-transformers, onnx, nncf, starlette, uvicorn, pytest, ... (a few minutes on the first run) ..."
+      "sentence-transformers, onnx, nncf, starlette, uvicorn, ray, pyarrow, pytest, ... (a few minutes on the first run) ..."
   start=$SECONDS
   python -m pip install -q -e ".[$EXTRAS]"
   python scripts/setup_check.py --stamp

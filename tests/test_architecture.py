@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "granite_rt"
 # Package modules that may be imported inside a function, each with its reason: they need an optional extra.
 OPTIONAL_MODULES = {
     "granite_rt.server": "needs the server extra (starlette, uvicorn); `granite-rt serve` imports it when run",
+    "granite_rt.ray": "needs the ray extra (ray, pyarrow); `granite-rt embed-corpus --engine ray` imports it when run",
 }
 # Modules allowed one lazy import of the package, each with its reason.
 LAZY_IMPORTERS = {

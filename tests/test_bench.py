@@ -146,6 +146,11 @@ def test_peak_rates_follow_the_widest_vector_unit():
     assert peak_gops(info("avx2")) == {"fp32": 160.0, "int8": 320.0}                   # 2 × 2.5 GHz × 32 / 64
     assert peak_gops(info("avx2", "avx512f", "avx512_vnni")) == {"fp32": 320.0, "int8": 1280.0}
     assert peak_gops(info()) == {}                                                       # unknown unit: no claim
+    zen4 = {**info("avx2", "avx512f", "avx512_vnni", "avx512_bf16"), "vendor": "AuthenticAMD"}
+    assert peak_gops(zen4) == {"fp32": 160.0, "bf16": 320.0, "int8": 640.0}   # 512-bit ops on 256-bit units
+    zen5 = {**info("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16"), "vendor": "AuthenticAMD"}
+    assert peak_gops(zen5) == {"fp32": 320.0, "bf16": 640.0, "int8": 1280.0}  # full-width 512-bit units
+    assert peak_gops({**zen4, "vendor": "GenuineIntel"})["int8"] == 1280.0
 
 
 def _folder_with_tokenizer_class(root: Path, tokenizer_class: str) -> Path:
@@ -203,3 +208,13 @@ def test_contender_precision_comes_from_the_worker_else_from_the_configuration()
     assert contender_precision("ST openvino", None, avx2) == "fp32"
     assert contender_precision("ST openvino", None, sapphire) == "bf16"
     assert contender_precision("ST torch", None, sapphire) == "fp32"
+    assert contender_precision("OpenVINO GenAI", None, sapphire) == "bf16"   # the plugin's default hint
+    assert contender_precision("OpenVINO GenAI INT8 IR", None, avx2) == "int8"
+
+
+def test_inprocess_ratios_pair_each_round_with_the_references_time_in_that_round():
+    from bench.inprocess import paired_ratios
+
+    # the machine slows down 10x in round 2: per-round pairing keeps the ratio, a ratio of medians would not
+    times = {"ref": [1.0, 10.0, 1.0], "fast": [0.5, 5.0, 0.5], "slow": [2.0, 20.0, 2.0]}
+    assert paired_ratios(times, "ref") == {"ref": 1.0, "fast": 0.5, "slow": 2.0}

@@ -347,6 +347,8 @@ def test_serve_answers_over_http_and_exits_cleanly_on_sigterm(embedder_folder, l
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "Traceback" not in err
+        loaded = [line for line in err.splitlines() if "granite-rt serves embedder" in line]
+        assert len(loaded) == 1 and all(f"{key}=" in loaded[0] for key in ("backend", "device", "dtype", "file")), err
     finally:
         if proc.poll() is None:
             proc.kill()

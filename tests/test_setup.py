@@ -31,7 +31,7 @@ def test_setup_run_twice_installs_nothing_the_second_time():
     second = subprocess.run(["bash", "scripts/setup.sh"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert second.returncode == 0, second.stderr
     assert second.stderr.strip().splitlines() == [
-        "setup: .venv is up to date (torch 2.13.0, granite-rt editable with export,openvino,server,test): "
+        "setup: .venv is up to date (torch 2.13.0, granite-rt editable with export,openvino,server,ray,test): "
         "nothing to install"], second.stderr
     assert (dist_info / "RECORD").stat().st_mtime_ns == record  # pip did not reinstall granite-rt
     check = subprocess.run(["bash", "scripts/setup.sh", "--check"], cwd=ROOT, capture_output=True, text=True,

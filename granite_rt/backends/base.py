@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
 import numpy as np
 
 BackendName = str                     # a registered backend's name: "onnx", "openvino", ...
-Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int8+bf16"]
 
 # Output names the runtime reads, in preference order (ours/optimum, sentence-transformers' ONNX export).
 OUTPUT_NAMES = ("last_hidden_state", "logits", "token_embeddings")
@@ -45,7 +45,8 @@ class Placement:
 
     backend: BackendName
     device: str                    # user-facing name: cpu, cuda, tensorrt, directml, intel-gpu, npu, ...
-    dtype: Precision               # compute precision (bf16 = fp32 artifact with a bf16 hint)
+    dtype: Precision               # compute precision (bf16 = fp32 artifact with a bf16 hint, int8+bf16 = int8
+                                   # artifact with a bf16 hint for its unquantized ops)
     artifact: Artifact
     options: Any = None            # the backend's own frozen options (OrtOptions, OpenVINOOptions, ...)
     # why this placement was planned (for info); not part of its identity.

@@ -21,10 +21,11 @@ from granite_rt.backends.base import (KNOWN_INPUTS, Artifact, BackendType, Engin
                                       pick_output, stored_precision)
 from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
 
-# compute dtype -> INFERENCE_PRECISION_HINT (INT8 artifacts keep their non-quantized ops in f32)
-PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
+# compute dtype -> INFERENCE_PRECISION_HINT (int8 keeps the INT8 IR's non-quantized ops -- FFN down-projection,
+# attention, norms -- in f32; int8+bf16 computes them in bf16)
+PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16", "int8+bf16": "bf16"}
 # OPTIMIZATION_CAPABILITIES a CPU hint needs
-CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+CPU_CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8+bf16": "BF16"}
 # NPU: shapes compiled (lazily, one per bucket); inputs are padded up. No dynamic shapes there.
 NPU_BUCKETS = tuple((b, s) for b in (1, 8) for s in (64, 128, 256, 512))
 _DEVICE_HINTS = {"intel-gpu": "install the Intel GPU driver (compute runtime / OpenCL)",
@@ -48,6 +49,7 @@ class OpenVINO(BackendType):
     devices = {"intel-gpu": "GPU", "npu": "NPU", "cpu": "CPU"}
     # fp16/bf16 are computed from the fp32 IR through INFERENCE_PRECISION_HINT.
     runnable = {("cpu", "fp32"): ("fp32",), ("cpu", "int8"): ("int8",), ("cpu", "bf16"): ("fp32",),
+                ("cpu", "int8+bf16"): ("int8",),
                 ("cpu", "fp16"): ("fp16", "fp32"),
                 ("intel-gpu", "fp16"): ("fp16", "fp32"), ("intel-gpu", "fp32"): ("fp32",),
                 ("intel-gpu", "int8"): ("int8",),
@@ -208,7 +210,7 @@ class OpenVINOBackend:
         self.output_name = pick_output(outputs)
         self._output_index = outputs.index(self.output_name)
         self._local = threading.local()
-        self.pad_to_multiple_of = INT8_PAD_MULTIPLE if placement.dtype == "int8" and not self._buckets else 0
+        self.pad_to_multiple_of = INT8_PAD_MULTIPLE if placement.dtype.startswith("int8") and not self._buckets else 0
 
     def _read(self):
         try:

@@ -8,33 +8,50 @@ Needs the ``server`` extra (``pip install 'granite-rt[server]'``: starlette + uv
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from .app import ServerConfig
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def serve(config: "ServerConfig", embedder: str | None = None, reranker: str | None = None,
-          backend: str = "auto", device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
-    """Load the models, then serve until SIGINT/SIGTERM; in-flight requests finish before it returns."""
+          backend: str = "auto", device: str = "auto", dtype: str = "auto", batch_size: int = 32,
+          bucket_steps: int | None = 4) -> None:
+    """Load the models, then serve until SIGINT/SIGTERM; in-flight requests finish before it returns.
+    ``bucket_steps``: see ``models.load_services``."""
     import uvicorn
 
     from .app import create_app
     from .models import load_services
 
     embedding, rerank = load_services(embedder, reranker, backend=backend, device=device, dtype=dtype,
-                                      batch_size=batch_size)
+                                      batch_size=batch_size, bucket_steps=bucket_steps)
     app = create_app(config, embedding, rerank)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, log_level=config.log_level,
-        timeout_graceful_shutdown=int(config.batcher.request_timeout_s) + 5,
-        limit_concurrency=config.batcher.max_pending * 2 + 16))
+    server = uvicorn.Server(uvicorn_config(app, config))
+    log = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config: the server's own log
+    for service in (embedding, rerank):
+        if service is not None:
+            log.info("granite-rt serves %s", service.summary())
     with _signals_end_quietly():
         server.run()
+
+
+def uvicorn_config(app: Any, config: "ServerConfig", **overrides: Any) -> "uvicorn.Config":
+    """uvicorn's settings for the app. No ``limit_concurrency``: uvicorn would answer connections past it
+    with a bare text/plain 503 before the app sees them; the app's own admission (``--max-concurrent-requests``,
+    checked before a body is read) answers JSON 429 with Retry-After instead."""
+    import uvicorn
+
+    options = {"host": config.host, "port": config.port, "log_level": config.log_level,
+               "timeout_graceful_shutdown": int(config.batcher.request_timeout_s) + 5, **overrides}
+    return uvicorn.Config(app, **options)
 
 
 @contextlib.contextmanager

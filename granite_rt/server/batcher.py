@@ -1,20 +1,25 @@
 """Dynamic batching: coalesce concurrent requests into one model call, answer each one alone.
 
-Requests are queued from the event loop; one worker thread per model takes the oldest request
-and every queued request with the same options (``key``) that fits the token budget, waiting at
-most ``max_wait_s`` for company, runs the model once and hands each request its own rows back.
-The model call runs outside the GIL (onnxruntime / OpenVINO), so the event loop stays responsive.
+Requests are admitted (``admit``: at most ``max_pending`` at once, else ``QueueFullError``) and
+queued from the event loop; one worker thread per model takes the oldest request and every queued
+request with the same options (``key``) that fits the token budget, waiting at most ``max_wait_s``
+for company, runs the model once and hands each request its own rows back. A request larger than
+the budget runs alone, in budget-sized calls. The model call runs outside the GIL (onnxruntime /
+OpenVINO), so the event loop stays responsive. A request whose waiter is gone (cancelled: its
+client disconnected; or timed out) is skipped while queued and stops between the calls of a
+large request, so no model time is spent on answers nobody reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 from ..errors import GraniteRTError
 from .metrics import Metrics
@@ -61,10 +66,19 @@ class BatcherConfig:
 class _Job:
     key: Hashable
     items: list
-    tokens: int
+    counts: Sequence[int]           # tokens per item
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def gone(self) -> bool:
+        """Nobody waits for the answer any more (cancelled or timed out)."""
+        return self.future.done()
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         """Hand the outcome to the waiting coroutine (from any thread)."""
@@ -117,28 +131,43 @@ class DynamicBatcher:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
-    async def submit(self, key: Hashable, items: list, tokens: int) -> list:
-        """Queue ``items`` (one request) and return their results, in order."""
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of the ``max_pending`` places for a request (from its arrival to its answer), or refuse.
+
+        Called from the event loop before the request's body is read, so a refused request costs nothing."""
         if self._stopping:
             raise BatcherStoppedError("the server is shutting down")
         if self._pending >= self.config.max_pending:
             raise QueueFullError(self.retry_after_s())
-        loop = asyncio.get_running_loop()
-        job = _Job(key, items, tokens, loop.create_future(), loop)
         self._pending += 1
         try:
-            with self._cond:
-                self._queue.append(job)
-                self._metrics.set_queue_depth(self.name, len(self._queue))
-                self._cond.notify()
-            try:
-                return await asyncio.wait_for(job.future, self.config.request_timeout_s or None)
-            except asyncio.TimeoutError:
-                self._drop(job)
-                raise RequestTimeoutError(
-                    f"request not answered within {self.config.request_timeout_s:g} s") from None
+            yield
         finally:
             self._pending -= 1
+
+    async def submit(self, key: Hashable, items: list, counts: Sequence[int]) -> list:
+        """Queue ``items`` (one request; ``counts``: tokens per item) and return their results, in order.
+
+        Cancelling the awaiting task (the client left) takes the request out of the queue."""
+        if self._stopping:
+            raise BatcherStoppedError("the server is shutting down")
+        if len(counts) != len(items):
+            raise ValueError(f"{len(items)} items but {len(counts)} token counts")
+        loop = asyncio.get_running_loop()
+        job = _Job(key, items, counts, loop.create_future(), loop)
+        with self._cond:
+            self._queue.append(job)
+            self._metrics.set_queue_depth(self.name, len(self._queue))
+            self._cond.notify()
+        try:
+            return await asyncio.wait_for(job.future, self.config.request_timeout_s or None)
+        except asyncio.TimeoutError:
+            self._drop(job)
+            raise RequestTimeoutError(f"request not answered within {self.config.request_timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            self._drop(job)
+            raise
 
     def retry_after_s(self) -> int:
         """Seconds after which a rejected client may expect room: the queue's drain time."""
@@ -150,8 +179,9 @@ class DynamicBatcher:
             try:
                 self._queue.remove(job)
             except ValueError:
-                pass  # already taken into a batch; its result will be discarded
+                return  # already taken into a batch: the worker sees it is gone
             self._metrics.set_queue_depth(self.name, len(self._queue))
+        self._metrics.inc("granite_rt_requests_dropped_total", (("model", self.name),))
 
     def _take_batch(self) -> list[_Job] | None:
         """The oldest job and the compatible ones behind it that fit the budget; None: stop."""
@@ -194,16 +224,19 @@ class DynamicBatcher:
 
     def _work(self) -> None:
         while (batch := self._take_batch()) is not None:
-            live = [job for job in batch if not job.future.done()]
-            if live:
+            live = [job for job in batch if not job.gone]
+            if len(live) < len(batch):
+                self._metrics.inc("granite_rt_requests_dropped_total", (("model", self.name),), len(batch) - len(live))
+            if len(live) == 1 and live[0].tokens > self.config.max_batch_tokens:
+                self._execute_in_parts(live[0])
+            elif live:
                 self._execute(live)
 
     def _execute(self, jobs: list[_Job]) -> None:
         """Run one model call for ``jobs``; if it fails, run them one by one to isolate the culprit."""
-        items = [item for job in jobs for item in job.items]
-        start = time.perf_counter()
         try:
-            results = self._run(jobs[0].key, items)
+            results = self._call(jobs[0].key, [item for job in jobs for item in job.items],
+                                 sum(job.tokens for job in jobs), len(jobs))
         except Exception as err:  # noqa: BLE001 - handed to the request that caused it
             if len(jobs) > 1:
                 for job in jobs:
@@ -211,11 +244,43 @@ class DynamicBatcher:
             else:
                 jobs[0].resolve(error=err)
             return
-        elapsed = time.perf_counter() - start
-        self._latency_s = elapsed if self._latency_s == 0 else 0.8 * self._latency_s + 0.2 * elapsed
-        self._jobs_per_call = 0.8 * self._jobs_per_call + 0.2 * len(jobs)
-        self._metrics.observe_batch(self.name, len(items), sum(job.tokens for job in jobs), elapsed)
         offset = 0
         for job in jobs:
             job.resolve(results[offset: offset + len(job.items)])
             offset += len(job.items)
+
+    def _execute_in_parts(self, job: _Job) -> None:
+        """A request over the token budget: its items longest first, in calls of at most the budget (one item
+        over it alone), so that a client that leaves stops the work at the next call."""
+        order = sorted(range(len(job.items)), key=lambda i: -job.counts[i])
+        parts: list[list[int]] = [[]]
+        used = 0
+        for i in order:
+            if parts[-1] and used + job.counts[i] > self.config.max_batch_tokens:
+                parts.append([])
+                used = 0
+            parts[-1].append(i)
+            used += job.counts[i]
+        results: list[Any] = [None] * len(job.items)
+        for part in parts:
+            if job.gone:
+                self._metrics.inc("granite_rt_requests_dropped_total", (("model", self.name),))
+                return
+            try:
+                rows = self._call(job.key, [job.items[i] for i in part], sum(job.counts[i] for i in part), 1)
+            except Exception as err:  # noqa: BLE001 - handed to the request
+                job.resolve(error=err)
+                return
+            for i, row in zip(part, rows):
+                results[i] = row
+        job.resolve(results)
+
+    def _call(self, key: Hashable, items: list, tokens: int, jobs: int) -> Sequence[Any]:
+        """One model call, timed and recorded."""
+        start = time.perf_counter()
+        results = self._run(key, items)
+        elapsed = time.perf_counter() - start
+        self._latency_s = elapsed if self._latency_s == 0 else 0.8 * self._latency_s + 0.2 * elapsed
+        self._jobs_per_call = 0.8 * self._jobs_per_call + 0.2 * jobs
+        self._metrics.observe_batch(self.name, len(items), tokens, elapsed)
+        return results

@@ -1,6 +1,6 @@
 """Server metrics in the Prometheus text exposition format (version 0.0.4).
 
-Written by hand rather than with prometheus_client: five families of counters, gauges and
+Written by hand rather than with prometheus_client: ten families of counters, gauges and
 histograms are a few dozen lines, and the server keeps its only dependencies starlette + uvicorn.
 Updated from the event loop and the worker threads, hence the lock.
 """
@@ -61,6 +61,8 @@ _FAMILIES = {
                 "Time from request to response, by endpoint.", LATENCY_BUCKETS),
         _Family("granite_rt_requests_in_flight", "gauge", "HTTP requests being handled now."),
         _Family("granite_rt_queue_depth", "gauge", "Requests waiting for the model, by model."),
+        _Family("granite_rt_requests_dropped_total", "counter",
+                "Requests whose client left (or that timed out) before the model ran them, by model."),
         _Family("granite_rt_inputs_total", "counter", "Texts or pairs run through the model, by model."),
         _Family("granite_rt_tokens_total", "counter", "Tokens run through the model, by model."),
         _Family("granite_rt_batch_size", "histogram", "Inputs per model call, by model.", SIZE_BUCKETS),

@@ -1,0 +1,339 @@
+"""Measured placement (granite_rt.tune): fidelity gate, choice, stored decision, and loads that follow it.
+
+No timing assertions: the timer is a fake clock that each fake (or wrapped) backend advances by the
+seconds scripted for its placement, so every choice checked here follows from known inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from granite_rt import Embedder, Reranker, devices, tune
+from granite_rt.backends.base import Artifact, EngineInventory, Placement
+from granite_rt.cli import main as cli_main
+from granite_rt.model_folder import load_spec
+
+ONNX32 = Artifact("onnx/model.onnx", "onnx", "fp32")
+ONNX8 = Artifact("onnx/model_qint8.onnx", "onnx", "int8")
+OV32 = Artifact("openvino/openvino_model.xml", "openvino", "fp32")
+OV8 = Artifact("openvino/openvino_model_qint8_quantized.xml", "openvino", "int8")
+
+
+class Clock:
+    """A fake ``timer``: advances only when a fake backend 'runs'."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _hidden(ids: np.ndarray, width: int = 16) -> np.ndarray:
+    """Deterministic token vectors from the ids: what the 'fp32' fake computes."""
+    return np.sin(ids[..., None] * (np.arange(width) + 1) * 0.37).astype(np.float32)
+
+
+class FakeBackend:
+    """Returns ``_hidden`` (plus ``noise``) and advances the clock by its scripted seconds per shape."""
+
+    parallel_requests = 1
+
+    def __init__(self, placement: Placement, clock: Clock, query_s: float, docs_s: float, noise: float = 0.0):
+        self.placement, self.clock, self.query_s, self.docs_s, self.noise = placement, clock, query_s, docs_s, noise
+        self.input_names = ("input_ids", "attention_mask")
+        self.rng = np.random.default_rng(0)
+
+    def run(self, inputs):
+        ids = inputs["input_ids"]
+        self.clock.now += self.query_s if ids.shape[0] == 1 else self.docs_s
+        out = _hidden(ids)
+        return out + self.noise * self.rng.standard_normal(out.shape).astype(np.float32)
+
+    def describe(self):
+        return {}
+
+
+@dataclass
+class FakeEncoding:
+    ids: list
+    type_ids: list
+
+
+class FakeTokenizer:
+    pad_id = 0
+
+    def encode(self, texts):
+        return [FakeEncoding([1 + (hash(w) % 997) for w in t.split()][:600] or [1], [0] * min(len(t.split()), 600) or [0])
+                for t in texts]
+
+    def encode_pairs(self, pairs):
+        return self.encode([f"{q} {p}" for q, p in pairs])
+
+
+@dataclass(frozen=True)
+class FakeSpec:
+    kind: str = "embedder"
+    max_length: int = 512
+    pooling: tuple = ("cls",)
+
+
+def _placement(artifact: Artifact, dtype: str | None = None) -> Placement:
+    return Placement(artifact.backend, "cpu", dtype or artifact.precision, artifact)
+
+
+def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: tuple = ()) -> tune.Decision:
+    """Run ``tune.measure`` over fake backends: (backend, dtype) -> (query s, docs s, noise)."""
+    clock = Clock()
+    artifacts = {"onnx": {"fp32": ONNX32, "int8": ONNX8}, "openvino": {"fp32": OV32, "bf16": OV32, "int8": OV8,
+                                                                       "int8+bf16": OV8}}
+    candidates = [_placement(artifacts[be][dt], dt) for be, dt in scripts]
+
+    def opener(folder, placement):
+        if (placement.backend, placement.dtype) in fail:
+            raise RuntimeError("plugin refused the model")
+        q, d, noise = scripts[placement.backend, placement.dtype]
+        return FakeBackend(placement, clock, q, d, noise)
+
+    return tune.measure(Path("/models/x"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
+                        timer=clock)
+
+
+# ---- fidelity and choice -------------------------------------------------------------------------------
+
+def test_fidelity_passes_identical_rows_and_fails_unrelated_ones():
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((50, 32))
+    same = tune.fidelity(ref, ref.copy())
+    assert same.passed and same.mean == pytest.approx(1.0) and same.minimum == pytest.approx(1.0)
+    close = tune.fidelity(ref, ref + 0.02 * rng.standard_normal(ref.shape))
+    assert close.passed and 0.99 < close.mean < 1.0
+    one_bad = ref.copy()
+    one_bad[7] = -one_bad[7]  # one row flipped: the mean may pass, p1 must not
+    assert not tune.fidelity(ref, one_bad).passed
+    assert not tune.fidelity(ref, rng.standard_normal(ref.shape)).passed
+    nan = ref.copy()
+    nan[3] = np.nan
+    assert tune.fidelity(ref, nan).minimum == -1.0
+    with pytest.raises(ValueError, match="shape"):
+        tune.fidelity(ref, ref[:10])
+
+
+def test_measure_picks_the_fastest_placement_within_the_fidelity_bounds():
+    decision = _measure({
+        ("onnx", "fp32"): (0.020, 1.00, 0.0),
+        ("onnx", "int8"): (0.010, 0.50, 0.01),
+        ("openvino", "int8+bf16"): (0.011, 0.40, 0.01),  # fastest overall that is faithful
+        ("openvino", "bf16"): (0.005, 0.20, 5.0),        # fastest of all, but its vectors are noise
+    })
+    by_name = {r.name: r for r in decision.results}
+    assert decision.reference == "onnx fp32" and by_name["onnx fp32"].fidelity is None
+    assert not by_name["openvino bf16"].passed and by_name["openvino bf16"].fidelity["mean"] < 0.9
+    assert by_name["onnx int8"].passed and by_name["openvino int8+bf16"].passed
+    assert by_name["onnx int8"].query_s == pytest.approx(0.010) and by_name["onnx int8"].docs_s == pytest.approx(0.50)
+    assert decision.best().name == "openvino int8+bf16"   # sqrt(1.1 × 1.0) < sqrt(1.0 × 1.25)
+    assert decision.best("onnx").name == "onnx int8"      # backend="onnx" follows the same measurements
+    text = tune.format_decision(decision, None)
+    assert "openvino int8+bf16" in text.split("<- chosen")[0].splitlines()[-1]
+    assert "never chosen" in text and "not stored" in text
+    why = decision.why()
+    assert why.startswith("measured on this machine") and "openvino bf16" in why and "fidelity" in why
+
+
+def test_a_placement_that_fails_to_open_is_reported_and_never_chosen():
+    decision = _measure({("onnx", "fp32"): (0.02, 1.0, 0.0), ("openvino", "int8"): (0.001, 0.01, 0.0)},
+                        fail=(("openvino", "int8"),))
+    failed = next(r for r in decision.results if r.name == "openvino int8")
+    assert failed.error and "plugin refused" in failed.error and not failed.eligible
+    assert decision.best().name == "onnx fp32"
+
+
+def test_without_an_fp32_file_nothing_is_checked_and_the_report_says_so():
+    decision = _measure({("onnx", "int8"): (0.01, 0.5, 0.0), ("openvino", "int8"): (0.02, 0.4, 0.0)})
+    assert decision.reference is None and all(r.fidelity is None for r in decision.results)
+    assert "fidelity not checked" in decision.why()
+
+
+def test_no_candidates_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CPU placement"):
+        tune.measure(Path("."), FakeSpec(), [], lambda f, p: None, key="k", tokenizer=FakeTokenizer())
+
+
+# ---- the stored decision ------------------------------------------------------------------------------
+
+def test_decision_round_trips_through_the_cache_and_off_stores_nothing(tmp_path):
+    decision = _measure({("onnx", "fp32"): (0.02, 1.0, 0.0), ("onnx", "int8"): (0.01, 0.5, 0.01)})
+    path = tune.save_decision(tmp_path, decision)
+    assert path == tmp_path / "tune" / "k.json" and json.loads(path.read_text())["key"] == "k"
+    loaded = tune.load_decision(tmp_path, "k")
+    assert loaded == decision and loaded.best() == decision.best()
+    assert tune.load_decision(tmp_path, "other") is None
+    assert tune.save_decision(None, decision) is None and tune.load_decision(None, "k") is None
+    path.write_text("{not json")
+    assert tune.load_decision(tmp_path, "k") is None  # a broken cache file is ignored, not an error
+    path.write_text(decision.to_json().replace(f'"version": {tune.DECISION_VERSION}', '"version": 0'))
+    assert tune.load_decision(tmp_path, "k") is None
+
+
+def test_decision_key_follows_cpu_libraries_and_model_files(tmp_path):
+    host = {"cpu": "AMD EPYC", "machine": "x86_64", "flags": ["avx2", "avx512_bf16", "avx512_vnni"]}
+    libs = {"onnxruntime": "1.32.0", "openvino": "2026.4.1"}
+    key = tune.decision_key(["onnx:a"], host, libs)
+    assert tune.decision_key(["onnx:a"], dict(host), dict(libs)) == key
+    assert tune.decision_key(["onnx:a"], {**host, "flags": ["avx2"]}, libs) != key          # another CPU
+    assert tune.decision_key(["onnx:a"], {**host, "cpu": "Intel Xeon"}, libs) != key
+    assert tune.decision_key(["onnx:a"], host, {**libs, "openvino": "2027.0.0"}) != key    # a library update
+    assert tune.decision_key(["onnx:b"], host, libs) != key                                # other model files
+    (tmp_path / "onnx").mkdir()
+    model = tmp_path / "onnx" / "model.onnx"
+    model.write_bytes(b"x" * 10)
+    first = tune.key_for(tmp_path, [ONNX32])
+    assert tune.key_for(tmp_path, [ONNX32]) == first
+    model.write_bytes(b"y" * 11)  # a replaced file (no manifest: size and mtime)
+    assert tune.key_for(tmp_path, [ONNX32]) != first
+    assert tune.key_for(tmp_path, [replace(ONNX32, sha256="a" * 64)]) != tune.key_for(
+        tmp_path, [replace(ONNX32, sha256="b" * 64)])                                     # manifest sha256s
+
+
+def test_host_facts_read_the_cpu_model_and_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_vnni\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_vnni\n")
+    facts = tune.host_facts(cpuinfo)
+    assert facts["cpu"] == "AMD EPYC" and facts["flags"] == ["avx2", "avx512_vnni", "fpu"]
+
+
+# ---- devices: the hook ---------------------------------------------------------------------------------
+
+CPU_BF16 = devices.Inventory({"onnx": EngineInventory("1.32.0", ("CPUExecutionProvider",), distributions=("onnxruntime",)),
+                              "openvino": EngineInventory("2026.4.1", ("CPU",), {"CPU": "EPYC"},
+                                                          {"CPU": ("FP32", "INT8", "BF16")})},
+                             cpu_int8_dot=("avx512_vnni",))
+
+
+def test_tuned_choice_goes_first_among_cpu_placements_with_the_builtin_order_after_it():
+    tuned = {"backend": "onnx", "dtype": "int8", "file": ONNX8.path, "why": "measured on this machine x"}
+    plan = devices.select_placements([ONNX32, ONNX8, OV32, OV8], inventory=CPU_BF16, cache_dir=Path("/c"),
+                                     tuned=tuned)
+    assert (plan[0].backend, plan[0].dtype, plan[0].why) == ("onnx", "int8", tuned["why"])
+    assert len(plan) == len({(p.backend, p.dtype) for p in plan}) and plan[1].backend == "openvino"
+    # an explicit dtype, a backend the choice is not on, or a file no longer there: the built-in rules
+    assert devices.select_placements([ONNX32, ONNX8, OV32, OV8], dtype="int8", inventory=CPU_BF16,
+                                     cache_dir=Path("/c"), tuned=tuned)[0].backend == "openvino"
+    assert devices.select_placements([ONNX32, ONNX8, OV32, OV8], backend="openvino", inventory=CPU_BF16,
+                                     cache_dir=Path("/c"), tuned=tuned)[0].backend == "openvino"
+    without_file = devices.select_placements([ONNX32, OV32, OV8], inventory=CPU_BF16, cache_dir=Path("/c"),
+                                             tuned=tuned)
+    assert without_file == devices.select_placements([ONNX32, OV32, OV8], inventory=CPU_BF16, cache_dir=Path("/c"))
+    assert not any(p.why.startswith("measured") for p in without_file)
+
+
+def test_cpu_candidates_are_every_backend_and_precision_this_cpu_runs():
+    got = {(p.backend, p.dtype, p.artifact.path) for p in devices.cpu_candidates([ONNX32, ONNX8, OV32, OV8],
+                                                                                inventory=CPU_BF16)}
+    assert got == {("onnx", "fp32", ONNX32.path), ("onnx", "int8", ONNX8.path), ("openvino", "fp32", OV32.path),
+                   ("openvino", "bf16", OV32.path), ("openvino", "int8", OV8.path),
+                   ("openvino", "int8+bf16", OV8.path)}
+    no_bf16 = replace(CPU_BF16, engines={**CPU_BF16.engines, "openvino": replace(
+        CPU_BF16.engine("openvino"), capabilities={"CPU": ("FP32", "INT8")})})
+    assert {p.dtype for p in devices.cpu_candidates([OV32, OV8], inventory=no_bf16)} == {"fp32", "int8"}
+    mixed = next(p for p in devices.cpu_candidates([OV8], inventory=CPU_BF16) if p.dtype == "int8+bf16")
+    assert mixed.options.config["INFERENCE_PRECISION_HINT"] == "bf16"
+
+
+# ---- loads that follow a stored decision (real tiny models, fake clock) --------------------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A cache dir of this test's own: stored decisions must not leak into other tests' loads."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("GRANITE_RT_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def hub_copy(tiny_embedder_folders, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_embedder_folders["hub"], tmp_path / "hub"))
+
+
+def _scripted_opener(clock: Clock, seconds: dict[tuple[str, str], float]):
+    """Real backends whose runs advance the fake clock by the seconds scripted for (backend, dtype)."""
+    class Timed:
+        def __init__(self, backend, cost):
+            self.backend, self.cost, self.input_names = backend, cost, backend.input_names
+
+        def run(self, inputs):
+            clock.now += self.cost
+            return self.backend.run(inputs)
+
+    return lambda folder, p: Timed(devices.open_verified(folder, p, threads=1), seconds.get((p.backend, p.dtype), 1.0))
+
+
+def test_auto_load_follows_the_stored_decision_and_says_it_was_measured(hub_copy, cache):
+    clock = Clock()
+    spec = load_spec(hub_copy)
+    decision, saved = tune.tune_folder(hub_copy, spec, cache, timer=clock,
+                                       opener=_scripted_opener(clock, {("onnx", "fp32"): 0.01}))
+    assert saved is not None and saved.is_file() and decision.best().name == "onnx fp32"
+    builtin = Embedder(hub_copy, dtype="fp32")                 # explicit dtype: not tuned
+    assert not builtin.info["why"].startswith("measured")
+    emb = Embedder(hub_copy)                                   # dtype="auto": the measured choice
+    assert (emb.info["backend"], emb.info["dtype"]) == ("onnx", "fp32")
+    assert emb.info["why"].startswith("measured on this machine")
+    ov = Embedder(hub_copy, backend="openvino")                # the best OpenVINO placement measured
+    assert ov.info["backend"] == "openvino" and ov.info["why"].startswith("measured on this machine")
+    assert ((emb.encode(["a boundary layer"]) * builtin.encode(["a boundary layer"])).sum() > 0.999)
+
+
+def test_a_changed_model_file_invalidates_the_decision(hub_copy, cache):
+    clock = Clock()
+    tune.tune_folder(hub_copy, load_spec(hub_copy), cache, timer=clock,
+                     opener=_scripted_opener(clock, {("onnx", "fp32"): 0.01}))
+    assert Embedder(hub_copy).info["why"].startswith("measured")
+    model = hub_copy / "onnx" / "model.onnx"
+    model.write_bytes(model.read_bytes())  # same bytes, new mtime: no manifest, so the file counts as replaced
+    assert not Embedder(hub_copy).info["why"].startswith("measured")
+
+
+def test_a_plain_load_never_measures_and_tune_true_measures_once(hub_copy, cache, monkeypatch):
+    calls = []
+    real = tune.measure
+    monkeypatch.setattr(tune, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert not Embedder(hub_copy).info["why"].startswith("measured") and calls == []   # cold start: no tuning
+    first = Embedder(hub_copy, tune=True)
+    assert calls == [1] and first.info["why"].startswith("measured on this machine")
+    assert Embedder(hub_copy, tune=True).info["why"] == first.info["why"] and calls == [1]  # stored: not again
+    with pytest.raises(ValueError, match="tune=True"):
+        Embedder(hub_copy, dtype="fp32", tune=True)
+
+
+def test_cache_off_keeps_decisions_off_disk(hub_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRANITE_RT_CACHE", "off")
+    emb = Embedder(hub_copy, tune=True)  # measured for this load only
+    assert emb.info["why"].startswith("measured on this machine")
+    assert not Embedder(hub_copy).info["why"].startswith("measured")
+
+
+def test_reranker_tuning_checks_scores_per_query(tiny_reranker_folders, tmp_path, cache):
+    folder = Path(shutil.copytree(tiny_reranker_folders["hub"], tmp_path / "rr"))
+    clock = Clock()
+    decision, _ = tune.tune_folder(folder, load_spec(folder), cache, timer=clock,
+                                   opener=_scripted_opener(clock, {("openvino", "fp32"): 0.01}))
+    fp32_ov = next(r for r in decision.results if r.name == "openvino fp32")
+    assert decision.kind == "reranker" and fp32_ov.fidelity["mean"] > 0.9999 and fp32_ov.passed
+    assert Reranker(folder).info["backend"] == "openvino"
+    assert Reranker(folder).info["why"].startswith("measured on this machine")
+
+
+def test_cli_tune_prints_the_table_and_stores_the_decision(hub_copy, cache, capsys):
+    assert cli_main(["tune", str(hub_copy), "--budget", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "<- chosen" in out and "onnx fp32" in out and "decision stored in" in out
+    assert len(list((cache / "tune").glob("*.json"))) == 1
+    assert Embedder(hub_copy).info["why"].startswith("measured on this machine")

@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from granite_rt.errors import GraniteRTError, ModelNotFoundError, OutputFolderError, UnsupportedModelError
+from granite_rt.int8_gate import parse_bounds
 
 from .pipeline import FORMATS, parse_formats
 from .quantize import DEFAULT_CALIBRATION_SAMPLES
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="INT8 calibration texts, one per line (default: the set shipped with granite_export)")
     parser.add_argument("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, metavar="N",
                         help=f"calibration texts (or pairs) used for INT8 scales (default: {DEFAULT_CALIBRATION_SAMPLES})")
+    parser.add_argument("--int8-gate", metavar="BOUNDS",
+                        help="bounds an INT8 artifact must reach against fp32 to be recommended, e.g. "
+                             "mean_cosine=0.99,p1_cosine=0.97,top10_overlap=0.9,kendall_tau=0.9 (the defaults)")
     parser.add_argument("--kind", choices=("embedder", "reranker"),
                         help="force the model kind (default: detected from config.json architectures)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors (no status or progress)")
@@ -72,15 +76,23 @@ def main(argv: list[str] | None = None) -> int:
                 read_calibration_file(args.calibration)
             except ValueError as err:
                 raise _UsageError(str(err)) from None
+        try:
+            gate = parse_bounds(args.int8_gate)
+        except ValueError as err:
+            raise _UsageError(str(err)) from None
         missing = missing_modules(formats)
         if missing:
             return _fail(f"the export needs the export extra (missing: {', '.join(missing)}): "
                          "pip install 'granite-rt[export]'", 1, False)
-        from .pipeline import export_model
+        from .pipeline import export_model, not_recommended
 
         log = (lambda _msg: None) if args.quiet else print
-        export_model(args.model, args.out, formats=formats, kind=args.kind, calibration=args.calibration,
-                     calibration_samples=args.calibration_samples, log=log, progress=False if args.quiet else None)
+        manifest = export_model(args.model, args.out, formats=formats, kind=args.kind, calibration=args.calibration,
+                                calibration_samples=args.calibration_samples, log=log,
+                                progress=False if args.quiet else None, gate=gate)
+        for line in not_recommended(manifest):
+            print(f"{PROG}: WARNING: {line}: written but NOT recommended (dtype='auto' skips it; dtype='int8' "
+                  "runs it with a warning)", file=sys.stderr)
         return 0
     except _UsageError as err:
         return _fail(f"usage error: {err} (see {PROG} --help)", 2, debug)

@@ -27,9 +27,10 @@ import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from granite_rt.onnx_graph import MS_DOMAIN
+
 NAME = "granite_rt_blocked"
 MASK_VALUE = -1.0e4
-MS_DOMAIN = "com.microsoft"
 
 
 class Prepared:

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from types import MethodType
 from typing import Iterator
 
+from granite_rt.onnx_graph import replace_node, unfuse_rotary  # noqa: F401 - re-exported
+
 from .attention import MS_DOMAIN, const, set_type, supported
 
 _FUNCTIONS: dict[int, type] = {}
@@ -94,39 +96,6 @@ def _split_glu_forward(self, hidden_states):
     value = F.linear(hidden_states, weight[:size], None if bias is None else bias[:size])
     gate = F.linear(hidden_states, weight[size:], None if bias is None else bias[size:])
     return self.Wo(self.drop(self.act(value) * gate))
-
-
-def unfuse_rotary(model) -> int:
-    """Replace each ``RotaryEmbedding`` node of ``model`` (an onnx ModelProto) by the plain ops of
-    ``x·cos + rotate_half(x)·sin``; returns how many. The position ids are dropped: ``_rotary_function``
-    always feeds 0 … S−1, so the caches broadcast over the sequence as they are."""
-    from onnx import helper
-
-    graph = model.graph
-    nodes = [n for n in graph.node if n.op_type == "RotaryEmbedding" and n.domain == MS_DOMAIN]
-    for index, node in enumerate(nodes):
-        x, _, cos_cache, sin_cache = node.input
-        p = f"{node.name or node.output[0]}/unfused{index}/"
-        ops = [
-            helper.make_node("Concat", [cos_cache, cos_cache], [p + "cos"], axis=-1, name=p + "cos"),
-            helper.make_node("Concat", [sin_cache, sin_cache], [p + "sin"], axis=-1, name=p + "sin"),
-            helper.make_node("Split", [x], [p + "x1", p + "x2"], axis=-1, num_outputs=2, name=p + "split"),
-            helper.make_node("Neg", [p + "x2"], [p + "neg"], name=p + "neg"),
-            helper.make_node("Concat", [p + "neg", p + "x1"], [p + "rotated"], axis=-1, name=p + "rotate_half"),
-            helper.make_node("Mul", [x, p + "cos"], [p + "x_cos"], name=p + "x_cos"),
-            helper.make_node("Mul", [p + "rotated", p + "sin"], [p + "rotated_sin"], name=p + "rotated_sin"),
-            helper.make_node("Add", [p + "x_cos", p + "rotated_sin"], [node.output[0]], name=p + "add"),
-        ]
-        replace_node(graph, node, ops)
-    return len(nodes)
-
-
-def replace_node(graph, node, replacements) -> None:
-    """Put ``replacements`` (onnx NodeProtos) where ``node`` stands in ``graph``, keeping the topological order."""
-    position = list(graph.node).index(node)
-    graph.node.remove(node)
-    for offset, op in enumerate(replacements):
-        graph.node.insert(position + offset, op)
 
 
 @contextmanager

@@ -54,6 +54,12 @@ class ArtifactRecord:
     files: dict[str, str]
     quantization: dict[str, Any] | None = None
     parity: dict[str, Any] = field(default_factory=dict)
+    recommended: bool = True                 # False: missed the INT8 gate; dtype="auto" skips it
+    gate: dict[str, Any] | None = None       # the INT8 gate's figures, bounds and missed bounds
+
+    @property
+    def artifact(self) -> Artifact:
+        return Artifact(self.path, self.backend, self.precision)  # type: ignore[arg-type]
 
     @property
     def sha256(self) -> str:

@@ -13,20 +13,16 @@ which onnxruntime memory-maps instead of copying.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Sequence
+
+from granite_rt.onnx_graph import EXTERNAL_DATA_ALIGNMENT, save_onnx  # noqa: F401 - re-exported
 
 from .attention import MS_DOMAIN, blocked_attention
 from .fusions import fused_layers
 
 OPSET = 18
-# Initializers of at least this many bytes go to the external data file, each at an offset that is a
-# multiple of it: onnxruntime maps external data aligned to the allocation granularity (4 KiB pages on
-# Linux, 64 KiB on Windows) straight from the file instead of reading a private copy, so a weight is
-# resident only once and only where it is touched (the token-embedding table: the rows of seen tokens).
-EXTERNAL_DATA_ALIGNMENT = 64 * 1024
 
 
 class _Graph:
@@ -80,35 +76,3 @@ def export_onnx(
         )
         save_onnx(onnx.load(str(traced)), out_path)
     return out_path
-
-
-def save_onnx(model, path: str | Path) -> Path:
-    """Write ``model`` as ``path`` (graph) + ``path``_data (initializers ≥ 64 KiB, 64 KiB-aligned).
-
-    Alignment is what lets onnxruntime memory-map the weights (see EXTERNAL_DATA_ALIGNMENT); onnx,
-    onnxruntime and OpenVINO all read the standard external-data fields written here.
-    """
-    import onnx
-    from onnx import TensorProto
-
-    path = Path(path)
-    data = path.with_name(path.name + "_data")
-    with open(data, "wb") as out:
-        for tensor in model.graph.initializer:
-            if tensor.data_location == TensorProto.EXTERNAL:
-                raise ValueError(f"{tensor.name}: external data not loaded; load the model with its data first")
-            if len(tensor.raw_data) < EXTERNAL_DATA_ALIGNMENT:  # small (or typed-field) tensors stay inline
-                continue
-            offset = -(-out.tell() // EXTERNAL_DATA_ALIGNMENT) * EXTERNAL_DATA_ALIGNMENT
-            out.write(bytes(offset - out.tell()))
-            out.write(tensor.raw_data)
-            fields = {"location": data.name, "offset": str(offset), "length": str(len(tensor.raw_data))}
-            del tensor.external_data[:]
-            for key, value in fields.items():
-                tensor.external_data.add(key=key, value=value)
-            tensor.data_location = TensorProto.EXTERNAL
-            tensor.ClearField("raw_data")
-    if data.stat().st_size == 0:
-        os.remove(data)
-    onnx.save(model, str(path))
-    return path

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from granite_rt import backends
 from granite_rt.errors import OutputFolderError
+from granite_rt.int8_gate import GateBounds, gate_artifacts, gate_table
 
 from . import checkpoint as ckpt
 from . import noise
@@ -51,6 +52,7 @@ def export_model(
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    gate: GateBounds = GateBounds(),
 ) -> dict[str, Any]:
     """Export ``source`` (folder or Hub id) into ``out_dir`` in ``formats``, verify it, and return the manifest.
 
@@ -84,6 +86,8 @@ def export_model(
         fp32 = record_artifact(stage, FP32_ONNX, "onnx", "fp32")
         records = [fp32] + _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration,
                                             calibration_samples, log, steps)
+        write_manifest(stage, build_manifest(info, records, parity={}))
+        gate_records(stage, info.kind, records, gate, log)
         if "onnx" not in wanted:
             records.remove(fp32)
             for path in fp32.files:
@@ -97,6 +101,25 @@ def export_model(
         write_manifest(stage, manifest)
     log(f"wrote {out / MANIFEST_NAME}")
     return manifest
+
+
+def gate_records(folder: Path, kind: str, records: list[ArtifactRecord], bounds: GateBounds,
+                 log: Callable[[str], None]) -> None:
+    """Run the INT8 gate (granite_rt.int8_gate) on every INT8 record; mark those that miss it not recommended."""
+    results = gate_artifacts(folder, kind, [r.artifact for r in records], bounds)
+    if not results:
+        return
+    for record in records:
+        if record.path in results:
+            record.gate = results[record.path].to_manifest()
+            record.recommended = results[record.path].recommended
+    log(gate_table(results))
+
+
+def not_recommended(manifest: dict[str, Any]) -> list[str]:
+    """"PATH: missed bounds" of every artifact the INT8 gate marked not recommended."""
+    return [f"{a['path']}: {'; '.join((a.get('gate') or {}).get('missed') or ['not recommended'])}"
+            for a in manifest["artifacts"] if not a.get("recommended", True)]
 
 
 def _derived_formats(stage: Path, wanted: tuple[str, ...], info, checkpoint, tokenizer, calibration,

@@ -108,11 +108,14 @@ def build_checkpoint(
     tokenizer_vocab: int = 1_000,
     max_seq_length: int | None = None,
     seed: int = 0,
+    initializer_range: float = 0.02,
 ) -> Path:
     """Write a random-weight checkpoint of ``shape`` to ``out_dir`` and return the folder.
 
     The embedder gets sentence-transformers files (CLS pooling + Normalize, as Granite ships);
-    the reranker is a ModernBertForSequenceClassification with one label.
+    the reranker is a ModernBertForSequenceClassification with one label. ``initializer_range``: the weights' std;
+    at ModernBERT's 0.02 a tiny model maps every text to nearly one vector (cosine 0.99999 between texts), larger
+    gives vectors that differ as a trained model's do (what the INT8 gate's figures need).
     """
     import torch
     from transformers import ModernBertConfig, PreTrainedTokenizerFast
@@ -142,7 +145,8 @@ def build_checkpoint(
         global_rope_theta=shape.global_rope_theta, local_rope_theta=shape.local_rope_theta,
         pad_token_id=fast.pad_token_id, cls_token_id=fast.cls_token_id,
         sep_token_id=fast.sep_token_id, bos_token_id=fast.cls_token_id,
-        eos_token_id=fast.sep_token_id, num_labels=1,
+        eos_token_id=fast.sep_token_id, num_labels=1, initializer_range=initializer_range,
+        initializer_cutoff_factor=max(2.0, 3 * initializer_range / 0.02),
     )
     torch.manual_seed(seed)
     if shape.kind == "embedder":
@@ -190,3 +194,38 @@ def _write_sentence_transformers_files(out: Path, shape: ModelShape, max_len: in
     if shape.matryoshka_dims:
         st_config["matryoshka_dims"] = list(shape.matryoshka_dims)
     (out / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
+
+
+def inject_outlier_channels(folder: str | Path, out_dir: str | Path, factor: float,
+                            channels: tuple[int, ...] = (3, 17, 42)) -> Path:
+    """A copy of the ModernBERT checkpoint ``folder`` whose pre-norm activations carry outlier channels, as
+    trained encoders have (a few hidden dims 50-100x the rest), computing the same function.
+
+    Each attention/MLP pre-norm's weight is multiplied by ``factor`` at ``channels`` and the matching input
+    columns of the projection it feeds (Wqkv, Wi) divided by it: fp32 outputs are unchanged (to rounding)
+    while the activations an INT8 recipe quantizes span ``factor`` times their former range.
+    """
+    import re
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    source, out = Path(folder), Path(out_dir)
+    shutil.copytree(source, out, dirs_exist_ok=True)
+    weights = load_file(str(source / "model.safetensors"))
+    feeds = {"attn_norm": "attn.Wqkv", "mlp_norm": "mlp.Wi"}
+    touched = 0
+    for name in list(weights):
+        match = re.fullmatch(r"(.*layers\.\d+\.)(attn_norm|mlp_norm)\.weight", name)
+        if not match:
+            continue
+        projection = f"{match.group(1)}{feeds[match.group(2)]}.weight"
+        for channel in channels:
+            weights[name][channel] *= factor
+            weights[projection][:, channel] /= factor
+        touched += 1
+    if not touched:
+        raise ValueError(f"{source}: no ModernBERT pre-norm weights (layers.N.attn_norm / mlp_norm) found")
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    return out

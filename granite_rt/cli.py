@@ -22,6 +22,10 @@ from granite_rt import host, tune
 from granite_rt.corpus import ROWS_PER_SHARD, Columns, VectorOptions, embed_corpus, local_engine
 from granite_rt.bundle import bundle
 from granite_rt.embedder import Embedder
+from granite_rt.folder_manifest import trusted_manifest, write_manifest
+from granite_rt.int8_gate import parse_bounds
+from granite_rt.model_folder import MANIFEST, load_spec, verify_artifact
+from granite_rt.quantize_folder import quantize_folder
 from granite_rt.errors import CollectionError, WrongKindError, one_line
 from granite_rt.eval.collections import load_collection
 from granite_rt.eval.runner import Subsample, evaluate, variant_names
@@ -399,6 +403,45 @@ def _forwarded_flags(command: str, args: argparse.Namespace, rest: list[str]) ->
 
 # -------------------------------------------------------------------------------------- parsing
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Write onnx/model_qint8.onnx and openvino/openvino_model_qint8_quantized.xml (static INT8, the export's
+    recipe, batch-invariant) from the folder's fp32 ONNX graph, check them with the INT8 gate against fp32 and
+    record them in granite_rt.json (written for a folder without one, every file hashed as it is now).
+    Needs pip install 'granite-rt[quantize]' (no torch)."""
+    try:
+        gate = parse_bounds(args.int8_gate)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    try:
+        manifest = quantize_folder(args.folder, formats, args.calibration, args.calibration_samples, gate,
+                                   args.force, log)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    except ModuleNotFoundError as err:
+        raise RuntimeError(f"granite-rt quantize needs {err.name}: pip install 'granite-rt[quantize]'") from err
+    for entry in manifest["artifacts"]:
+        if entry.get("precision") == "int8" and (entry.get("gate") or {}).get("missed"):
+            print(f"{PROG} quantize: WARNING: {entry['path']}: {'; '.join(entry['gate']['missed'])}: written but NOT "
+                  "recommended (dtype='auto' skips it)", file=sys.stderr)
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """Write granite_rt.json for a folder you trust: every artifact's files hashed as they are now (files from
+    a Hugging Face cache snapshot are first checked against the Hub's sha256), so later loads detect any change."""
+    folder = Path(args.folder).expanduser().resolve()
+    if (folder / MANIFEST).exists() and not args.force:
+        raise UsageError(f"{folder / MANIFEST} exists; pass --force to replace it")
+    for artifact in load_spec(folder).artifacts if not (folder / MANIFEST).exists() else ():
+        verify_artifact(folder, artifact)  # what can be checked (Hub sha256, IR sizes) must pass first
+    path = write_manifest(folder, trusted_manifest(folder, "granite-rt manifest"))
+    if not args.quiet:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Embed, rerank, export, bundle, inspect, evaluate, benchmark and serve "
                                             "Granite embedding models without torch.")
@@ -504,6 +547,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=positive_int, default=32, help="inputs per model call (default 32)")
     evaluation.add_argument("--json", metavar="FILE", help="also write the report as JSON (- for stdout)")
     evaluation.set_defaults(run=cmd_eval)
+
+    quant = sub.add_parser("quantize", parents=[flags], help="write batch-invariant static INT8 files into a folder",
+                           description=cmd_quantize.__doc__)
+    quant.add_argument("folder", metavar="FOLDER", help="model folder with an fp32 ONNX graph (e.g. IBM's Hub layout)")
+    quant.add_argument("--formats", default="onnx-int8,openvino-int8", help="onnx-int8, openvino-int8 or both (default)")
+    quant.add_argument("--calibration", metavar="FILE", help="calibration texts, one per line (default: shipped set)")
+    quant.add_argument("--calibration-samples", type=positive_int, default=300, metavar="N",
+                       help="calibration texts (or pairs) used for the INT8 scales (default 300)")
+    quant.add_argument("--int8-gate", metavar="BOUNDS", help="bounds against fp32, e.g. mean_cosine=0.99,p1_cosine=0.97,"
+                                                            "top10_overlap=0.9,kendall_tau=0.9 (the defaults)")
+    quant.add_argument("--force", action="store_true", help="replace INT8 files written before")
+    quant.set_defaults(run=cmd_quantize)
+
+    manifest = sub.add_parser("manifest", parents=[flags], help="write granite_rt.json for a folder you trust",
+                              description=cmd_manifest.__doc__)
+    manifest.add_argument("folder", metavar="FOLDER", help="model folder without a manifest")
+    manifest.add_argument("--force", action="store_true", help="replace an existing granite_rt.json")
+    manifest.set_defaults(run=cmd_manifest)
 
     tune = sub.add_parser("tune", parents=[flags], help="measure where a model runs fastest on this machine",
                           description=cmd_tune.__doc__)

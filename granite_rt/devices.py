@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -54,6 +54,10 @@ PREFERRED_BECAUSE = {("openvino", "cpu", "int8+bf16"): " (the INT8 IR with its u
 BACKEND_MODES = ("int8+bf16",)
 # The CPU compute precisions granite_rt.tune measures (each where the folder and this CPU can run it).
 CPU_DTYPES = ("fp32", "bf16", "int8", "int8+bf16")
+
+
+class NotRecommendedWarning(UserWarning):
+    """The artifact that runs is marked not recommended (INT8 gate missed, dynamic INT8); dtype="auto" skips it."""
 
 
 class DeviceFallbackWarning(UserWarning):
@@ -215,11 +219,26 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
                 if backend == "auto" and device == "cpu" and be == "onnx" and ctx.inv.cpu_int8_dot == ():
                     why += "; onnxruntime before OpenVINO" + NO_INT8_DOT
                 out.append(_placement(be, device, dt, artifact, why, ctx))
+        out[first:] = _prefer_recommended(out[first:], artifacts, device, dtype)
         if device == "cpu" and dtype == "auto" and ctx.tuned is not None:
             out[first:] = _tuned_first(out[first:], artifacts, backend, ctx)
     if not out and not skip_absent:
         raise _no_artifact(artifacts, backend, devices[0], dtype)
     return out
+
+
+def _prefer_recommended(placements: list[Placement], artifacts: Sequence[Artifact], device: str,
+                        dtype: str) -> list[Placement]:
+    """dtype="auto" where an artifact was skipped as not recommended: a backend that still runs the preferred
+    precision goes first (a gated INT8 on onnxruntime before OpenVINO fp32 when OpenVINO's INT8 failed)."""
+    if dtype != "auto" or len(placements) < 2 or not any(a.not_recommended for a in artifacts):
+        return placements
+    order = AUTO_DTYPES.get(device, DEFAULT_AUTO_DTYPES)
+    ranked = sorted(placements, key=lambda p: order.index(p.dtype) if p.dtype in order else len(order))
+    if ranked[0] is not placements[0]:
+        ranked[0] = replace(ranked[0], why=f"{ranked[0].why}; before {placements[0].backend}, whose "
+                                           f"{placements[0].why}")
+    return ranked
 
 
 def _tuned_first(planned: list[Placement], artifacts: Sequence[Artifact], backend: str,
@@ -272,6 +291,9 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
             lacking.append(dt)
             continue
         if artifact is None:
+            unrecommended = _pick_artifact(artifacts, backend, precisions) if dtype == "auto" else None
+            if unrecommended is not None:
+                skipped.append(f"{unrecommended.path} skipped: {unrecommended.not_recommended}")
             continue
         if dtype != "auto":
             why = f"dtype={dt} as asked"
@@ -289,14 +311,17 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     return None
 
 
-def _pick_artifact(artifacts: Sequence[Artifact], backend: str, precisions: Sequence[str]) -> Artifact | None:
-    """The first artifact of ``backend`` stored at the first of ``precisions`` present.
+def _pick_artifact(artifacts: Sequence[Artifact], backend: str, precisions: Sequence[str],
+                   recommended_only: bool = False) -> Artifact | None:
+    """The first artifact of ``backend`` stored at the first of ``precisions`` present (``recommended_only``:
+    passing over those marked not recommended).
 
     ``artifacts`` come best first (ModelSpec ranks canonical names before IBM's ISA variants).
     """
     for precision in precisions:
         for artifact in artifacts:
-            if artifact.backend == backend and artifact.precision == precision:
+            if (artifact.backend == backend and artifact.precision == precision
+                    and not (recommended_only and artifact.not_recommended)):
                 return artifact
     return None
 
@@ -445,6 +470,10 @@ def open_with_fallback(folder: Path, placements: list[Placement], opener: Callab
         selection = Selection(placement, tuple(failed), described)
         if failed:
             warnings.warn(_fallback_message(selection), DeviceFallbackWarning, stacklevel=3)
+        if placement.artifact.not_recommended:
+            warnings.warn(f"granite-rt: running {placement.artifact.path}, which is NOT recommended: "
+                          f"{placement.artifact.not_recommended} (dtype='auto' would not run it)",
+                          NotRecommendedWarning, stacklevel=3)
         return backend, selection
     tried = "; ".join(f"{label(a.placement)}: {a.error}" for a in failed)
     hint = " (pass allow_fallback=True to run on another device instead)" if explicit else ""

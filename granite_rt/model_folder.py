@@ -183,17 +183,60 @@ def verify_artifact(folder: Path, artifact: Artifact) -> list[Path]:
     expected = dict(artifact.files)
     if artifact.sha256 and artifact.path not in expected:
         expected[artifact.path] = artifact.sha256
+    where = {rel: MANIFEST for rel in expected}
+    if not expected:  # no manifest: files from a Hugging Face cache carry the Hub's own hash
+        for path in files:
+            digest = hub_sha256(path)
+            if digest is not None:
+                rel = path.relative_to(folder).as_posix()
+                expected[rel], where[rel] = digest, "the Hugging Face Hub's sha256 (LFS hash of its cache blob)"
     for rel, digest in expected.items():
         marker = _verified_marker(folder / rel, digest)
         if marker is not None and marker.is_file():
             continue
         actual = sha256_file(folder / rel)
         if actual != digest:
-            raise ModelFileError(f"{folder / rel} does not match {MANIFEST} (sha256 {actual[:12]}… != "
+            raise ModelFileError(f"{folder / rel} does not match {where[rel]} (sha256 {actual[:12]}… != "
                                  f"{digest[:12]}…): the file is corrupted or was replaced; re-export or re-download it")
         _remember_verified(marker, folder / rel)
     backends.get(artifact.backend).check_files(files)
     return files
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def hub_sha256(path: Path) -> str | None:
+    """The sha256 the Hugging Face Hub recorded for ``path``, where huggingface_hub's layout keeps it: a snapshot
+    file is a link to ``blobs/<etag>``, and an LFS file's etag is its sha256 (file_download.py: "its git-sha1 if
+    stored in git, or its sha256 if stored in git-lfs"); a ``local_dir`` download keeps the etag in
+    ``.cache/huggingface/download/<path>.metadata``. None when neither applies (or the file is not LFS)."""
+    if path.is_symlink():
+        blob = path.resolve()
+        if blob.parent.name == "blobs" and _SHA256.fullmatch(blob.name):
+            return blob.name
+        return None
+    for parent in path.parents:
+        metadata = parent / ".cache" / "huggingface" / "download" / (path.relative_to(parent).as_posix() + ".metadata")
+        if metadata.is_file():
+            lines = metadata.read_text(encoding="utf-8", errors="replace").splitlines()
+            return lines[1].strip() if len(lines) > 1 and _SHA256.fullmatch(lines[1].strip()) else None
+    return None
+
+
+def verification(folder: Path, artifact: Artifact) -> str:
+    """How ``verify_artifact`` checked the artifact's files, for ``info["verified"]``."""
+    if artifact.sha256 or artifact.files:
+        return f"sha256 of every file against {MANIFEST}"
+    files = artifact_files(folder, artifact)
+    hub_checked = [p for p in files if p.is_file() and hub_sha256(p) is not None]
+    if hub_checked and len(hub_checked) == len(files):
+        return "sha256 of every file against the Hugging Face Hub's (LFS hash in its cache)"
+    if hub_checked:
+        return (f"sha256 of {', '.join(p.name for p in hub_checked)} against the Hugging Face Hub's; "
+                f"{', '.join(p.name for p in files if p not in hub_checked)} only for size")
+    return (f"not verified: no {MANIFEST} and not from a Hugging Face cache; `granite-rt manifest {folder}` "
+            "pins the files as they are now")
 
 
 def _verified_marker(path: Path, digest: str) -> Path | None:
@@ -232,8 +275,19 @@ def _manifest_artifacts(manifest: dict) -> tuple[Artifact, ...]:
     artifacts = []
     for entry in manifest.get("artifacts", []):
         files = tuple(sorted((entry.get("files") or {}).items()))
-        artifacts.append(Artifact(entry["path"], entry["backend"], entry["precision"], entry.get("sha256"), files))
+        artifacts.append(Artifact(entry["path"], entry["backend"], entry["precision"], entry.get("sha256"), files,
+                                  not_recommended=_gate_verdict(entry)))
     return tuple(sorted(artifacts, key=_rank))
+
+
+def _gate_verdict(entry: dict) -> str:
+    """Why a manifest artifact is marked ``"recommended": false`` (the INT8 gate's missed bounds), else ""."""
+    if entry.get("recommended", True):
+        return ""
+    if entry.get("not_recommended"):
+        return str(entry["not_recommended"])
+    missed = (entry.get("gate") or {}).get("missed") or []
+    return "failed the INT8 gate (" + "; ".join(missed) + ")" if missed else "marked not recommended in the manifest"
 
 
 def _rank(artifact: Artifact) -> tuple[int, str]:

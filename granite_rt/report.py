@@ -12,7 +12,7 @@ from granite_rt import backends, devices, host
 from granite_rt.backends.onnxruntime import OnnxRuntimeConflictWarning
 from granite_rt.devices import AUTO_ORDER, Inventory, known_devices, label, probe, select_placements
 from granite_rt.errors import GraniteRTError, one_line
-from granite_rt.model_folder import load_spec, resolve_model
+from granite_rt.model_folder import load_spec, resolve_model, verification
 
 
 def info_report(model: str | None = None, *, backend: str = "auto", dtype: str = "auto",
@@ -82,4 +82,5 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
     else:
         lines.append(f"device='auto' runs {label(placements[0])}"
                      + (f"; falls back to {', '.join(label(p) for p in placements[1:])}" if placements[1:] else ""))
+        lines.append(f"its files are checked at load: {verification(spec.folder, placements[0].artifact)}")
     return lines

@@ -17,7 +17,7 @@ from granite_rt.background import Cancellable, Progress, Worker, check_cancel, c
 from granite_rt.batching import ShapeBuckets, batch_overhead_tokens, map_batches
 from granite_rt.bundle import check_complete, explain_missing
 from granite_rt.errors import GraniteRTError, ModelClosedError, WrongKindError
-from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model
+from granite_rt.model_folder import Kind, ModelSpec, artifact_files, load_spec, resolve_model, verification
 from granite_rt.tokenize import Tokenizer
 
 _CLASS = {"embedder": "Embedder", "reranker": "Reranker"}
@@ -54,6 +54,7 @@ class LoadedModel:
         self.info: dict[str, Any] = {
             **selection.info(), "model": str(model), "folder": str(folder), "kind": kind,
             "files": [str(p.relative_to(folder)) for p in artifact_files(folder, selection.placement.artifact)],
+            "verified": verification(folder, selection.placement.artifact),
             "max_length": self.spec.max_length, "workload": workload,
             "parallel_requests": self.backend.parallel_requests,
         }
@@ -85,7 +86,7 @@ class LoadedModel:
 
         return map_batches(encodings, batch_size, self.tokenizer.pad_id, run_batch, progress=report,
                            workers=backend.parallel_requests, overhead_tokens=self.batch_overhead_tokens,
-                           buckets=self.shape_buckets)
+                           buckets=self.shape_buckets, pad_to_multiple_of=getattr(backend, "pad_to_multiple_of", 0))
 
     def close(self) -> None:
         """Drop the session and tokenizer, and hand the freed heap back to the OS."""

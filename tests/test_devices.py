@@ -316,6 +316,19 @@ def test_cpu_auto_order_follows_int8_dot_products():
     assert [d.backend for d in devices.available_devices(vnni)] == ["openvino", "onnx"]
 
 
+def test_auto_skips_an_int8_the_gate_failed_and_prefers_the_other_backends_int8():
+    """OpenVINO's INT8 marked not recommended: auto runs onnxruntime's gated INT8 first, then OpenVINO fp32."""
+    failed = dataclasses.replace(OV8, not_recommended="failed the INT8 gate (p1 cosine 0.9500 < 0.97)")
+    placements = plan(CPU_ONLY, [ONNX32, ONNX8, OV32, failed])
+    assert summary(placements) == [("cpu", "onnx", "int8", ONNX8.path), ("cpu", "openvino", "fp32", OV32.path)]
+    assert "p1 cosine 0.9500 < 0.97" in placements[1].why and "skipped" in placements[1].why
+    assert "before openvino" in placements[0].why and "p1 cosine" in placements[0].why
+    only = plan(CPU_ONLY, [ONNX32, OV32, failed])
+    assert summary(only)[0] == ("cpu", "openvino", "fp32", OV32.path)
+    forced = plan(CPU_ONLY, [ONNX32, OV32, failed], dtype="int8")
+    assert forced[0].artifact == failed and "NOT recommended: failed the INT8 gate" in forced[0].why
+
+
 ZEN4 = dataclasses.replace(inventory(ov_devices=("CPU",), caps={"CPU": ("FP32", "INT8", "BF16")}),
                            cpu_int8_dot=("avx512_vnni",))
 

@@ -44,9 +44,9 @@ EXPECTED = {
 # INT8 must stay close to the reference (measured: ≥ 0.989 on MiniLM, see docs/export.md) and padding-invariant.
 MIN_INT8_COSINE = 0.98
 MAX_INT8_LOGIT_DIFF = 0.05
-# Alone vs padded in a batch: (min cosine, max |Δlogit|). INT8 scales are static, so only kernel rounding differs
-# between shapes (OpenVINO INT8 on MiniLM: 0.99993); dynamic quantization would give ~0.987 here.
-PADDING_BOUND = {"fp32": (0.99999, 1e-5), "fp16": (0.999, 1e-2), "int8": (0.9995, 1e-3)}
+# Alone vs padded in a batch: (min cosine, max |Δlogit|). INT8 scales are static and OpenVINO INT8 rows are padded
+# only to their own width (batching.pad_to_multiple_of; before: 0.99983 on MiniLM); dynamic quantization gives ~0.987.
+PADDING_BOUND = {"fp32": (0.99999, 1e-5), "fp16": (0.999, 1e-2), "int8": (0.99999, 1e-4)}
 
 
 def _manifest(folder: Path) -> dict:

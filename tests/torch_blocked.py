@@ -13,15 +13,20 @@ BLOCKED = ("torch", "transformers", "sentence_transformers", "optimum", "granite
 
 
 def blocker(modules: tuple[str, ...]) -> str:
-    """Python code that makes ``modules`` (and their submodules) fail to import, as if not installed."""
+    """Python code that makes ``modules`` (and their submodules) fail to import, as if not installed;
+    importlib.util.find_spec answers None for them, as there (nncf probes for torch that way before importing)."""
     return f"""
-import sys
+import importlib.util, sys
 class _Blocked:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {modules!r}:
             raise ModuleNotFoundError(f"{{name}} is blocked: the runtime must work without it", name=name)
         return None
 sys.meta_path.insert(0, _Blocked())
+_find_spec = importlib.util.find_spec
+def _absent(name, package=None):
+    return None if name.split(".")[0] in {modules!r} else _find_spec(name, package)
+importlib.util.find_spec = _absent
 """
 
 

@@ -34,6 +34,9 @@ class Artifact:
     sha256: str | None = None      # from the manifest; checked at load when present
     # every file of the artifact with its manifest sha256 (an IR's .xml and .bin, ONNX external data)
     files: tuple[tuple[str, str], ...] = ()
+    # why dtype="auto" skips it ("" = it may be chosen): the INT8 gate's missed bounds from the manifest
+    # (granite_rt.int8_gate), or dynamic INT8 whose vectors depend on their batch neighbours
+    not_recommended: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,10 @@ class Backend(Protocol):
     placement: Placement
     input_names: tuple[str, ...]
     parallel_requests: int          # batches worth running at once (OpenVINO THROUGHPUT streams), else 1
+    # 0: padding a row further does not change its result; k > 0: it does (bitwise), so each row is padded
+    # only to its own length rounded up to a multiple of k, and batched with rows of that width (batching.py).
+    # A backend without the attribute counts as 0.
+    pad_to_multiple_of: int
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Run one batch; ``inputs`` holds int64 arrays of shape (batch, sequence)."""

@@ -111,7 +111,9 @@ class OnnxRuntime(BackendType):
         return stored_precision(filename) if filename.endswith(".onnx") else None
 
     def discover(self, folder: Path) -> list[Artifact]:
-        found = [Artifact(p.relative_to(folder).as_posix(), self.name, stored_precision(p.name))
+        found = [Artifact(p.relative_to(folder).as_posix(), self.name, stored_precision(p.name),
+                          not_recommended=DYNAMIC_INT8 if stored_precision(p.name) == "int8" and is_dynamic_int8(p)
+                          else "")
                  for p in sorted((folder / "onnx").glob("*.onnx")) if self.runs_here(p.name)]
         if (folder / "model.onnx").is_file():  # flat layout (optimum / older exports)
             found.append(Artifact("model.onnx", self.name, "fp32"))
@@ -174,10 +176,28 @@ class OnnxRuntime(BackendType):
 ONNXRUNTIME = OnnxRuntime()
 
 
+# Why dtype="auto" passes over a dynamic INT8 ONNX file (IBM's model_quint8_avx2.onnx ..., optimum's dynamic
+# quantization): activation scales are computed over the whole padded batch, so a vector changes with its batch
+# neighbours (all-MiniLM-L6-v2: cosine down to 0.987 alone vs batched, docs/export.md).
+DYNAMIC_INT8 = ("dynamic INT8: its vectors depend on their batch neighbours (cosine down to 0.987 measured); "
+                "`granite-rt quantize FOLDER` writes a static, batch-invariant INT8")
+
+
+def is_dynamic_int8(path: Path) -> bool:
+    """Whether an ONNX file quantizes activations at run time (DynamicQuantizeLinear). The graph's nodes are
+    serialized before its weights, so the first 8 MiB hold every op type."""
+    try:
+        with open(path, "rb") as fh:
+            return b"DynamicQuantizeLinear" in fh.read(8 << 20)
+    except OSError:
+        return False
+
+
 class OnnxRuntimeBackend:
     """A compiled ONNX graph on the providers the placement names (CPU when it names none)."""
 
     parallel_requests = 1  # one session uses every intra-op thread per run
+    pad_to_multiple_of = 0  # static INT8 and fp32 rows are bitwise the same however far they are padded
 
     def __init__(self, folder: Path, placement: Placement, threads: int, files: Sequence[Path] = ()) -> None:
         import onnxruntime as ort  # the engine: imported when a model is opened, not with granite_rt

@@ -75,11 +75,21 @@ def recall_at_k(ranking: np.ndarray, judgments: Judgments, k: int = 100) -> np.n
         return np.where(total > 0, found / total, np.nan)
 
 
+def _common_at_k(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, int, int]:
+    a, b = a[:, :k], b[:, :k]
+    return (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1), a.shape[1], b.shape[1]
+
+
 def jaccard_at_k(a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
     """Per query |A ∩ B| / |A ∪ B| of two rankings' top-k document sets."""
-    a, b = a[:, :k], b[:, :k]
-    common = (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1)
-    return common / (a.shape[1] + b.shape[1] - common)
+    common, n_a, n_b = _common_at_k(a, b, k)
+    return common / (n_a + n_b - common)
+
+
+def overlap_at_k(a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per query |A ∩ B| / |A| of two rankings' top-k document sets (the share of A's top k that B keeps)."""
+    common, n_a, _ = _common_at_k(a, b, k)
+    return common / n_a
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -54,9 +54,9 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
         spec = load_spec(resolve_model(model, backend, dtype))
     except Exception as exc:  # noqa: BLE001 - the report names the problem instead of failing as a whole
         return [f"model {model}: cannot be read: {type(exc).__name__}: {one_line(exc, 300)}"]
-    files = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in spec.artifacts)
-    lines = [f"model {spec.folder} ({spec.kind}): {files}",
-             f"  {'device':<10} {'backend':<9} {'dtype':<9} {'file':<46} why"]
+    lines = [f"model {spec.folder} ({spec.kind}), model files:"]
+    lines += [f"  {a.path:<46} {a.backend:<9} {a.precision}" for a in spec.artifacts]
+    lines.append(f"  {'device':<10} {'backend':<9} {'dtype':<9} {'file':<46} why")
     for device in known_devices():
         for name in devices.backends_for(device, backend, inv):
             try:

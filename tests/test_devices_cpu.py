@@ -118,6 +118,10 @@ def test_info_report_for_a_real_folder(folder):
     assert ["cpu", "openvino", "fp32", "openvino/openvino_model.xml"] in [r[:4] for r in rows]
     assert ["cpu", "onnx", "fp32", "onnx/model.onnx"] in [r[:4] for r in rows]
     assert "device='auto' runs cpu (openvino, fp32, openvino/openvino_model.xml)" in text
+    files = text.splitlines()[text.splitlines().index(f"model {folder} (embedder), model files:") + 1:][:2]
+    assert sorted(f.split() for f in files) == [["onnx/model.onnx", "onnx", "fp32"],
+                                                ["openvino/openvino_model.xml", "openvino", "fp32"]]
+    assert max(len(line) for line in text.splitlines() if not line.startswith("  ")) < 200  # no dict on one line
     assert "cannot be read" in info_report(str(folder / "nope"))
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from granite_rt import backends
 from granite_rt.errors import OutputFolderError
+from granite_rt.staging import staged_folder
 from granite_rt.int8_gate import GateBounds, gate_artifacts, gate_table
 
 from . import checkpoint as ckpt
@@ -79,7 +79,7 @@ def export_model(
     describe = describe_reranker if checkpoint.kind == "reranker" else describe_embedder
     info = describe(checkpoint, reference, inputs)
 
-    with _staging(out) as stage:
+    with staged_folder(out) as stage:
         copy_model_files(checkpoint.folder, stage)
         with steps.step(f"tracing torch → {FP32_ONNX}"), noise.torch_tracing():
             export_onnx(model, stage / FP32_ONNX, inputs, info.output)
@@ -169,21 +169,3 @@ def _check_output(out: Path) -> None:
         probe.rmdir()
     except OSError as err:
         raise OutputFolderError(f"--out {out}: cannot write into {parent} ({err.strerror or err})") from None
-
-
-@contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A fresh folder next to ``out``; renamed to ``out`` on success, removed on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    if out.exists():
-        out.rename(old)
-    stage.rename(out)
-    shutil.rmtree(old, ignore_errors=True)

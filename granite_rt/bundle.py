@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +23,8 @@ from granite_rt import backends
 from granite_rt.backends.base import Artifact
 from granite_rt.errors import (BackendUnavailableError, BundleError, DeviceUnavailableError, GraniteRTError,
                                ModelFileError)
-from granite_rt.model_folder import (MANIFEST, META_FILES, ModelSpec, artifact_files, load_spec, resolve_model,
+from granite_rt.staging import staged_folder
+from granite_rt.model_folder import (MANIFEST, META_FILES, ModelSpec, load_spec, resolve_model,
                                      sha256_file, verify_artifact)
 
 PRECISIONS = ("int8", "fp32", "fp16")  # stored precisions ("bf16" is computed from fp32, never stored)
@@ -193,20 +193,10 @@ def _pick(spec: ModelSpec, backend: str, dtype: str, model: Any, *, exported: bo
 
 @contextmanager
 def _staging(out: Path) -> Iterator[Path]:
-    """A fresh folder next to ``out``; renamed to ``out`` on success, removed on failure."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-        stage.mkdir()
-    except OSError as err:
-        raise BundleError(f"--out {out}: cannot create it ({err.strerror or err})") from None
-    try:
+    """``staging.staged_folder`` with its creation failure as a one-line BundleError."""
+    with ExitStack() as stack:
+        try:
+            stage = stack.enter_context(staged_folder(out))
+        except OSError as err:
+            raise BundleError(f"--out {out}: cannot create it ({err.strerror or err})") from None
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    if out.exists():
-        out.rename(old)
-    stage.rename(out)
-    shutil.rmtree(old, ignore_errors=True)

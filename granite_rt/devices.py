@@ -271,7 +271,9 @@ def cpu_candidates(artifacts: Sequence[Artifact] | Any, *, folder: Path | None =
 
 def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtype: str, inv: Inventory,
                   *, explicit: bool) -> tuple[str, Artifact, str] | None:
-    """(compute dtype, artifact, why) for ``device`` on ``backend``, or None when none is runnable."""
+    """(compute dtype, artifact, why) for ``device`` on ``backend``, or None when none is runnable.
+
+    dtype="auto" passes over artifacts marked not recommended (the INT8 gate) and says so in ``why``."""
     wanted = AUTO_DTYPES.get(device, DEFAULT_AUTO_DTYPES) if dtype == "auto" else (dtype,)
     slow_int8 = backend == "openvino" and device == "cpu" and dtype == "auto" and inv.cpu_int8_dot == ()
     if slow_int8:
@@ -280,10 +282,15 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     if dtype == "auto":  # a mode only some backends have is no "missing artifact" for the others
         wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (device, dt) in engine.runnable)
     lacking: list[str] = []  # precisions this CPU cannot compute (the backend's unsupported_dtype)
+    skipped: list[str] = []  # artifacts dtype="auto" passed over (not recommended), for why
     for i, dt in enumerate(wanted):
-        artifact = _pick_artifact(artifacts, backend, engine.runnable.get((device, dt), ()))
-        if artifact is None and dtype == "auto":
-            continue  # no file, no need to ask the engine (which may import it)
+        precisions = engine.runnable.get((device, dt), ())
+        artifact = _pick_artifact(artifacts, backend, precisions, recommended_only=dtype == "auto")
+        if artifact is None and dtype == "auto":  # no file: no need to ask the engine (which may import it)
+            unrecommended = _pick_artifact(artifacts, backend, precisions)
+            if unrecommended is not None:
+                skipped.append(f"{unrecommended.path} skipped: {unrecommended.not_recommended}")
+            continue
         unsupported = engine.unsupported_dtype(inv.engine(backend), device, dt)
         if unsupported:
             if dtype != "auto" and explicit:
@@ -291,12 +298,13 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
             lacking.append(dt)
             continue
         if artifact is None:
-            unrecommended = _pick_artifact(artifacts, backend, precisions) if dtype == "auto" else None
-            if unrecommended is not None:
-                skipped.append(f"{unrecommended.path} skipped: {unrecommended.not_recommended}")
             continue
         if dtype != "auto":
             why = f"dtype={dt} as asked"
+            if artifact.not_recommended:
+                why += f" (NOT recommended: {artifact.not_recommended})"
+        elif skipped:
+            why = f"{'; '.join(skipped)}; so {dt}"
         elif i == len(lacking):  # nothing before it but precisions this CPU lacks
             why = f"{dt} is the preferred precision on {device}" + PREFERRED_BECAUSE.get((backend, device, dt), "")
             if slow_int8:

@@ -5,6 +5,7 @@ Imported inside the worker (or cold-start) process only, so each library is impo
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,7 +61,6 @@ def legacy_tokenizer_view(folder: Path, transformers_major: int, views: Path = V
     import hashlib
     import json
     import os
-    import shutil
 
     config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     if transformers_major >= 5 or config.get("tokenizer_class") != "TokenizersBackend":
@@ -84,11 +84,7 @@ def legacy_tokenizer_view(folder: Path, transformers_major: int, views: Path = V
     (staging / "tokenizer_config.json").unlink()  # a link: writing through it would change ``folder``
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     (staging / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    try:
-        staging.rename(view)
-    except OSError:  # another worker made it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return view
+    return _publish(staging, view)
 
 
 def _fastembed(opts: dict, kind: str, checkpoint: Path, exported: Path):
@@ -113,7 +109,6 @@ def genai_view(folder: Path, ir: str, views: Path = VIEWS.parent / "genai-views"
     beside the tokenizer and config files, and the tokenizer converted once by openvino_tokenizers."""
     import hashlib
     import os
-    import shutil
 
     main = folder / ir
     stats = f"{main.resolve()} {main.stat().st_size} {main.stat().st_mtime_ns}"
@@ -134,11 +129,7 @@ def genai_view(folder: Path, ir: str, views: Path = VIEWS.parent / "genai-views"
     from transformers import AutoTokenizer
 
     ov.save_model(convert_tokenizer(AutoTokenizer.from_pretrained(str(folder))), str(staging / "openvino_tokenizer.xml"))
-    try:
-        staging.rename(view)
-    except OSError:  # another worker made it first
-        shutil.rmtree(staging, ignore_errors=True)
-    return view
+    return _publish(staging, view)
 
 
 def _openvino_genai(opts: dict, kind: str, checkpoint: Path, exported: Path):
@@ -171,3 +162,12 @@ def _granite_rt(opts: dict, kind: str, checkpoint: Path, exported: Path):
         call = lambda query, passages: model.predict([(query, p) for p in passages], batch_size=BATCH_SIZE)  # noqa: E731
     call.precision = model.info["dtype"]  # what dtype="auto" chose: the report's efficiency needs it
     return call
+
+
+def _publish(staging: Path, view: Path) -> Path:
+    """Rename a finished view into place; when another worker made it first, keep theirs."""
+    try:
+        staging.rename(view)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return view

@@ -6,8 +6,10 @@ seconds scripted for its placement, so every choice checked here follows from kn
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,14 +47,19 @@ class FakeBackend:
 
     parallel_requests = 1
 
-    def __init__(self, placement: Placement, clock: Clock, query_s: float, docs_s: float, noise: float = 0.0):
+    def __init__(self, placement: Placement, clock: Clock, query_s: float, docs_s: float, noise: float = 0.0,
+                 jitter: float = 0.0, rng=None):
         self.placement, self.clock, self.query_s, self.docs_s, self.noise = placement, clock, query_s, docs_s, noise
         self.input_names = ("input_ids", "attention_mask")
         self.rng = np.random.default_rng(0)
+        self.jitter, self.jitter_rng = jitter, rng or np.random.default_rng(0)
+        self.query_runs = 0
 
     def run(self, inputs):
         ids = inputs["input_ids"]
-        self.clock.now += self.query_s if ids.shape[0] == 1 else self.docs_s
+        self.query_runs += ids.shape[0] == 1
+        seconds = self.query_s if ids.shape[0] == 1 else self.docs_s
+        self.clock.now += seconds * (1 + self.jitter * self.jitter_rng.uniform(-1, 1))
         out = _hidden(ids)
         return out + self.noise * self.rng.standard_normal(out.shape).astype(np.float32)
 
@@ -88,21 +95,34 @@ def _placement(artifact: Artifact, dtype: str | None = None) -> Placement:
     return Placement(artifact.backend, "cpu", dtype or artifact.precision, artifact)
 
 
-def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: tuple = ()) -> tune.Decision:
-    """Run ``tune.measure`` over fake backends: (backend, dtype) -> (query s, docs s, noise)."""
+def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: tuple = (), preferred: tuple = (),
+             live: list | None = None, jitter: float = 0.0, seed: int = 0) -> tune.Decision:
+    """Run ``tune.measure`` over fake backends: (backend, dtype) -> (query s, docs s, noise), in that order.
+
+    ``live`` collects how many fake backends are alive (not yet garbage) each time one opens; ``jitter``
+    scales each run's seconds by a random factor within ±jitter (a machine whose load moves)."""
     clock = Clock()
     artifacts = {"onnx": {"fp32": ONNX32, "int8": ONNX8}, "openvino": {"fp32": OV32, "bf16": OV32, "int8": OV8,
                                                                        "int8+bf16": OV8}}
     candidates = [_placement(artifacts[be][dt], dt) for be, dt in scripts]
+    alive = weakref.WeakSet()
+    rng = np.random.default_rng(seed)
 
     def opener(folder, placement):
         if (placement.backend, placement.dtype) in fail:
             raise RuntimeError("plugin refused the model")
         q, d, noise = scripts[placement.backend, placement.dtype]
-        return FakeBackend(placement, clock, q, d, noise)
+        backend = FakeBackend(placement, clock, q, d, noise, jitter=jitter, rng=rng)
+        alive.add(backend)
+        if live is not None:
+            live.append(len(alive))
+        return backend
 
-    return tune.measure(Path("/models/x"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
-                        timer=clock)
+    decision = tune.measure(Path("/models/x"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
+                            timer=clock, preferred=preferred)
+    if live is not None:
+        live.append(len(alive))  # after measuring: nothing left open
+    return decision
 
 
 # ---- fidelity and choice -------------------------------------------------------------------------------
@@ -152,6 +172,107 @@ def test_a_placement_that_fails_to_open_is_reported_and_never_chosen():
     failed = next(r for r in decision.results if r.name == "openvino int8")
     assert failed.error and "plugin refused" in failed.error and not failed.eligible
     assert decision.best().name == "onnx fp32"
+
+
+SIX = {("onnx", "fp32"): (0.120, 5.2, 0.0), ("onnx", "int8"): (0.080, 3.7, 0.01),
+       ("openvino", "fp32"): (0.270, 5.6, 0.0), ("openvino", "bf16"): (0.190, 3.3, 0.001),
+       ("openvino", "int8"): (0.125, 3.7, 0.01), ("openvino", "int8+bf16"): (0.110, 2.0, 0.01)}
+
+
+def test_placements_are_opened_one_after_another_never_more_than_two_at_once():
+    live: list[int] = []
+    decision = _measure(SIX, live=live)
+    assert len(live) == 7 and max(live) <= 2   # six opens: the newcomer and at most the fastest so far
+    assert live[-1] == 0                       # and nothing is left open afterwards
+    assert decision.best().name == "openvino int8+bf16"
+
+
+def test_the_fastest_faithful_placement_wins_in_any_order_on_a_jittery_machine():
+    scripts = dict(SIX)
+    scripts["openvino bf16".split()[0], "bf16"] = (0.050, 1.0, 5.0)   # fastest of all, but its vectors are noise
+    fastest = "openvino int8+bf16"                                    # 0.110 / 2.0: >= 11 % ahead of the next
+    for n, order in enumerate(itertools.permutations(scripts)):
+        if n % 37:                                                     # 20 of the 720 orders
+            continue
+        decision = _measure({k: scripts[k] for k in order}, jitter=0.04, seed=n,
+                            preferred=("onnx int8", "openvino int8"))  # a built-in rule that is wrong here
+        assert decision.best().name == fastest, order
+        by_name = {r.name: r for r in decision.results}
+        assert by_name["openvino bf16"].relative is None and not by_name["openvino bf16"].eligible
+        assert by_name[fastest].relative == 1.0
+        assert all(r.relative > 1.0 for r in decision.results if r.relative is not None and r.name != fastest)
+
+
+def test_a_clearly_slower_placement_gets_one_round_and_a_close_one_is_timed_head_to_head():
+    decision = _measure({("onnx", "fp32"): (0.10, 1.00, 0.0),    # kept first: the reference
+                         ("openvino", "fp32"): (0.30, 3.00, 0.0),  # 3x the time: decided after one round
+                         ("onnx", "int8"): (0.05, 0.50, 0.0),      # 2x faster: decided after one round
+                         ("openvino", "int8"): (0.05, 0.52, 0.0)}) # 2 % from onnx int8: three rounds each
+    by_name = {r.name: r for r in decision.results}
+    assert by_name["openvino fp32"].rounds == 1 and by_name["onnx int8"].rounds == 3  # 1 + 2 against openvino int8
+    assert by_name["openvino int8"].rounds == 3
+    assert by_name["openvino fp32"].relative == pytest.approx(6.0)   # 3x the reference, which is 2x onnx int8
+    assert by_name["openvino int8"].relative == pytest.approx((1.04) ** 0.5, rel=1e-6)
+
+
+def test_a_tie_within_noise_goes_to_the_builtin_rule_and_a_real_gap_does_not():
+    close = {("onnx", "fp32"): (0.10, 1.00, 0.0), ("onnx", "int8"): (0.050, 0.500, 0.0),
+             ("openvino", "int8+bf16"): (0.050, 0.510, 0.0)}         # 1 % slower than onnx int8
+    assert _measure(close).best().name == "onnx int8"                 # no rule given: the faster
+    ruled = _measure(close, preferred=("openvino int8+bf16", "onnx int8"))
+    assert ruled.best().name == "openvino int8+bf16"                  # within 3 %: the rule's choice
+    assert tune.Decision.from_json(ruled.to_json()).best().name == "openvino int8+bf16"
+    assert "ties within 3% go to the built-in rule's openvino int8+bf16" in tune.format_decision(ruled, None)
+    gap = dict(close)
+    gap["openvino", "int8+bf16"] = (0.050, 0.600, 0.0)                 # 10 % slower: measured beats ruled
+    assert _measure(gap, preferred=("openvino int8+bf16", "onnx int8")).best().name == "onnx int8"
+
+
+def test_a_placement_outside_the_bounds_is_never_timed():
+    runs = []
+    real = FakeBackend.run
+
+    def counting(self, inputs):
+        runs.append((self.placement.dtype, inputs["input_ids"].shape[0]))
+        return real(self, inputs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FakeBackend, "run", counting)
+        decision = _measure({("onnx", "fp32"): (0.02, 1.0, 0.0), ("openvino", "bf16"): (0.001, 0.01, 5.0)})
+    bad = next(r for r in decision.results if r.name == "openvino bf16")
+    assert not bad.passed and bad.relative is None and bad.rounds == 0 and bad.fidelity["mean"] < 0.9
+    assert ("bf16", 1) not in runs                  # the probe set ran (8 + 3 rows), the timed query never did
+    assert "not timed" in tune.format_decision(decision, None) and "outside the fidelity bounds" in decision.why()
+
+
+def test_the_next_fp32_file_is_the_reference_when_the_first_cannot_open():
+    decision = _measure({("onnx", "fp32"): (0.02, 1.0, 0.0), ("openvino", "fp32"): (0.03, 1.2, 0.0),
+                         ("openvino", "int8"): (0.01, 0.5, 5.0)}, fail=(("onnx", "fp32"),))
+    assert decision.reference == "openvino fp32"
+    assert not next(r for r in decision.results if r.name == "openvino int8").passed
+    assert decision.best().name == "openvino fp32"
+
+
+def test_a_kept_placement_that_fails_later_is_reported_and_the_newcomer_carries_on():
+    class Flaky(FakeBackend):
+        def run(self, inputs):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls > 15:  # probes, warm-up and its first round pass; the head-to-head rounds do not
+                raise RuntimeError("device lost")
+            return super().run(inputs)
+
+    clock = Clock()
+    scripts = {("onnx", "fp32"): (0.02, 1.00, 0.0), ("onnx", "int8"): (0.02, 1.01, 0.0)}
+
+    def opener(folder, placement):
+        q, d, noise = scripts[placement.backend, placement.dtype]
+        return (Flaky if placement.dtype == "fp32" else FakeBackend)(placement, clock, q, d, noise)
+
+    decision = tune.measure(Path("/m"), FakeSpec(), [_placement(ONNX32), _placement(ONNX8)], opener, key="k",
+                            tokenizer=FakeTokenizer(), timer=clock)
+    by_name = {r.name: r for r in decision.results}
+    assert "device lost" in by_name["onnx fp32"].error and by_name["onnx int8"].error is None
+    assert decision.best().name == "onnx int8" and decision.reference == "onnx fp32"
 
 
 def test_without_an_fp32_file_nothing_is_checked_and_the_report_says_so():

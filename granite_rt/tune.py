@@ -227,8 +227,12 @@ class Decision:
                    else "the fp32 reference" if self.reference and best.name == self.reference
                    else "fidelity not checked: the folder has no fp32 file")
         others = sorted((r for r in self.results if r is not best), key=lambda r: r.name)
+        fastest = min((r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])),
+                      key=lambda r: r.relative)
+        tie = (f" (within {TIE:.0%} of {fastest.name}: a tie, so the built-in rule's choice)"
+               if fastest is not best else "")
         return (f"measured on this machine {self.measured_at} (granite-rt tune): fastest of {len(self.results)} CPU "
-                f"placements within the fidelity bounds: query {best.query_s * 1e3:.1f} ms, "
+                f"placements within the fidelity bounds{tie}: query {best.query_s * 1e3:.1f} ms, "
                 f"{self.shapes['docs']} × {self.shapes['doc_tokens']}-token batch {best.docs_s:.3f} s, {checked}"
                 + (f"; others: {'; '.join(_brief(r) for r in others)}" if others else ""))
 

@@ -221,6 +221,8 @@ def test_a_tie_within_noise_goes_to_the_builtin_rule_and_a_real_gap_does_not():
     assert _measure(close).best().name == "onnx int8"                 # no rule given: the faster
     ruled = _measure(close, preferred=("openvino int8+bf16", "onnx int8"))
     assert ruled.best().name == "openvino int8+bf16"                  # within 3 %: the rule's choice
+    assert "within 3% of onnx int8: a tie, so the built-in rule's choice" in ruled.why()
+    assert "a tie" not in _measure(close).why()
     assert tune.Decision.from_json(ruled.to_json()).best().name == "openvino int8+bf16"
     assert "ties within 3% go to the built-in rule's openvino int8+bf16" in tune.format_decision(ruled, None)
     gap = dict(close)

@@ -56,8 +56,9 @@ QUERY = "how do boundary layers behave in hypersonic flow?"
 DOC_TOKENS = 384
 DOCS = {"embedder": 4, "reranker": 2}
 CALLS = {"query": 5, "docs": 1}  # timed calls per shape per round: a query is short and noisier
-# Head to head: after one round, a newcomer more than CLEAR slower or faster than the placement kept open is
-# decided; closer ones get up to ``rounds`` interleaved rounds. Within TIE the built-in rule's choice wins.
+# Head to head: after one round, a newcomer more than CLEAR slower or faster than the placement kept open (widened
+# by how much the machine's load moved the round's query calls, ``_spread``) is decided; closer ones get up to
+# ``rounds`` interleaved rounds. Within TIE the built-in rule's choice wins.
 CLEAR, TIE = 0.15, 0.03
 LIBRARIES = ("granite_rt", "onnxruntime", "openvino", "tokenizers", "numpy")           # import names
 DISTRIBUTIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy")        # and what pip calls them
@@ -400,8 +401,8 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 continue
             window = len(samples[kept]) - 1         # the kept placement's last round, and what both run from here
             ratio = _ratio(samples[i], samples[kept][window:])
-            while (len(samples[i]) < rounds and abs(math.log(ratio)) <= math.log(1 + CLEAR)
-                   and timer() - start <= budget_s):
+            while (len(samples[i]) < rounds and timer() - start <= budget_s
+                   and abs(math.log(ratio)) <= math.log(1 + CLEAR) + _spread(samples[i]) + _spread(samples[kept][-1:])):
                 for j in ((kept, i) if len(samples[i]) % 2 else (i, kept)):   # alternate who runs first
                     timed_round(j)
                 ratio = _ratio(samples[i], samples[kept][window:])
@@ -453,6 +454,13 @@ def _ranker(preferred: Sequence[str]) -> Callable[[Placement], int]:
 
 def _median(rounds_: Sequence[Mapping[str, list[float]]], shape: str) -> float:
     return float(np.median([t for r in rounds_ for t in r[shape]]))
+
+
+def _spread(rounds_: Sequence[Mapping[str, list[float]]]) -> float:
+    """How far the load moved one placement's query calls (log of the 2nd largest over the 2nd smallest of the
+    last round's): ~0.01-0.03 on a quiet machine, more where other jobs share the cores."""
+    calls = sorted(rounds_[-1]["query"])
+    return math.log(max(calls[-2], 1e-12) / max(calls[1], 1e-12)) if len(calls) >= 4 else 0.0
 
 
 def _ratio(new: Sequence[Mapping[str, list[float]]], kept: Sequence[Mapping[str, list[float]]]) -> float:

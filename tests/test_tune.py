@@ -215,6 +215,15 @@ def test_a_clearly_slower_placement_gets_one_round_and_a_close_one_is_timed_head
     assert by_name["openvino int8"].relative == pytest.approx((1.04) ** 0.5, rel=1e-6)
 
 
+def test_a_noisy_machine_gets_more_rounds_before_a_gap_counts_as_clear():
+    scripts = {("onnx", "fp32"): (0.10, 1.0, 0.0), ("onnx", "int8"): (0.13, 1.3, 0.0)}   # 30 % slower
+    quiet = {r.name: r for r in _measure(scripts).results}
+    assert quiet["onnx int8"].rounds == 1                       # clearly apart on a steady clock
+    noisy = {r.name: r for r in _measure(scripts, jitter=0.25).results}
+    assert noisy["onnx int8"].rounds == 3                       # calls that vary by ±25 %: measured head to head
+    assert noisy["onnx int8"].relative > 1.1
+
+
 def test_a_tie_within_noise_goes_to_the_builtin_rule_and_a_real_gap_does_not():
     close = {("onnx", "fp32"): (0.10, 1.00, 0.0), ("onnx", "int8"): (0.050, 0.500, 0.0),
              ("openvino", "int8+bf16"): (0.050, 0.510, 0.0)}         # 1 % slower than onnx int8

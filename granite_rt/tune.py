@@ -49,6 +49,9 @@ from granite_rt.pooling import l2_normalize, pool
 from granite_rt.tokenize import Tokenizer
 
 DECISION_VERSION = 2
+# Where an INT8 file's fidelity at dtype="int8" comes from when its manifest has the INT8 gate's figures: the
+# same placement (the INT8 file with the f32 hint) against that backend's fp32 file, on 284 probe texts.
+GATE = "the export's INT8 gate"
 # The INT8 gate's bounds (issue 17), applied to every placement that is not the fp32 reference.
 MEAN_COSINE, P1_COSINE = 0.99, 0.97
 # Timed shapes: one short query; a batch of long documents (fewer for rerankers: 22 layers at hidden 768).
@@ -183,6 +186,7 @@ class Measured:
     # (1.0 = the fastest); None: not timed (it failed, or is outside the fidelity bounds)
     relative: float | None = None
     rounds: int = 0                              # timed rounds it ran
+    checked_by: str = ""                         # "": the probe set against the reference; else GATE
 
     @property
     def name(self) -> str:
@@ -224,7 +228,8 @@ class Decision:
         best = self.best(backend)
         if best is None:
             return "no measured placement passed"
-        checked = (f"mean cosine {best.fidelity['mean']:.5f} to {self.reference}" if best.fidelity
+        checked = (f"mean cosine {best.fidelity['mean']:.5f} to its fp32 file ({GATE})" if best.checked_by == GATE
+                   else f"mean cosine {best.fidelity['mean']:.5f} to {self.reference}" if best.fidelity
                    else "the fp32 reference" if self.reference and best.name == self.reference
                    else "fidelity not checked: the folder has no fp32 file")
         others = sorted((r for r in self.results if r is not best), key=lambda r: r.name)
@@ -363,6 +368,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     backend_of: dict[int, Backend] = {}          # open placements: the fastest so far and the newcomer
     samples: dict[int, list[dict[str, list[float]]]] = {}   # per placement, its timed rounds
     checks: dict[int, Fidelity] = {}
+    checked_by: dict[int, str] = {}
     errors: dict[int, str] = {}
     relative: dict[int, float] = {}              # geometric-mean time relative to the first timed placement
     reference: int | None = None
@@ -379,16 +385,19 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
             i = min(pending, key=lambda j: (rank(candidates[j]), j))
         pending.remove(i)
         placement, running[0], ratio = candidates[i], -1, 1.0
+        gated = None if fp32 else gate_fidelity(placement)
+        if gated is not None:
+            checks[i], checked_by[i] = gated, GATE
         try:
-            backend_of[i] = opener(folder, placement)
-            outputs = rows(backend_of[i])
+            if gated is None or gated.passed:
+                backend_of[i] = opener(folder, placement)
             if fp32:
-                reference, reference_rows = i, outputs
-            elif reference_rows is not None:
-                checks[i] = fidelity(reference_rows, outputs)
+                reference, reference_rows = i, rows(backend_of[i])
+            elif gated is None and reference_rows is not None:
+                checks[i] = fidelity(reference_rows, rows(backend_of[i]))
             if i in checks and not checks[i].passed:
                 say(f"{label(placement)}: outside the fidelity bounds (mean {checks[i].mean:.4f}, "
-                    f"p1 {checks[i].p1:.4f}), not timed")
+                    f"p1 {checks[i].p1:.4f}{', ' + GATE if gated else ''}), not timed")
                 _close(backend_of, i)
                 continue
             for batch in shapes.values():  # untimed: first runs of a shape compile kernels
@@ -429,14 +438,15 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     for i, placement in enumerate(candidates):
         check = checks.get(i)
         fid = asdict(check) if check else None
+        by = checked_by.get(i, "")
         if i in errors:
-            results.append(Measured(identity(placement), fidelity=fid, passed=False, error=errors[i]))
+            results.append(Measured(identity(placement), fidelity=fid, passed=False, error=errors[i], checked_by=by))
         elif i not in samples:   # outside the bounds: never timed
-            results.append(Measured(identity(placement), fidelity=fid, passed=False))
+            results.append(Measured(identity(placement), fidelity=fid, passed=False, checked_by=by))
         else:
             results.append(Measured(identity(placement), _median(samples[i], "query"), _median(samples[i], "docs"),
                                     fid, passed=check is None or check.passed, relative=relative[i] / fastest,
-                                    rounds=len(samples[i])))
+                                    rounds=len(samples[i]), checked_by=by))
     return Decision(key=key, kind=spec.kind, measured_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     host=host_facts(), libraries=library_versions(),
                     shapes={"query_tokens": int(shapes["query"]["input_ids"].shape[1]),
@@ -444,6 +454,15 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                             "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},
                     results=tuple(results), reference=label(candidates[reference]) if reference is not None else None,
                     preferred=tuple(preferred))
+
+
+def gate_fidelity(placement: Placement) -> Fidelity | None:
+    """The INT8 gate's figures from the manifest as this placement's fidelity: only for dtype="int8" (what the
+    gate ran) and only when they are cosines (an embedder's; a reranker's gate ranks, so it is measured here)."""
+    figures = dict(placement.artifact.gate)
+    if placement.dtype != "int8" or "mean_cosine" not in figures or "p1_cosine" not in figures:
+        return None
+    return Fidelity(figures["mean_cosine"], figures["p1_cosine"], figures.get("min_cosine", figures["p1_cosine"]))
 
 
 def _ranker(preferred: Sequence[str]) -> Callable[[Placement], int]:
@@ -525,7 +544,7 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
             lines.append(f"  {r.name:<20} failed: {r.error}")
             continue
         fid = (f"mean {r.fidelity['mean']:.5f}, p1 {r.fidelity['p1']:.5f}" if r.fidelity else "reference"
-               if decision.reference == r.name else "not checked")
+               if decision.reference == r.name else "not checked") + (f" ({GATE})" if r.checked_by else "")
         if r.relative is None:
             lines.append(f"  {r.name:<20} {'not timed':>16} {'':>14} {'':>9} {'':>6}  {fid}  (outside the bounds: "
                          "never chosen)")

@@ -256,6 +256,38 @@ def test_a_placement_outside_the_bounds_is_never_timed():
     assert "not timed" in tune.format_decision(decision, None) and "outside the fidelity bounds" in decision.why()
 
 
+def test_int8_fidelity_comes_from_the_manifest_gate_and_a_failed_gate_is_never_opened():
+    passed = replace(ONNX8, gate=(("mean_cosine", 0.9993), ("min_cosine", 0.995), ("p1_cosine", 0.996)))
+    failed = replace(OV8, gate=(("mean_cosine", 0.95), ("min_cosine", 0.5), ("p1_cosine", 0.6)))
+    candidates = [_placement(ONNX32), _placement(passed), _placement(failed), _placement(failed, "int8+bf16")]
+    clock, opened, runs = Clock(), [], []
+    scripts = {("onnx", "fp32"): (0.02, 1.0, 0.0), ("onnx", "int8"): (0.01, 0.5, 5.0),   # noise the probes would see
+               ("openvino", "int8+bf16"): (0.01, 0.4, 0.01)}
+
+    class Counted(FakeBackend):
+        def run(self, inputs):
+            runs.append((self.placement.dtype, inputs["input_ids"].shape[0]))
+            return super().run(inputs)
+
+    def opener(folder, placement):
+        opened.append(tune.label(placement))
+        return Counted(placement, clock, *scripts[placement.backend, placement.dtype])
+
+    decision = tune.measure(Path("/m"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(), timer=clock)
+    by_name = {r.name: r for r in decision.results}
+    gated = by_name["onnx int8"]
+    assert gated.checked_by == tune.GATE and gated.fidelity["mean"] == 0.9993 and gated.passed and gated.relative
+    assert not any(dtype == "int8" and rows == 8 for dtype, rows in runs)    # its probe batch never ran
+    assert "openvino int8" not in opened and by_name["openvino int8"].relative is None   # failed gate: not opened
+    assert not by_name["openvino int8"].passed and by_name["openvino int8"].checked_by == tune.GATE
+    mixed = by_name["openvino int8+bf16"]                                   # the gate ran the f32 hint, not bf16
+    assert mixed.checked_by == "" and ("int8+bf16", 8) in runs and mixed.passed
+    assert decision.best().name == "openvino int8+bf16"
+    table = tune.format_decision(decision, None)
+    assert f"mean 0.99930, p1 0.99600 ({tune.GATE})" in table
+    assert tune.Decision.from_json(decision.to_json()) == decision
+
+
 def test_the_next_fp32_file_is_the_reference_when_the_first_cannot_open():
     decision = _measure({("onnx", "fp32"): (0.02, 1.0, 0.0), ("openvino", "fp32"): (0.03, 1.2, 0.0),
                          ("openvino", "int8"): (0.01, 0.5, 5.0)}, fail=(("onnx", "fp32"),))
@@ -469,3 +501,20 @@ def test_cli_tune_prints_the_table_and_stores_the_decision(hub_copy, cache, caps
     assert "<- chosen" in out and "onnx fp32" in out and "decision stored in" in out
     assert len(list((cache / "tune").glob("*.json"))) == 1
     assert Embedder(hub_copy).info["why"].startswith("measured on this machine")
+
+
+def test_an_exported_folder_reuses_its_int8_gate_and_probes_the_rest(tiny_embedder_folders, tmp_path, cache):
+    folder = Path(shutil.copytree(tiny_embedder_folders["export"], tmp_path / "exported"))
+    manifest = json.loads((folder / "granite_rt.json").read_text())
+    gates = {a["path"]: a["gate"]["figures"] for a in manifest["artifacts"] if a.get("gate")}
+    assert gates, "the export writes the INT8 gate's figures"
+    spec = load_spec(folder)
+    for artifact in spec.artifacts:
+        assert dict(artifact.gate) == gates.get(artifact.path, {})
+    clock = Clock()
+    decision, _ = tune.tune_folder(folder, spec, cache, timer=clock, opener=_scripted_opener(clock, {}))
+    for r in decision.results:
+        from_gate = r.placement["dtype"] == "int8" and r.placement["file"] in gates
+        assert (r.checked_by == tune.GATE) == from_gate, r.name
+        if from_gate:
+            assert r.fidelity["mean"] == gates[r.placement["file"]]["mean_cosine"]

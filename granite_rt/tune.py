@@ -7,17 +7,19 @@ hint for its unquantized ops was (bench/README.md). ``granite-rt tune MODEL`` an
 
 1. every CPU placement ``devices.cpu_candidates`` plans for the folder (each backend × fp32 / bf16 /
    int8 / int8+bf16 it can run here) is opened with ``devices``' opener, one after another: the fp32
-   reference first, then the built-in rule's order;
+   reference first, then the built-in rule's order (so the likely fastest sets the bar early);
 2. each is checked against the fp32 placement on a small probe set (``fidelity``: mean cosine ≥ 0.99,
-   p1 ≥ 0.97, the bounds of the INT8 gate); one that misses them is closed untimed and never chosen;
-3. one short query (5 calls) and a batch of long documents are timed per round, head to head against
-   the fastest placement so far, the only other one kept open (with all six placements of the 97m shape
-   open at once the tuner peaked at 2.2 GB): a newcomer more than ``CLEAR`` (15 %) faster or slower
-   after one round is decided, a closer one gets up to three rounds interleaved with it, so the
-   comparison that decides runs under the same machine load; the loser is closed at once;
-4. each placement's time relative to the fastest (geometric mean over the two shapes, chained through
-   the head-to-head ratios) decides; within ``TIE`` (3 %) the built-in rule's choice wins. The decision
-   is stored in ``<cache>/tune/<key>.json``, keyed by CPU model + flags, library versions and the model files.
+   p1 ≥ 0.97, the bounds of the INT8 gate; an INT8 file at dtype="int8" whose manifest has the INT8
+   gate's figures is taken at those, measured on 284 texts); one that misses them is never timed or chosen;
+3. one short query (5 calls) and a batch of long documents are timed per round, one placement at a
+   time, each closed before the next opens: all six placements of the 97m shape open at once peaked at
+   2.2 GB, and two engines open together slow each other (measured on a Zen 4, 2 cores: onnxruntime fp32
+   took 1.55 s for the 4 × 384-token batch in rounds alternating with an open OpenVINO model, 0.58 s
+   alone). A placement more than ``CLEAR`` (15 %, widened by the spread the load put on the round's
+   query calls) slower than the fastest so far after one round stops there; the others get ``rounds``;
+4. the placement with the lowest geometric mean of its two median times wins; within ``TIE`` (3 %) the
+   built-in rule's choice wins. The decision is stored in ``<cache>/tune/<key>.json``, keyed by CPU
+   model + flags, library versions and the model files.
 
 ``dtype="auto"`` loads use a stored decision (``info["why"]`` says "measured on this machine …"),
 else the built-in rules; a plain load never measures. ``GRANITE_RT_CACHE=off`` keeps decisions off
@@ -59,9 +61,9 @@ QUERY = "how do boundary layers behave in hypersonic flow?"
 DOC_TOKENS = 384
 DOCS = {"embedder": 4, "reranker": 2}
 CALLS = {"query": 5, "docs": 1}  # timed calls per shape per round: a query is short and noisier
-# Head to head: after one round, a newcomer more than CLEAR slower or faster than the placement kept open (widened
-# by how much the machine's load moved the round's query calls, ``_spread``) is decided; closer ones get up to
-# ``rounds`` interleaved rounds. Within TIE the built-in rule's choice wins.
+# After one round, a placement more than CLEAR slower than the fastest so far (widened by how much the machine's
+# load moved the rounds' query calls, ``_spread``) stops; the others get ``rounds``. Within TIE the built-in
+# rule's choice wins.
 CLEAR, TIE = 0.15, 0.03
 LIBRARIES = ("granite_rt", "onnxruntime", "openvino", "tokenizers", "numpy")           # import names
 DISTRIBUTIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy")        # and what pip calls them
@@ -182,8 +184,8 @@ class Measured:
     fidelity: dict[str, float] | None = None     # Fidelity as a dict; None: it is the reference, or none exists
     passed: bool = True
     error: str | None = None
-    # geometric mean of its two times relative to the fastest placement's, each pairing measured head to head
-    # (1.0 = the fastest); None: not timed (it failed, or is outside the fidelity bounds)
+    # geometric mean of its two median times relative to the fastest placement's (1.0 = the fastest);
+    # None: not timed (it failed, or is outside the fidelity bounds)
     relative: float | None = None
     rounds: int = 0                              # timed rounds it ran
     checked_by: str = ""                         # "": the probe set against the reference; else GATE
@@ -329,14 +331,14 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
             tokenizer: Any = None, timer: Callable[[], float] = time.perf_counter, rounds: int = 3,
             budget_s: float = 30.0, preferred: Sequence[str] = (),
             log: Callable[[str], None] | None = None) -> Decision:
-    """Open, check and time the candidates one after another (see the module docstring); the Decision, not yet stored.
+    """Open, check, time and close the candidates one after another (see the module docstring); the Decision,
+    not yet stored.
 
     ``opener(folder, placement)`` returns a Backend; ``timer`` is read around each timed call (tests pass
     fakes of both). The fp32 candidate (onnxruntime's first) is opened first, as the fidelity reference;
-    the rest follow ``preferred`` (labels in the built-in rule's order), which also breaks ties. At most two
-    placements are open at once: the fastest so far and the one being measured against it. A pairing runs
-    one round of the newcomer; unless that already puts them more than ``CLEAR`` apart, up to ``rounds``
-    interleaved rounds of both, or until ``budget_s`` (by ``timer``) has passed since the start.
+    the rest follow ``preferred`` (labels in the built-in rule's order), which also breaks ties. Each gets
+    ``rounds`` rounds, or one when that already puts it more than ``CLEAR`` behind the fastest so far;
+    no further rounds once ``budget_s`` (by ``timer``) has passed since the start.
     """
     if not candidates:
         raise ValueError("no CPU placement to measure: the folder has no model file that runs on this CPU")
@@ -356,7 +358,6 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
         return logits - logits.mean(axis=1, keepdims=True)  # per query: the order and spacing of its scores
 
     def timed_round(i: int) -> None:
-        running[0] = i
         sample: dict[str, list[float]] = {"query": [], "docs": []}
         for shape, batch in shapes.items():
             for _ in range(CALLS[shape]):
@@ -365,16 +366,14 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 sample[shape].append(timer() - before)
         samples[i].append(sample)
 
-    backend_of: dict[int, Backend] = {}          # open placements: the fastest so far and the newcomer
+    backend_of: dict[int, Backend] = {}          # the one open placement
     samples: dict[int, list[dict[str, list[float]]]] = {}   # per placement, its timed rounds
     checks: dict[int, Fidelity] = {}
     checked_by: dict[int, str] = {}
     errors: dict[int, str] = {}
-    relative: dict[int, float] = {}              # geometric-mean time relative to the first timed placement
     reference: int | None = None
     reference_rows: np.ndarray | None = None
-    kept: int | None = None                      # the fastest placement so far (open)
-    running = [-1]                               # the placement whose timed round runs (whose error it is)
+    best: int | None = None                      # the fastest placement so far (closed; its rounds are kept)
     pending = list(range(len(candidates)))
     start = timer()
     while pending:
@@ -384,7 +383,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
         else:
             i = min(pending, key=lambda j: (rank(candidates[j]), j))
         pending.remove(i)
-        placement, running[0], ratio = candidates[i], -1, 1.0
+        placement = candidates[i]
         gated = None if fp32 else gate_fidelity(placement)
         if gated is not None:
             checks[i], checked_by[i] = gated, GATE
@@ -398,42 +397,28 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
             if i in checks and not checks[i].passed:
                 say(f"{label(placement)}: outside the fidelity bounds (mean {checks[i].mean:.4f}, "
                     f"p1 {checks[i].p1:.4f}{', ' + GATE if gated else ''}), not timed")
-                _close(backend_of, i)
                 continue
             for batch in shapes.values():  # untimed: first runs of a shape compile kernels
                 backend_of[i].run(batch)
             samples[i] = []
             timed_round(i)
-            if kept is None:
-                relative[i], kept = 1.0, i
-                say(f"timed {label(placement)} ({placement.artifact.path})")
-                continue
-            window = len(samples[kept]) - 1         # the kept placement's last round, and what both run from here
-            ratio = _ratio(samples[i], samples[kept][window:])
-            while (len(samples[i]) < rounds and timer() - start <= budget_s
-                   and abs(math.log(ratio)) <= math.log(1 + CLEAR) + _spread(samples[i]) + _spread(samples[kept][-1:])):
-                for j in ((kept, i) if len(samples[i]) % 2 else (i, kept)):   # alternate who runs first
-                    timed_round(j)
-                ratio = _ratio(samples[i], samples[kept][window:])
-            relative[i] = ratio * relative[kept]
-            faster = ratio < 1 / (1 + TIE) or (ratio <= 1 + TIE and rank(placement) < rank(candidates[kept]))
-            say(f"timed {label(placement)} ({placement.artifact.path}): {ratio:.3f}x the time of "
-                f"{label(candidates[kept])} over {len(samples[i])} round(s)")
-            loser, kept = (kept, i) if faster else (i, kept)
-            _close(backend_of, loser)
+            while len(samples[i]) < rounds and timer() - start <= budget_s and not (
+                    best is not None and math.log(_ratio(samples[i], samples[best]))
+                    > math.log(1 + CLEAR) + _spread(samples[i]) + _spread(samples[best])):
+                timed_round(i)
+            if best is None or _ratio(samples[i], samples[best]) < 1:
+                best = i
+            say(f"timed {label(placement)} ({placement.artifact.path}): {len(samples[i])} round(s)"
+                + (f", {_ratio(samples[i], samples[best]):.3f}x the time of {label(candidates[best])}"
+                   if best != i else ", the fastest so far"))
         except Exception as exc:  # noqa: BLE001 - a placement that cannot run here is reported, not fatal
-            failed = kept if kept is not None and running[0] == kept else i
-            base = relative.get(failed, 1.0)
-            errors[failed] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            samples.pop(failed, None)
-            relative.pop(failed, None)   # (a reference that fails later keeps its probe outputs: they were computed)
-            _close(backend_of, failed)
-            say(f"{label(candidates[failed])} failed: {errors[failed]}")
-            if failed == kept:  # the newcomer carries on, at the ratio measured so far
-                relative[i], kept = ratio * base, i
-    for i in list(backend_of):
-        _close(backend_of, i)
-    fastest = min(relative.values(), default=1.0)
+            errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            samples.pop(i, None)  # (a reference that fails later keeps its probe outputs: they were computed)
+            say(f"{label(placement)} failed: {errors[i]}")
+        finally:
+            _close(backend_of, i)
+    relative = {i: _ratio(rounds_, samples[best]) for i, rounds_ in samples.items()} if best is not None else {}
+    fastest = min(relative.values(), default=1.0)  # 1.0 unless best failed later
     results = []
     for i, placement in enumerate(candidates):
         check = checks.get(i)
@@ -476,19 +461,19 @@ def _median(rounds_: Sequence[Mapping[str, list[float]]], shape: str) -> float:
 
 
 def _spread(rounds_: Sequence[Mapping[str, list[float]]]) -> float:
-    """How far the load moved one placement's query calls (log of the 2nd largest over the 2nd smallest of the
-    last round's): ~0.01-0.03 on a quiet machine, more where other jobs share the cores."""
+    """How far the load moved one placement's query calls (log of the 2nd largest over the 2nd smallest of its
+    last round's): small on a quiet machine, more where other jobs share the cores."""
     calls = sorted(rounds_[-1]["query"])
     return math.log(max(calls[-2], 1e-12) / max(calls[1], 1e-12)) if len(calls) >= 4 else 0.0
 
 
-def _ratio(new: Sequence[Mapping[str, list[float]]], kept: Sequence[Mapping[str, list[float]]]) -> float:
-    """Geometric mean over the two shapes of the median time of ``new`` over that of ``kept``."""
-    return math.sqrt(math.prod(max(_median(new, s), 1e-12) / max(_median(kept, s), 1e-12) for s in CALLS))
+def _ratio(one: Sequence[Mapping[str, list[float]]], other: Sequence[Mapping[str, list[float]]]) -> float:
+    """Geometric mean over the two shapes of the median time of ``one`` over that of ``other``."""
+    return math.sqrt(math.prod(max(_median(one, s), 1e-12) / max(_median(other, s), 1e-12) for s in CALLS))
 
 
 def _close(opened: dict[int, Backend], i: int) -> None:
-    """Drop a placement's session and hand its memory back, so the next one does not add to it."""
+    """Drop a placement's session and hand its memory back before the next one opens."""
     if opened.pop(i, None) is not None:
         gc.collect()
         host.trim_heap()
@@ -534,7 +519,7 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
     shapes = decision.shapes
     lines = [f"measured {decision.measured_at} on {decision.host['cpu']} ({decision.kind}; fidelity vs "
              f"{decision.reference or 'nothing: no fp32 file'}, bounds mean >= {MEAN_COSINE}, p1 >= {P1_COSINE}; "
-             f"times: medians, relative = head to head, ties within {TIE:.0%} go to the built-in rule's "
+             f"times: medians, relative = geometric mean vs the fastest, ties within {TIE:.0%} go to the built-in rule's "
              f"{decision.preferred[0] if decision.preferred else 'choice'})",
              f"  {'placement':<20} {'query (' + str(shapes['query_tokens']) + ' tok)':>16} "
              f"{str(shapes['docs']) + ' x ' + str(shapes['doc_tokens']) + ' tok':>14} {'relative':>9} "

@@ -10,6 +10,7 @@ import itertools
 import json
 import shutil
 import weakref
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class FakeTokenizer:
     pad_id = 0
 
     def encode(self, texts):
-        return [FakeEncoding([1 + (hash(w) % 997) for w in t.split()][:600] or [1], [0] * min(len(t.split()), 600) or [0])
+        return [FakeEncoding([1 + (zlib.crc32(w.encode()) % 997) for w in t.split()][:600] or [1], [0] * min(len(t.split()), 600) or [0])
                 for t in texts]
 
     def encode_pairs(self, pairs):
@@ -179,11 +180,10 @@ SIX = {("onnx", "fp32"): (0.120, 5.2, 0.0), ("onnx", "int8"): (0.080, 3.7, 0.01)
        ("openvino", "int8"): (0.125, 3.7, 0.01), ("openvino", "int8+bf16"): (0.110, 2.0, 0.01)}
 
 
-def test_placements_are_opened_one_after_another_never_more_than_two_at_once():
+def test_placements_are_opened_one_after_another_each_closed_before_the_next():
     live: list[int] = []
     decision = _measure(SIX, live=live)
-    assert len(live) == 7 and max(live) <= 2   # six opens: the newcomer and at most the fastest so far
-    assert live[-1] == 0                       # and nothing is left open afterwards
+    assert live == [1] * 6 + [0]               # six opens, each alone; nothing left open afterwards
     assert decision.best().name == "openvino int8+bf16"
 
 
@@ -203,14 +203,14 @@ def test_the_fastest_faithful_placement_wins_in_any_order_on_a_jittery_machine()
         assert all(r.relative > 1.0 for r in decision.results if r.relative is not None and r.name != fastest)
 
 
-def test_a_clearly_slower_placement_gets_one_round_and_a_close_one_is_timed_head_to_head():
-    decision = _measure({("onnx", "fp32"): (0.10, 1.00, 0.0),    # kept first: the reference
-                         ("openvino", "fp32"): (0.30, 3.00, 0.0),  # 3x the time: decided after one round
-                         ("onnx", "int8"): (0.05, 0.50, 0.0),      # 2x faster: decided after one round
-                         ("openvino", "int8"): (0.05, 0.52, 0.0)}) # 2 % from onnx int8: three rounds each
+def test_a_clearly_slower_placement_gets_one_round_and_the_others_three():
+    decision = _measure({("onnx", "fp32"): (0.10, 1.00, 0.0),    # first: the reference
+                         ("openvino", "fp32"): (0.30, 3.00, 0.0),  # 3x the time of the fastest so far: one round
+                         ("onnx", "int8"): (0.05, 0.50, 0.0),      # faster: three rounds
+                         ("openvino", "int8"): (0.05, 0.52, 0.0)}) # 2 % from onnx int8: three rounds
     by_name = {r.name: r for r in decision.results}
-    assert by_name["openvino fp32"].rounds == 1 and by_name["onnx int8"].rounds == 3  # 1 + 2 against openvino int8
-    assert by_name["openvino int8"].rounds == 3
+    assert by_name["openvino fp32"].rounds == 1 and by_name["onnx int8"].rounds == 3
+    assert by_name["openvino int8"].rounds == 3 and by_name["onnx fp32"].rounds == 3
     assert by_name["openvino fp32"].relative == pytest.approx(6.0)   # 3x the reference, which is 2x onnx int8
     assert by_name["openvino int8"].relative == pytest.approx((1.04) ** 0.5, rel=1e-6)
 
@@ -220,7 +220,7 @@ def test_a_noisy_machine_gets_more_rounds_before_a_gap_counts_as_clear():
     quiet = {r.name: r for r in _measure(scripts).results}
     assert quiet["onnx int8"].rounds == 1                       # clearly apart on a steady clock
     noisy = {r.name: r for r in _measure(scripts, jitter=0.25).results}
-    assert noisy["onnx int8"].rounds == 3                       # calls that vary by ±25 %: measured head to head
+    assert noisy["onnx int8"].rounds > 1                        # calls that vary by ±25 %: more rounds first
     assert noisy["onnx int8"].relative > 1.1
 
 
@@ -296,11 +296,11 @@ def test_the_next_fp32_file_is_the_reference_when_the_first_cannot_open():
     assert decision.best().name == "openvino fp32"
 
 
-def test_a_kept_placement_that_fails_later_is_reported_and_the_newcomer_carries_on():
+def test_a_placement_that_fails_while_timed_is_reported_and_the_others_still_measured():
     class Flaky(FakeBackend):
         def run(self, inputs):
             self.calls = getattr(self, "calls", 0) + 1
-            if self.calls > 15:  # probes, warm-up and its first round pass; the head-to-head rounds do not
+            if self.calls > 15:  # probes, warm-up and its first round pass; its second round does not
                 raise RuntimeError("device lost")
             return super().run(inputs)
 
@@ -504,17 +504,25 @@ def test_cli_tune_prints_the_table_and_stores_the_decision(hub_copy, cache, caps
 
 
 def test_an_exported_folder_reuses_its_int8_gate_and_probes_the_rest(tiny_embedder_folders, tmp_path, cache):
+    """The manifest's gate figures reach Artifact.gate and the tuner: an "INT8" entry (the fp32 graph under the
+    INT8 name, so it runs) with gate figures is taken at its gate's word; every other placement is probed."""
     folder = Path(shutil.copytree(tiny_embedder_folders["export"], tmp_path / "exported"))
     manifest = json.loads((folder / "granite_rt.json").read_text())
-    gates = {a["path"]: a["gate"]["figures"] for a in manifest["artifacts"] if a.get("gate")}
-    assert gates, "the export writes the INT8 gate's figures"
+    fp32 = next(a for a in manifest["artifacts"] if a["path"] == "onnx/model.onnx")
+    files = {}
+    for rel, digest in fp32["files"].items():
+        renamed = rel.replace("model.onnx", "model_qint8.onnx")
+        shutil.copy(folder / rel, folder / renamed)
+        files[renamed] = digest
+    figures = {"mean_cosine": 0.999123, "p1_cosine": 0.998765, "min_cosine": 0.99801, "top10_overlap": 0.97}
+    manifest["artifacts"].append({**fp32, "path": "onnx/model_qint8.onnx", "precision": "int8", "files": files,
+                                  "gate": {"figures": figures, "missed": []}})
+    (folder / "granite_rt.json").write_text(json.dumps(manifest))
     spec = load_spec(folder)
-    for artifact in spec.artifacts:
-        assert dict(artifact.gate) == gates.get(artifact.path, {})
+    assert dict(next(a for a in spec.artifacts if a.precision == "int8").gate) == figures
     clock = Clock()
     decision, _ = tune.tune_folder(folder, spec, cache, timer=clock, opener=_scripted_opener(clock, {}))
-    for r in decision.results:
-        from_gate = r.placement["dtype"] == "int8" and r.placement["file"] in gates
-        assert (r.checked_by == tune.GATE) == from_gate, r.name
-        if from_gate:
-            assert r.fidelity["mean"] == gates[r.placement["file"]]["mean_cosine"]
+    by_name = {r.name: r for r in decision.results}
+    assert by_name["onnx int8"].checked_by == tune.GATE and by_name["onnx int8"].fidelity["mean"] == 0.999123
+    assert by_name["onnx int8"].relative is not None                      # timed like any other
+    assert all(r.checked_by == "" for name, r in by_name.items() if name != "onnx int8")

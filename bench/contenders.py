@@ -1,12 +1,13 @@
-"""Who is measured: sentence-transformers, fastembed and granite-rt configurations, as data."""
+"""Who is measured: sentence-transformers, fastembed, OpenVINO GenAI, llama.cpp and granite-rt configurations, as data."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-Family = Literal["st", "fastembed", "granite-rt", "ov-genai"]
-Env = Literal["project", "bench", "st-onnx"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
+Family = Literal["st", "fastembed", "granite-rt", "ov-genai", "llama.cpp"]
+Env = Literal["project", "bench", "st-onnx", "llamacpp"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
+LLAMA_CPP_TOKENS_PER_CALL = 4096  # llama.cpp's token budget per llama_decode: (a)'s 8 × 512 in one call
 BATCH_SIZE = 32                     # sentence-transformers' default, used by every contender
 
 
@@ -43,6 +44,8 @@ CONTENDERS: tuple[Contender, ...] = (
               {"file": "openvino/openvino_model.xml"}),
     Contender("OpenVINO GenAI INT8 IR", "ov-genai", "bench", ("embedder", "reranker"),
               {"file": "openvino/openvino_model_qint8_quantized.xml"}),
+    *(Contender(f"llama.cpp GGUF {gguf.upper()}", "llama.cpp", "llamacpp", ("embedder",),
+                {"type": gguf, "tokens_per_call": LLAMA_CPP_TOKENS_PER_CALL}) for gguf in ("f16", "q8_0")),
     _granite("auto", "auto", default=True),
     _granite("onnx", "fp32"),
     _granite("onnx", "int8"),

@@ -94,6 +94,7 @@ def efficiency(results: dict, config: dict, machine: dict) -> dict:
         precision = contender_precision(name, wl.get("precision", {}).get(name), machine)
         gops = per_doc * wl["items"] / s["median"]
         unit = (precision or "").split("+")[0]  # int8+bf16: its quantized MatMuls, the bulk of the work, are int8
+        unit = {"fp16": "fp32"}.get(unit, unit)  # fp16 weights (llama.cpp F16) are multiplied in fp32 on CPUs
         out["contenders"][name] = {"gops": gops, "precision": precision,
                                    "fraction_of_peak": gops / peaks[unit] if unit in peaks else None}
     return out

@@ -121,9 +121,7 @@ def convert(checkpoint: Path, out: Path, outtype: str) -> Path:
     writer.add_tokenizer_pre("gpt-2")  # ByteLevel BPE with GPT-2's split regex, as Granite's
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_add_bos_token(True)
-    writer.add_add_eos_token(True)
-    writer.add_add_sep_token(True)
+    # merges, special token ids and add_bos/eos/sep from tokenizer.json's template (unused here: the bench feeds ids)
     gguf.SpecialVocab(checkpoint, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer)
 
     with safe_open(str(checkpoint / "model.safetensors"), "np") as weights:

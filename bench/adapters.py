@@ -153,10 +153,10 @@ def _llama_cpp(opts: dict, kind: str, checkpoint: Path, exported: Path):
     """llama.cpp (llama-cpp-python's low-level API) on a GGUF of the checkpoint, fed granite-rt's token ids.
 
     The texts are tokenized by granite-rt's tokenizer for ``exported`` (so every contender embeds the same
-    tokens), packed up to BATCH_SIZE sequences and ``opts["tokens_per_call"]`` tokens per llama_decode (an
-    encoder's whole batch is one micro-batch: llama.cpp requires n_ubatch ≥ the batch's tokens for non-causal
-    attention), CLS-pooled by llama.cpp and L2-normalised, one thread per physical core (llama.cpp's own
-    default; 2 on the bench machines).
+    tokens), then packed into llama_decode calls of at most BATCH_SIZE sequences and ``opts["tokens_per_call"]``
+    tokens (a longer text alone, up to ``opts["max_tokens"]``: a non-causal batch must fit one micro-batch,
+    so n_batch = n_ubatch = max_tokens), CLS-pooled by llama.cpp and L2-normalised, one thread per physical
+    core (llama.cpp's own default; 2 on the bench machines).
     """
     if kind != "embedder":
         raise ValueError("llama.cpp is benchmarked as an embedder only")
@@ -170,22 +170,22 @@ def _llama_cpp(opts: dict, kind: str, checkpoint: Path, exported: Path):
 
     spec = load_spec(exported)
     tokenizer = Tokenizer(exported, spec.max_length, do_lower_case=spec.do_lower_case, truncation_side=spec.truncation_side)
-    budget = opts["tokens_per_call"]
+    per_call, capacity = opts["tokens_per_call"], opts["max_tokens"]
     llama_cpp.llama_backend_init()
     model_params = llama_cpp.llama_model_default_params()
     model = llama_cpp.llama_model_load_from_file(str(ensure_gguf(checkpoint, opts["type"])).encode(), model_params)
     if not model:
         raise RuntimeError(f"llama.cpp could not load the {opts['type']} GGUF of {checkpoint}")
     params = llama_cpp.llama_context_default_params()
-    params.n_ctx = params.n_batch = params.n_ubatch = budget
+    params.n_ctx = params.n_batch = params.n_ubatch = capacity
     params.n_seq_max = BATCH_SIZE
     params.n_threads = params.n_threads_batch = physical_cores()
     params.embeddings = True
     params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_CLS
     ctx = llama_cpp.llama_init_from_model(model, params)
     if not ctx:
-        raise RuntimeError(f"llama.cpp could not create a context of {budget} tokens × {BATCH_SIZE} sequences")
-    batch = llama_cpp.llama_batch_init(budget, 0, 1)
+        raise RuntimeError(f"llama.cpp could not create a context of {capacity} tokens × {BATCH_SIZE} sequences")
+    batch = llama_cpp.llama_batch_init(capacity, 0, 1)
     dim = llama_cpp.llama_model_n_embd(model)
 
     def decode(seqs: list[list[int]]) -> np.ndarray:
@@ -207,11 +207,11 @@ def _llama_cpp(opts: dict, kind: str, checkpoint: Path, exported: Path):
 
     def embed(texts):
         seqs = [e.ids for e in tokenizer.encode(texts)]
-        if max(len(s) for s in seqs) > budget:
-            raise ValueError(f"a text of {max(len(s) for s in seqs)} tokens: more than this context's {budget}")
+        if max(len(s) for s in seqs) > capacity:
+            raise ValueError(f"a text of {max(len(s) for s in seqs)} tokens: more than this context's {capacity}")
         out, group = [], []
         for s in seqs:
-            if group and (len(group) == BATCH_SIZE or sum(map(len, group)) + len(s) > budget):
+            if group and (len(group) == BATCH_SIZE or sum(map(len, group)) + len(s) > per_call):
                 out.append(decode(group))
                 group = []
             group.append(s)

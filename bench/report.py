@@ -24,7 +24,8 @@ TARGETS = (
     ("d_rerank512", "ST openvino", "time", 0.75),
 )
 VERSIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy", "torch", "transformers",
-            "sentence-transformers", "optimum", "optimum-intel", "optimum-onnx", "fastembed")
+            "sentence-transformers", "optimum", "optimum-intel", "optimum-onnx", "fastembed", "openvino-genai",
+            "llama-cpp-python", "gguf")
 
 
 def versions(python: str) -> dict[str, str]:

@@ -1,12 +1,16 @@
-"""Who is measured: sentence-transformers, fastembed and granite-rt configurations, as data."""
+"""Who is measured: sentence-transformers, fastembed, OpenVINO GenAI, llama.cpp and granite-rt configurations, as data."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-Family = Literal["st", "fastembed", "granite-rt", "ov-genai"]
-Env = Literal["project", "bench", "st-onnx"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
+Family = Literal["st", "fastembed", "granite-rt", "ov-genai", "llama.cpp"]
+Env = Literal["project", "bench", "st-onnx", "llamacpp"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
+# llama.cpp packs a decode call's sequences into one attention over all its tokens (masked), so a call of
+# (a)'s 8 × 512 tokens took 7.1-7.3 s against 6.0 s for 8 calls of 512 (F16, 3 rounds, 2 cores, load 6):
+# at most 512 tokens per call (llama.cpp's default n_ubatch), a longer text alone, up to 4096.
+LLAMA_CPP_TOKENS = {"tokens_per_call": 512, "max_tokens": 4096}
 BATCH_SIZE = 32                     # sentence-transformers' default, used by every contender
 
 
@@ -43,6 +47,8 @@ CONTENDERS: tuple[Contender, ...] = (
               {"file": "openvino/openvino_model.xml"}),
     Contender("OpenVINO GenAI INT8 IR", "ov-genai", "bench", ("embedder", "reranker"),
               {"file": "openvino/openvino_model_qint8_quantized.xml"}),
+    *(Contender(f"llama.cpp GGUF {gguf.upper()}", "llama.cpp", "llamacpp", ("embedder",),
+                {"type": gguf, **LLAMA_CPP_TOKENS}) for gguf in ("f16", "q8_0")),
     _granite("auto", "auto", default=True),
     _granite("onnx", "fp32"),
     _granite("onnx", "int8"),

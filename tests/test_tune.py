@@ -49,8 +49,9 @@ class FakeBackend:
     parallel_requests = 1
 
     def __init__(self, placement: Placement, clock: Clock, query_s: float, docs_s: float, noise: float = 0.0,
-                 jitter: float = 0.0, rng=None):
+                 jitter: float = 0.0, rng=None, cold_docs_runs: int = 0):
         self.placement, self.clock, self.query_s, self.docs_s, self.noise = placement, clock, query_s, docs_s, noise
+        self.cold_docs_runs = cold_docs_runs   # the first runs of the docs shape take 3x (a fresh compile)
         self.input_names = ("input_ids", "attention_mask")
         self.rng = np.random.default_rng(0)
         self.jitter, self.jitter_rng = jitter, rng or np.random.default_rng(0)
@@ -60,6 +61,9 @@ class FakeBackend:
         ids = inputs["input_ids"]
         self.query_runs += ids.shape[0] == 1
         seconds = self.query_s if ids.shape[0] == 1 else self.docs_s
+        if ids.shape[1] == tune.DOC_TOKENS and self.cold_docs_runs > 0:
+            self.cold_docs_runs -= 1
+            seconds *= 3
         self.clock.now += seconds * (1 + self.jitter * self.jitter_rng.uniform(-1, 1))
         out = _hidden(ids)
         return out + self.noise * self.rng.standard_normal(out.shape).astype(np.float32)
@@ -97,7 +101,8 @@ def _placement(artifact: Artifact, dtype: str | None = None) -> Placement:
 
 
 def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: tuple = (), preferred: tuple = (),
-             live: list | None = None, jitter: float = 0.0, seed: int = 0) -> tune.Decision:
+             live: list | None = None, jitter: float = 0.0, seed: int = 0, budget_s: float = 60.0,
+             cold_docs_runs: int = 0) -> tune.Decision:
     """Run ``tune.measure`` over fake backends: (backend, dtype) -> (query s, docs s, noise), in that order.
 
     ``live`` collects how many fake backends are alive (not yet garbage) each time one opens; ``jitter``
@@ -113,14 +118,14 @@ def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: t
         if (placement.backend, placement.dtype) in fail:
             raise RuntimeError("plugin refused the model")
         q, d, noise = scripts[placement.backend, placement.dtype]
-        backend = FakeBackend(placement, clock, q, d, noise, jitter=jitter, rng=rng)
+        backend = FakeBackend(placement, clock, q, d, noise, jitter=jitter, rng=rng, cold_docs_runs=cold_docs_runs)
         alive.add(backend)
         if live is not None:
             live.append(len(alive))
         return backend
 
     decision = tune.measure(Path("/models/x"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
-                            timer=clock, preferred=preferred)
+                            timer=clock, preferred=preferred, budget_s=budget_s)
     if live is not None:
         live.append(len(alive))  # after measuring: nothing left open
     return decision
@@ -213,6 +218,23 @@ def test_a_clearly_slower_placement_gets_one_round_and_the_others_three():
     assert by_name["openvino int8"].rounds == 3 and by_name["onnx fp32"].rounds == 3
     assert by_name["openvino fp32"].relative == pytest.approx(6.0)   # 3x the reference, which is 2x onnx int8
     assert by_name["openvino int8"].relative == pytest.approx((1.04) ** 0.5, rel=1e-6)
+
+
+def test_warm_up_runs_are_untimed_and_the_budget_stops_extra_rounds():
+    scripts = {("onnx", "fp32"): (0.10, 1.0, 0.0), ("onnx", "int8"): (0.05, 0.5, 0.0)}
+    ample = {r.name: r for r in _measure(scripts).results}
+    assert ample["onnx fp32"].docs_s == pytest.approx(1.0) and ample["onnx int8"].rounds == 3
+    spent = {r.name: r for r in _measure(scripts, budget_s=0.0).results}   # past the budget: one round each
+    assert spent["onnx fp32"].rounds == spent["onnx int8"].rounds == 1
+
+
+def test_a_freshly_compiled_placement_is_warm_before_its_first_round():
+    # Its first two docs runs take 3x: with one warm-up run, onnx int8's first round looked 1.5x the reference,
+    # clearly slower, and it was stopped there although it is twice as fast.
+    scripts = {("onnx", "fp32"): (0.10, 1.0, 0.0), ("onnx", "int8"): (0.05, 0.5, 0.0)}
+    decision = _measure(scripts, cold_docs_runs=2)
+    assert decision.best().name == "onnx int8"
+    assert {r.name: r for r in decision.results}["onnx int8"].docs_s == pytest.approx(0.5)
 
 
 def test_a_noisy_machine_gets_more_rounds_before_a_gap_counts_as_clear():

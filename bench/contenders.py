@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from bench.ibm_style import ONNX_FP32, OPENVINO_INT8, dynamic_int8_file
 
 Family = Literal["st", "fastembed", "granite-rt", "ov-genai"]
 Env = Literal["project", "bench", "st-onnx"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
+# Whose files a contender loads: granite-rt's export (fused contrib ops, static INT8 through the INT8 gate) or
+# the IBM-style folder (bench.ibm_style: optimum's plain export and ORT dynamic INT8, as IBM's Hub repos ship).
+Files = Literal["granite-rt", "ibm-style"]
+IBM_FILES = " (IBM files)"
 BATCH_SIZE = 32                     # sentence-transformers' default, used by every contender
 
 
@@ -20,12 +26,35 @@ class Contender:
     kinds: tuple[str, ...]                  # "embedder", "reranker"
     options: dict = field(default_factory=dict)
     default: bool = False                   # granite-rt's defaults (dtype="auto"): the one with targets
+    files: Files = "granite-rt"
 
 
 def _granite(backend: str, dtype: str, default: bool = False) -> Contender:
     label = "defaults (auto)" if default else f"{'ORT' if backend == 'onnx' else 'OpenVINO'} {dtype}"
     return Contender(f"granite-rt {label}", "granite-rt", "project", ("embedder", "reranker"),
                      {"backend": backend, "dtype": dtype}, default=default)
+
+
+def _on_ibm_files(contender: Contender) -> Contender:
+    """``contender`` loading the IBM-style folder's files instead of granite-rt's (embedder only: the folder
+    is built for the bench embedder)."""
+    return replace(contender, name=contender.name + IBM_FILES, kinds=("embedder",), files="ibm-style", default=False)
+
+
+def _ibm_file_contenders() -> tuple[Contender, ...]:
+    """What a user of IBM's repo runs: ST and fastembed on its plain and dynamic INT8 ONNX files (the INT8 build
+    for this CPU, as the repo names them), ST on its OpenVINO INT8 IR, and granite-rt's defaults on the folder."""
+    from granite_rt.host import cpu_flags
+
+    dynamic = dynamic_int8_file(cpu_flags())
+    return tuple(_on_ibm_files(c) for c in (
+        Contender("ST onnx", "st", "st-onnx", (), {"backend": "onnx", "file_name": ONNX_FP32}),
+        Contender("ST onnx dynamic INT8", "st", "st-onnx", (), {"backend": "onnx", "file_name": dynamic}),
+        Contender("fastembed fp32", "fastembed", "bench", (), {"model_file": ONNX_FP32}),
+        Contender("fastembed dynamic INT8", "fastembed", "bench", (), {"model_file": dynamic}),
+        Contender("ST openvino INT8 IR", "st", "bench", (), {"backend": "openvino", "file_name": OPENVINO_INT8}),
+        _granite("auto", "auto", default=True),
+    ))
 
 
 CONTENDERS: tuple[Contender, ...] = (
@@ -50,6 +79,7 @@ CONTENDERS: tuple[Contender, ...] = (
     _granite("openvino", "bf16"),
     _granite("openvino", "int8"),
     _granite("openvino", "int8+bf16"),
+    *_ibm_file_contenders(),
 )
 
 # Cold start (e): a fresh process per run, so only the configurations the targets compare.

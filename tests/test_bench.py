@@ -297,3 +297,17 @@ def test_ibm_style_folder_of_the_tiny_checkpoint_has_the_hub_files(tiny_embedder
     on_ort = Embedder(str(folder), backend="onnx").info                          # where only they are INT8 ...
     assert (on_ort["file"], on_ort["dtype"]) == (ONNX_FP32, "fp32")
     assert "skipped: dynamic INT8" in on_ort["why"]                              # ... it says why it passed them over
+
+
+def test_inprocess_model_has_its_ibm_style_folder_only_once_built(tmp_path):
+    from bench.inprocess import cached_model
+
+    exported = tmp_path / "models" / "embedder-abc" / "exported-1"
+    exported.mkdir(parents=True)
+    (exported / ".bench-ready").write_text("{}")
+    ibm = tmp_path / "ibm-style" / "embedder-abc"
+    ibm.mkdir(parents=True)
+    assert cached_model("embedder", tmp_path / "models", tmp_path / "ibm-style").ibm_style is None  # a partial build
+    (ibm / ".bench-ready").write_text("{}")
+    model = cached_model("embedder", tmp_path / "models", tmp_path / "ibm-style")
+    assert (model.exported, model.files("ibm-style")) == (exported, ibm)

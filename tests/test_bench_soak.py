@@ -31,9 +31,5 @@ def test_bounded_soak_holds_memory_and_answers_every_request_exactly(exported_mi
     served = data["servers"]["granite-rt"]
     assert served["requests"] == served["ok"] == 400, served["statuses"]
     assert served["rss_growth_after_warmup_mib"] < 150, served["rss_samples"][-5:]
-    check = data["check"]
-    if "openvino" in check["reference"] and "qint8" in check["reference"]:
-        assert check["min_cosine"] > 0.999, check      # OpenVINO INT8 is not exactly padding-invariant
-    else:
-        assert check["equal"], check
+    assert data["check"]["equal"], data["check"]   # OpenVINO INT8 included: rows padded by their own length
     assert "backend=" in data["startup"] and "file=" in data["startup"], data["startup"]

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CRANFIELD.is_dir(), reaso
 
 FP32 = ("onnx/fp32", "openvino/fp32")
 INT8 = ("onnx/int8", "openvino/int8")
+BF16 = ("openvino/bf16", "openvino/int8+bf16")   # CPUs with BF16 only; int8+bf16 is auto's choice there
 
 
 def cpu_has_bf16() -> bool:
@@ -39,7 +40,7 @@ def report(exported_minilm):
 def test_report_covers_every_artifact(report):
     assert report.compared_to == "sentence-transformers/fp32"
     assert report.n_queries == 30 and report.n_docs == 200
-    expected = ["sentence-transformers/fp32", *FP32, *INT8] + (["openvino/bf16"] if cpu_has_bf16() else [])
+    expected = ["sentence-transformers/fp32", *FP32, *INT8] + (list(BF16) if cpu_has_bf16() else [])
     ran = [r.name for r in report.rows if r.skipped is None]
     assert sorted(ran) == sorted(expected), report.to_markdown()
 
@@ -52,9 +53,9 @@ def test_fp32_equals_sentence_transformers(report, name):
     assert abs(row.recall_at_100 - ref.recall_at_100) <= 0.001, report.to_markdown()
 
 
-@pytest.mark.parametrize("name", INT8 + ("openvino/bf16",))
+@pytest.mark.parametrize("name", INT8 + BF16)
 def test_reduced_precision_within_bounds(report, name):
-    if name == "openvino/bf16" and not cpu_has_bf16():
+    if name in BF16 and not cpu_has_bf16():
         pytest.skip("this CPU reports no BF16 in OpenVINO's OPTIMIZATION_CAPABILITIES")
     row = report.row(name)
     fp32 = report.row(f"{row.backend}/fp32")

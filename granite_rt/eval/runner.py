@@ -34,7 +34,8 @@ from granite_rt.model_folder import load_spec, resolve_model
 from granite_rt.reranker import Reranker
 
 # What "all runnable" tries on a CPU, in this order (fp32 first: it is the comparison baseline).
-CPU_VARIANTS = ("onnx/fp32", "openvino/fp32", "onnx/int8", "openvino/int8", "openvino/bf16")
+# openvino/int8+bf16 (the INT8 IR with a bf16 hint) is what dtype="auto" runs on CPUs with int8 dot products and BF16.
+CPU_VARIANTS = ("onnx/fp32", "openvino/fp32", "onnx/int8", "openvino/int8", "openvino/bf16", "openvino/int8+bf16")
 KNOWN_VARIANTS = CPU_VARIANTS + ("onnx/fp16", "openvino/fp16")
 RERANK_DEPTH = 20
 RANK_DEPTH = 100

@@ -21,7 +21,7 @@ IBM_STYLE_VIEWS = IBM_STYLE / "transformers4-views"
 def load(contender: Contender, kind: str, checkpoint: Path, exported: Path) -> Callable[..., Any]:
     """Return the contender's call for ``kind``: embedder → f(texts), reranker → f(query, passages)."""
     loaders = {"st": _sentence_transformers, "fastembed": _fastembed, "granite-rt": _granite_rt,
-               "ov-genai": _openvino_genai}
+               "ov-genai": _openvino_genai, "llama.cpp": _llama_cpp}
     return loaders[contender.family](contender.options, kind, checkpoint, exported)
 
 
@@ -151,6 +151,81 @@ def _openvino_genai(opts: dict, kind: str, checkpoint: Path, exported: Path):
     config.top_n = 1_000_000
     pipe = genai.TextRerankPipeline(view, "CPU", config)
     return lambda query, passages: pipe.rerank(query, passages)
+
+
+def _llama_cpp(opts: dict, kind: str, checkpoint: Path, exported: Path):
+    """llama.cpp (llama-cpp-python's low-level API) on a GGUF of the checkpoint, fed granite-rt's token ids.
+
+    The texts are tokenized by granite-rt's tokenizer for ``exported`` (so every contender embeds the same
+    tokens), then packed into llama_decode calls of at most BATCH_SIZE sequences and ``opts["tokens_per_call"]``
+    tokens (a longer text alone, up to ``opts["max_tokens"]``: a non-causal batch must fit one micro-batch,
+    so n_batch = n_ubatch = max_tokens), CLS-pooled by llama.cpp and L2-normalised, one thread per physical
+    core (llama.cpp's own default; 2 on the bench machines).
+    """
+    if kind != "embedder":
+        raise ValueError("llama.cpp is benchmarked as an embedder only")
+    import llama_cpp  # its log (model metadata, CPU features, buffer sizes) goes to the worker's log
+    import numpy as np
+
+    from bench.gguf_convert import ensure_gguf
+    from granite_rt.host import physical_cores
+    from granite_rt.model_folder import load_spec
+    from granite_rt.tokenize import Tokenizer
+
+    spec = load_spec(exported)
+    tokenizer = Tokenizer(exported, spec.max_length, do_lower_case=spec.do_lower_case, truncation_side=spec.truncation_side)
+    per_call, capacity = opts["tokens_per_call"], opts["max_tokens"]
+    llama_cpp.llama_backend_init()
+    model_params = llama_cpp.llama_model_default_params()
+    model = llama_cpp.llama_model_load_from_file(str(ensure_gguf(checkpoint, opts["type"])).encode(), model_params)
+    if not model:
+        raise RuntimeError(f"llama.cpp could not load the {opts['type']} GGUF of {checkpoint}")
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = params.n_batch = params.n_ubatch = capacity
+    params.n_seq_max = BATCH_SIZE
+    params.n_threads = params.n_threads_batch = physical_cores()
+    params.embeddings = True
+    params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_CLS
+    ctx = llama_cpp.llama_init_from_model(model, params)
+    if not ctx:
+        raise RuntimeError(f"llama.cpp could not create a context of {capacity} tokens × {BATCH_SIZE} sequences")
+    batch = llama_cpp.llama_batch_init(capacity, 0, 1)
+    dim = llama_cpp.llama_model_n_embd(model)
+
+    def decode(seqs: list[list[int]]) -> np.ndarray:
+        ids = np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs])
+        n = batch.n_tokens = len(ids)
+        np.ctypeslib.as_array(batch.token, (n,))[:] = ids
+        np.ctypeslib.as_array(batch.pos, (n,))[:] = np.concatenate([np.arange(len(s), dtype=np.int32) for s in seqs])
+        np.ctypeslib.as_array(batch.n_seq_id, (n,))[:] = 1
+        np.ctypeslib.as_array(batch.logits, (n,))[:] = 1   # every token is an output: pooled over
+        i = 0
+        for seq, s in enumerate(seqs):
+            for _ in s:
+                batch.seq_id[i][0] = seq
+                i += 1
+        if llama_cpp.llama_decode(ctx, batch) != 0:
+            raise RuntimeError(f"llama_decode failed on {len(seqs)} sequences of {n} tokens")
+        return np.stack([np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(ctx, seq), (dim,)).copy()
+                         for seq in range(len(seqs))])
+
+    def embed(texts):
+        seqs = [e.ids for e in tokenizer.encode(texts)]
+        if max(len(s) for s in seqs) > capacity:
+            raise ValueError(f"a text of {max(len(s) for s in seqs)} tokens: more than this context's {capacity}")
+        out, group = [], []
+        for s in seqs:
+            if group and (len(group) == BATCH_SIZE or sum(map(len, group)) + len(s) > per_call):
+                out.append(decode(group))
+                group = []
+            group.append(s)
+        out.append(decode(group))
+        vectors = np.concatenate(out)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    embed.precision = {"f16": "fp16", "q8_0": "int8"}[opts["type"]]
+    embed.handles = (model, ctx, batch)  # the context lives as long as the call
+    return embed
 
 
 def _granite_rt(opts: dict, kind: str, checkpoint: Path, exported: Path):

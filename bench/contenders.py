@@ -1,4 +1,4 @@
-"""Who is measured: sentence-transformers, fastembed and granite-rt configurations, as data."""
+"""Who is measured: sentence-transformers, fastembed, OpenVINO GenAI, llama.cpp and granite-rt configurations, as data."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from typing import Literal
 
 from bench.ibm_style import ONNX_FP32, OPENVINO_INT8, dynamic_int8_file
 
-Family = Literal["st", "fastembed", "granite-rt", "ov-genai"]
-Env = Literal["project", "bench", "st-onnx"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
+Family = Literal["st", "fastembed", "granite-rt", "ov-genai", "llama.cpp"]
+Env = Literal["project", "bench", "st-onnx", "llamacpp"]  # project venv (.venv) or a peers' venv of bench.env.ENVS
+# llama.cpp packs a decode call's sequences into one attention over all its tokens (masked), so a call of
+# (a)'s 8 × 512 tokens took 7.1-7.3 s against 6.0 s for 8 calls of 512 (F16, 3 rounds, 2 cores, load 6):
+# at most 512 tokens per call (llama.cpp's default n_ubatch), a longer text alone, up to 4096.
+LLAMA_CPP_TOKENS = {"tokens_per_call": 512, "max_tokens": 4096}
 # Whose files a contender loads: granite-rt's export (fused contrib ops, static INT8 through the INT8 gate) or
 # the IBM-style folder (bench.ibm_style: optimum's plain export and ORT dynamic INT8, as IBM's Hub repos ship).
 Files = Literal["granite-rt", "ibm-style"]
@@ -72,6 +76,8 @@ CONTENDERS: tuple[Contender, ...] = (
               {"file": "openvino/openvino_model.xml"}),
     Contender("OpenVINO GenAI INT8 IR", "ov-genai", "bench", ("embedder", "reranker"),
               {"file": "openvino/openvino_model_qint8_quantized.xml"}),
+    *(Contender(f"llama.cpp GGUF {gguf.upper()}", "llama.cpp", "llamacpp", ("embedder",),
+                {"type": gguf, **LLAMA_CPP_TOKENS}) for gguf in ("f16", "q8_0")),
     _granite("auto", "auto", default=True),
     _granite("onnx", "fp32"),
     _granite("onnx", "int8"),

@@ -8,12 +8,14 @@ site-packages after its own (torch, openvino, onnxruntime are shared, never re-d
   pin older transformers / huggingface-hub;
 - ``st-onnx`` (bench/.venv-st-onnx): sentence-transformers' onnx backend, whose optimum-onnx requires
   transformers < 4.58, so sentence-transformers 5.x (the last series that runs on transformers 4);
-- ``infinity`` (bench/.venv-infinity): the Infinity embedding server (infinity-emb), for bench.soak.
+- ``infinity`` (bench/.venv-infinity): the Infinity embedding server (infinity-emb), for bench.soak;
+- ``llamacpp`` (bench/.venv-llamacpp): llama.cpp (llama-cpp-python, compiled here), gguf to write its files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import sysconfig
@@ -34,6 +36,7 @@ class BenchEnv:
     folder: Path
     requirements: Path
     keep: tuple[str, ...]   # installed at the project's versions (constraints), never re-resolved
+    build_env: tuple[tuple[str, str], ...] = ()  # environment for pip, for requirements compiled from source
 
     @property
     def python(self) -> Path:
@@ -47,11 +50,17 @@ ENVS = {
                         ("torch", "onnxruntime", "numpy")),
     "infinity": BenchEnv(ROOT / "bench" / ".venv-infinity", ROOT / "bench" / "requirements-infinity.txt",
                          ("torch",)),
+    "llamacpp": BenchEnv(ROOT / "bench" / ".venv-llamacpp", ROOT / "bench" / "requirements-llamacpp.txt",
+                         ("numpy",), build_env=(
+                             ("CMAKE_ARGS", "-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
+                                            "-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON"),
+                             ("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1)))),
 }
 
 
 def _stamp(env: BenchEnv) -> str:
-    return hashlib.sha256(env.requirements.read_bytes() + sys.executable.encode()).hexdigest()[:16]
+    build = repr(env.build_env).encode() if env.build_env else b""  # the other venvs keep their stamps
+    return hashlib.sha256(env.requirements.read_bytes() + sys.executable.encode() + build).hexdigest()[:16]
 
 
 def _pinned(*dists: str) -> list[str]:
@@ -81,7 +90,8 @@ def ensure_env(name: str, log=print) -> Path:
     constraints = env.folder / "constraints.txt"
     constraints.write_text("\n".join(_pinned(*env.keep)) + "\n")
     pip = [str(env.python), "-m", "pip"]
-    subprocess.run([*pip, "install", "-q", "-c", str(constraints), "-r", str(env.requirements)], check=True)
+    subprocess.run([*pip, "install", "-q", "-c", str(constraints), "-r", str(env.requirements)], check=True,
+                   env={**os.environ, **dict(env.build_env)})
     subprocess.run([*pip, "uninstall", "-q", "-y", *UNWANTED], check=False)
     stamp_file.write_text(_stamp(env))
     return env.python

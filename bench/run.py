@@ -59,24 +59,42 @@ class Worker:
         self.proc.wait(timeout=60)
 
 
-def ensure_pythons(contenders: list[Contender]) -> dict[str, str]:
-    """The interpreter of every environment ``contenders`` run in (creating bench venvs on first use).
+def ensure_pythons(contenders: list[Contender]) -> tuple[dict[str, str], dict[str, str]]:
+    """The interpreter of every environment ``contenders`` run in (creating bench venvs on first use), and
+    why each environment that could not be made is missing (its contenders are reported not available).
 
-    The ``bench`` venv is always made: the report's chart is drawn with its matplotlib; ``st-onnx`` wherever a
-    contender loads the IBM-style files (sentence-transformers there exports them).
+    The ``bench`` venv is always made, and must be: the report's chart is drawn with its matplotlib; ``st-onnx``
+    wherever a contender loads the IBM-style files (sentence-transformers there exports them).
     """
-    envs = {"bench"} | {c.env for c in contenders if c.env != "project"}
-    envs |= {"st-onnx"} if any(c.files == "ibm-style" for c in contenders) else set()
-    return {"project": sys.executable, **{env: str(ensure_env(env)) for env in sorted(envs)}}
+    pythons, unavailable = {"project": sys.executable, "bench": str(ensure_env("bench"))}, {}
+    envs = {c.env for c in contenders} | ({"st-onnx"} if any(c.files == "ibm-style" for c in contenders) else set())
+    for env in sorted(envs - set(pythons)):
+        try:
+            pythons[env] = str(ensure_env(env))
+        except (subprocess.CalledProcessError, OSError) as exc:  # e.g. a source build failing on this machine
+            unavailable[env] = f"not available: the {env} environment could not be installed ({exc})"
+            print(f"  {unavailable[env]}", flush=True)
+    return pythons, unavailable
 
 
 def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Sizes, pythons: dict[str, str],
-             log_dir: Path, only: set[str] | None) -> dict:
-    """Load every contender of ``kind`` once, then run its workloads interleaved."""
+             log_dir: Path, only: set[str] | None, unavailable: dict[str, str] | None = None) -> dict:
+    """Load every contender of ``kind`` once, then run its workloads interleaved.
+
+    ``unavailable``: why an environment is missing (from ensure_pythons); its contenders are reported failed.
+    """
     results: dict = {}
     workers, failed = [], {}
     for contender in CONTENDERS:
         if kind not in contender.kinds or (only and contender.name not in only):
+            continue
+        if contender.env not in pythons:
+            failed[contender.name] = (unavailable or {}).get(contender.env, f"not available: no {contender.env} environment")
+            print(f"  {contender.name}: {failed[contender.name]}", flush=True)
+            continue
+        if contender.files == "ibm-style" and model.ibm_style is None:
+            failed[contender.name] = "not available: no IBM-style folder (bench.ibm_style needs the st-onnx environment)"
+            print(f"  {contender.name}: {failed[contender.name]}", flush=True)
             continue
         print(f"  loading {contender.name} ...", flush=True)
         try:
@@ -161,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
-    pythons = ensure_pythons([c for c in CONTENDERS if not only or c.name in only])
+    pythons, unavailable = ensure_pythons([c for c in CONTENDERS if not only or c.name in only])
     given = {kind: getattr(args, kind).resolve() for kind in ("embedder", "reranker") if getattr(args, kind)}
     needed = {"embedder"} if set(args.workloads) & set("abce") else set()
     needed |= {"reranker"} if "d" in args.workloads else set()
     models = ensure_models([kind for kind in sorted(needed) if kind not in given], reuse_export=args.reuse_export)
     # A given folder is IBM's own repo: its files are the IBM-style ones.
     models.update({kind: BenchModel(kind, folder, folder, ibm_style=folder) for kind, folder in given.items() if kind in needed})
-    if "embedder" in models and models["embedder"].ibm_style is None and any(
+    if "embedder" in models and models["embedder"].ibm_style is None and "st-onnx" in pythons and any(
             c.files == "ibm-style" and (not only or c.name in only) for c in CONTENDERS):
         embedder = models["embedder"]
         models["embedder"] = replace(embedder, ibm_style=ensure_ibm_style(
@@ -179,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("embedder", "reranker"):
         mine = [w for w in workloads if w.kind == kind]
         if mine:
-            results["workloads"].update(run_kind(kind, mine, models[kind], sizes, pythons, out / "logs", only))
+            results["workloads"].update(run_kind(kind, mine, models[kind], sizes, pythons, out / "logs", only,
+                                                 unavailable))
     if "e" in args.workloads:
         print("(e) cold start: import + load + first vector, fresh process", flush=True)
         results["cold_start"] = cold_start(models["embedder"], sizes.cold_rounds, pythons, only)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -24,3 +25,14 @@ def as_list(items: Any, what: str, expected: str = "a str or a list of str") -> 
     if items is None or isinstance(items, (bytes, dict)) or not hasattr(items, "__iter__"):
         raise TypeError(f"{what} must be {expected}, got {type(items).__name__}")
     return list(items)
+
+
+def json_object(line: str, where: str, error: type[Exception]) -> dict:
+    """One line of a JSON Lines file as a dict; ``error(where ...)`` names the line when it is not a JSON object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise error(f"{where} is not JSON: {err.msg}") from None
+    if not isinstance(record, dict):
+        raise error(f"{where} is a JSON {type(record).__name__}; each line must be an object")
+    return record

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from granite_rt import host, tune
+from granite_rt.arguments import json_object
 from granite_rt.corpus import ROWS_PER_SHARD, Columns, VectorOptions, embed_corpus, local_engine
 from granite_rt.bundle import bundle
 from granite_rt.embedder import Embedder
@@ -99,11 +100,8 @@ def _parse_jsonl(content: str, source: str) -> LabelledTexts:
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{source} line {number} is not JSON: {err.msg}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        record = json_object(line, f"{source} line {number}", UsageError)
+        if not isinstance(record.get("text"), str):
             raise UsageError(f"{source} line {number} needs a string field \"text\"")
         ids.append(record.get("id", len(texts)))
         texts.append(record["text"])

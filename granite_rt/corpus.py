@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from granite_rt.arguments import is_int
+from granite_rt.arguments import is_int, json_object
 from granite_rt.embedder import Embedder
 from granite_rt.errors import CorpusError
 from granite_rt.model_folder import META_FILES, sha256_file
@@ -303,13 +303,7 @@ def _read_jsonl(path: Path, offset: int, line: int, names: list[str] | None = No
     for at, number, text, _ in _lines(path, offset, line):
         if not text.strip():
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CorpusError(f"{path} line {number} is not JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise CorpusError(f"{path} line {number} is a JSON {type(record).__name__}; each line must be an object")
-        yield at, number, record
+        yield at, number, json_object(text, f"{path} line {number}", CorpusError)
 
 
 def _csv_header(path: Path) -> tuple[list[str], int]:

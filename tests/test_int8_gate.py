@@ -35,6 +35,28 @@ def test_probe_set_looks_like_retrieval_and_is_not_the_calibration_set():
     assert not (set(p.queries) | set(p.passages)) & calibration
 
 
+def test_reranker_probe_pairs_cut_long_passages_but_keep_them_long(monkeypatch):
+    seen = []
+
+    class Recorder:
+        def __init__(self, folder, **options):
+            self.info = {"file": "onnx/model.onnx"}
+
+        def predict(self, pairs, activation):
+            seen.extend(pairs)
+            return np.zeros(len(pairs))
+
+    monkeypatch.setattr(int8_gate, "Reranker", Recorder)
+    from granite_rt.backends.base import Artifact
+
+    logits = int8_gate._outputs(Path("folder"), "reranker", Artifact("onnx/model.onnx", "onnx", "fp32"))
+    assert logits.shape == (len(probes().queries), int8_gate.CANDIDATES_PER_QUERY)
+    words = [len(passage.split()) for _, passage in seen]
+    assert max(words) <= int8_gate.RERANKER_PASSAGE_WORDS
+    assert sum(w >= 400 for w in words) >= 50          # the long passages still fill a 512-token window
+    assert sum(words) < 0.6 * sum(len(probes().passages[i].split()) for c in probes().candidates for i in c)
+
+
 def test_judge_names_every_missed_bound():
     figures = {"mean_cosine": 0.995, "p1_cosine": 0.95, "min_cosine": 0.9, "top10_overlap": 0.85}
     result = judge(figures, GateBounds())

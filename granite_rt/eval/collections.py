@@ -7,13 +7,13 @@ when its gain is > 0, as in trec_eval / pytrec_eval, which BEIR uses.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from granite_rt.arguments import json_object
 from granite_rt.errors import CollectionError
 
 # Cleverdon's relevance codes in cranqrel: 1 = complete answer ... 4 = minimum interest,
@@ -154,11 +154,8 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     for number, line in enumerate(_read(path).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CollectionError(f"{path} line {number} is not JSON: {err.msg}") from None
-        if not isinstance(record, dict) or any(not isinstance(record.get(k), (str, int)) for k in required):
+        record = json_object(line, f"{path} line {number}", CollectionError)
+        if any(not isinstance(record.get(k), (str, int)) for k in required):
             raise CollectionError(f"{path} line {number} needs fields {', '.join(required)}")
         record["_id"] = str(record["_id"])
         records.append(record)

@@ -50,10 +50,18 @@ def _shapes() -> dict:
     return {"embedder": GRANITE_97M_MULTILINGUAL_R2, "reranker": GRANITE_RERANKER_ENGLISH_R2}
 
 
+# The runtime modules and data that shape the exported files too: the INT8 recipe, graph edits, calibration text.
+EXPORT_INPUTS = ("granite_rt/int8_recipe.py", "granite_rt/onnx_graph.py", "granite_rt/calibration")
+
+
 def exporter_fingerprint() -> str:
-    """Hash of the export stage's source: a changed exporter re-exports the cached models."""
+    """Hash of the export stage's source and the runtime parts it writes files with: a change re-exports."""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "export").rglob("*.py")):
+    paths = list((ROOT / "export").rglob("*.py"))
+    for name in EXPORT_INPUTS:
+        path = ROOT / name
+        paths += [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    for path in sorted(paths):
         digest.update(path.relative_to(ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -325,3 +325,22 @@ def test_inprocess_model_has_its_ibm_style_folder_only_once_built(tmp_path):
     (ibm / ".bench-ready").write_text("{}")
     model = cached_model("embedder", tmp_path / "models", tmp_path / "ibm-style")
     assert (model.exported, model.files("ibm-style")) == (exported, ibm)
+
+
+def test_exporter_fingerprint_follows_the_int8_recipe_too(tmp_path, monkeypatch):
+    import shutil
+
+    from bench import models
+
+    for name in ("export", *models.EXPORT_INPUTS):
+        source, target = models.ROOT / name, tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy(source, target)
+    monkeypatch.setattr(models, "ROOT", tmp_path)
+    before = models.exporter_fingerprint()
+    with open(tmp_path / "granite_rt" / "int8_recipe.py", "a") as f:
+        f.write("\n# changed\n")
+    assert models.exporter_fingerprint() != before

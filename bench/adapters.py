@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.contenders import BATCH_SIZE, Contender
+from bench.models import CACHE, IBM_STYLE
 
-# Copies of model folders that transformers 4 can load (legacy_tokenizer_view), beside the bench models.
-VIEWS = Path(__file__).resolve().parent / ".models" / "transformers4-views"
+# Copies of model folders that transformers 4 can load (legacy_tokenizer_view), beside the bench models;
+# the IBM-style folders' copies in their own tree.
+VIEWS = CACHE / "transformers4-views"
+IBM_STYLE_VIEWS = IBM_STYLE / "transformers4-views"
 
 
 def load(contender: Contender, kind: str, checkpoint: Path, exported: Path) -> Callable[..., Any]:
@@ -31,7 +34,8 @@ def _sentence_transformers(opts: dict, kind: str, checkpoint: Path, exported: Pa
             kwargs["model_kwargs"] = {"file_name": opts["file_name"]}
     # torch loads the transformers checkpoint; the other backends load the exported files, as a
     # user does with IBM's Hub repos (which ship onnx/ and openvino/ beside the weights).
-    path = str(checkpoint if backend == "torch" else legacy_tokenizer_view(exported, _transformers_major()))
+    views = IBM_STYLE_VIEWS if IBM_STYLE.resolve() in exported.resolve().parents else VIEWS
+    path = str(checkpoint if backend == "torch" else legacy_tokenizer_view(exported, _transformers_major(), views))
     if kind == "embedder":
         from sentence_transformers import SentenceTransformer
 

@@ -23,7 +23,8 @@ from bench import adapters
 from bench.contenders import by_name
 from bench.data import Cutter, cranfield_docs, cranfield_queries
 from bench.harness import round_order, settle
-from bench.models import CACHE, BenchModel
+from bench.ibm_style import READY
+from bench.models import CACHE, IBM_STYLE, BenchModel
 
 
 def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, float]:
@@ -46,14 +47,16 @@ def payload(kind: str, workload: str, size: int, tokenizer_json: Path) -> tuple:
     return (Cutter(tokenizer_json).pieces(1, 32, seed=2),)
 
 
-def cached_model(kind: str, cache: Path = CACHE) -> BenchModel:
+def cached_model(kind: str, cache: Path = CACHE, ibm_style_root: Path = IBM_STYLE) -> BenchModel:
     """The latest finished export of the bench model ``kind`` (``python -m bench`` builds it; this module runs
-    in the bench venv, which cannot import the export stage)."""
+    in the bench venv, which cannot import the export stage), with its IBM-style folder where one was built."""
     done = sorted(cache.glob(f"{kind}-*/exported-*/.bench-ready"), key=lambda p: p.stat().st_mtime)
     if not done:
         raise SystemExit(f"no finished {kind} export under {cache}: run python -m bench (project venv) first")
     exported = done[-1].parent
-    return BenchModel(kind, exported.parent / "checkpoint", exported)
+    ibm_style = ibm_style_root / exported.parent.name
+    return BenchModel(kind, exported.parent / "checkpoint", exported,
+                      ibm_style=ibm_style if (ibm_style / READY).exists() else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     model = cached_model(args.kind)
     calls = {}
     for name in args.only:
-        calls[name] = adapters.load(by_name(name), args.kind, model.checkpoint, model.exported)
+        contender = by_name(name)
+        calls[name] = adapters.load(contender, args.kind, model.checkpoint, model.files(contender.files))
     call_args = payload(args.kind, args.workload, args.size, model.tokenizer_json)
     for call in calls.values():
         call(*call_args)  # warm-up

@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".models"
+IBM_STYLE = CACHE / "ibm-style"   # bench.ibm_style's folders, one per checkpoint
 FORMATS = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 TOKENIZER_VOCAB = 32_000
 
@@ -28,6 +29,15 @@ class BenchModel:
     name: str
     checkpoint: Path   # transformers + sentence-transformers files (for the torch contenders)
     exported: Path     # what granite-rt export wrote (onnx/, openvino/, tokenizer, manifest)
+    ibm_style: Path | None = None  # the same checkpoint as IBM's Hub repos ship it (bench.ibm_style), where built
+
+    def files(self, whose: str) -> Path:
+        """The folder a contender loads: granite-rt's export ("granite-rt") or the IBM-style one ("ibm-style")."""
+        if whose == "granite-rt":
+            return self.exported
+        if self.ibm_style is None:
+            raise ValueError(f"the {self.name} model has no IBM-style folder (bench.ibm_style builds the embedder's)")
+        return self.ibm_style
 
     @property
     def tokenizer_json(self) -> Path:

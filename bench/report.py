@@ -207,6 +207,7 @@ def write_report(results: dict, models: dict, out: Path, pythons: dict[str, str]
     results["machine"] = machine_info()
     results["versions"] = {env: versions(python) for env, python in pythons.items()}
     results["models"] = {k: str(v.exported) for k, v in models.items()}
+    results["models"].update({f"{k} (IBM files)": str(v.ibm_style) for k, v in models.items() if v.ibm_style})
     results["ratios"] = {k: time_ratios(medians(w)) for k, w in results["workloads"].items()}
     results["targets"] = check_targets(results)
     if "embedder" in models:

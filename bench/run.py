@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from bench.contenders import COLD_START, CONTENDERS, Contender, by_name
 from bench.env import ensure_env
 from bench.harness import interleave, settle, warm_up
-from bench.models import ROOT, BenchModel, ensure_models
+from bench.ibm_style import ensure_ibm_style
+from bench.models import IBM_STYLE, ROOT, BenchModel, ensure_models
 from bench.stats import summarize
 from bench.workloads import FULL, QUICK, Sizes, Workload, build_workloads
 
@@ -36,7 +37,7 @@ class Worker:
         self.proc = subprocess.Popen([python, "-m", "bench.worker"], cwd=ROOT, env=WORKER_ENV, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         loaded = self._ask({"op": "load", "contender": contender.name, "kind": kind,
-                            "checkpoint": str(model.checkpoint), "exported": str(model.exported)})
+                            "checkpoint": str(model.checkpoint), "exported": str(model.files(contender.files))})
         self.load_s, self.precision = loaded["load_s"], loaded.get("precision")
 
     def _ask(self, msg: dict) -> dict:
@@ -62,10 +63,12 @@ def ensure_pythons(contenders: list[Contender]) -> tuple[dict[str, str], dict[st
     """The interpreter of every environment ``contenders`` run in (creating bench venvs on first use), and
     why each environment that could not be made is missing (its contenders are reported not available).
 
-    The ``bench`` venv is always made, and must be: the report's chart is drawn with its matplotlib.
+    The ``bench`` venv is always made, and must be: the report's chart is drawn with its matplotlib; ``st-onnx``
+    wherever a contender loads the IBM-style files (sentence-transformers there exports them).
     """
     pythons, unavailable = {"project": sys.executable, "bench": str(ensure_env("bench"))}, {}
-    for env in sorted({c.env for c in contenders} - set(pythons)):
+    envs = {c.env for c in contenders} | ({"st-onnx"} if any(c.files == "ibm-style" for c in contenders) else set())
+    for env in sorted(envs - set(pythons)):
         try:
             pythons[env] = str(ensure_env(env))
         except (subprocess.CalledProcessError, OSError) as exc:  # e.g. a source build failing on this machine
@@ -87,6 +90,10 @@ def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Siz
             continue
         if contender.env not in pythons:
             failed[contender.name] = (unavailable or {}).get(contender.env, f"not available: no {contender.env} environment")
+            print(f"  {contender.name}: {failed[contender.name]}", flush=True)
+            continue
+        if contender.files == "ibm-style" and model.ibm_style is None:
+            failed[contender.name] = "not available: no IBM-style folder (bench.ibm_style needs the st-onnx environment)"
             print(f"  {contender.name}: {failed[contender.name]}", flush=True)
             continue
         print(f"  loading {contender.name} ...", flush=True)
@@ -177,7 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     needed = {"embedder"} if set(args.workloads) & set("abce") else set()
     needed |= {"reranker"} if "d" in args.workloads else set()
     models = ensure_models([kind for kind in sorted(needed) if kind not in given], reuse_export=args.reuse_export)
-    models.update({kind: BenchModel(kind, folder, folder) for kind, folder in given.items() if kind in needed})
+    # A given folder is IBM's own repo: its files are the IBM-style ones.
+    models.update({kind: BenchModel(kind, folder, folder, ibm_style=folder) for kind, folder in given.items() if kind in needed})
+    if "embedder" in models and models["embedder"].ibm_style is None and "st-onnx" in pythons and any(
+            c.files == "ibm-style" and (not only or c.name in only) for c in CONTENDERS):
+        embedder = models["embedder"]
+        models["embedder"] = replace(embedder, ibm_style=ensure_ibm_style(
+            embedder.checkpoint, IBM_STYLE / embedder.checkpoint.parent.name, pythons))
     workloads = [w for w in build_workloads(sizes, models) if w.key[0] in args.workloads]
     started = time.time()
     results: dict = {"quick": args.quick, "sizes": asdict(sizes), "workloads": {}}

@@ -568,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description=cmd_tune.__doc__)
     tune.add_argument("model", metavar="MODEL", help="a model folder or Hub id")
     tune.add_argument("--budget", type=_non_negative_float, default=30.0, metavar="SECONDS",
-                      help="stop timing rounds after this long (at least one round runs; default 30)")
+                      help="no further timing rounds after this long (each placement still gets one; default 30)")
     tune.set_defaults(run=cmd_tune)
 
     serve = sub.add_parser("serve", parents=[flags, model], help="TEI/OpenAI-compatible HTTP server",

@@ -275,8 +275,11 @@ def _manifest_artifacts(manifest: dict) -> tuple[Artifact, ...]:
     artifacts = []
     for entry in manifest.get("artifacts", []):
         files = tuple(sorted((entry.get("files") or {}).items()))
+        figures = (entry.get("gate") or {}).get("figures") or {}
         artifacts.append(Artifact(entry["path"], entry["backend"], entry["precision"], entry.get("sha256"), files,
-                                  not_recommended=_gate_verdict(entry)))
+                                  not_recommended=_gate_verdict(entry),
+                                  gate=tuple(sorted((k, float(v)) for k, v in figures.items()
+                                                    if isinstance(v, (int, float))))))
     return tuple(sorted(artifacts, key=_rank))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import sys
@@ -92,23 +91,12 @@ class LoadedModel:
         """Drop the session and tokenizer, and hand the freed heap back to the OS."""
         self.backend = self.tokenizer = None  # type: ignore[assignment]
         gc.collect()
-        _trim_heap()
+        host.trim_heap()
 
 
 def check_threads(threads: Any) -> None:
     if threads is not None and (not is_int(threads) or threads < 1):
         raise ValueError(f"threads must be None (every physical core) or an int >= 1, got {threads!r}")
-
-
-def _trim_heap() -> None:
-    """glibc keeps freed small blocks in its heap; malloc_trim returns them (after close(), RSS falls back
-    near the pre-load level instead of staying at the loaded one). A no-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
-        pass
 
 
 def _measured_choice(folder, spec: ModelSpec, backend: str, device: str | list, dtype: str, *, tune: bool,

@@ -6,14 +6,20 @@ hint for its unquantized ops was (bench/README.md). ``granite-rt tune MODEL`` an
 ``Embedder/Reranker(..., tune=True)`` therefore measure:
 
 1. every CPU placement ``devices.cpu_candidates`` plans for the folder (each backend × fp32 / bf16 /
-   int8 / int8+bf16 it can run here) is opened with ``devices``' opener;
+   int8 / int8+bf16 it can run here) is opened with ``devices``' opener, one after another: the fp32
+   reference first, then the built-in rule's order (so the likely fastest sets the bar early);
 2. each is checked against the fp32 placement on a small probe set (``fidelity``: mean cosine ≥ 0.99,
-   p1 ≥ 0.97, the bounds of the INT8 gate); one that misses them is never chosen;
-3. one short query (5 calls) and a batch of long documents are timed, every candidate in turn, a few
-   rounds (medians), within ``budget_s``; every candidate stays open meanwhile (2.3 GB peak for the six
-   placements of the 97m shape), so the rounds compare them under the same machine load;
-4. the fastest by the geometric mean of its two times relative to the best is stored in
-   ``<cache>/tune/<key>.json``, keyed by CPU model + flags, library versions and the model files.
+   p1 ≥ 0.97, the bounds of the INT8 gate; an INT8 file at dtype="int8" whose manifest has the INT8
+   gate's figures is taken at those, measured on 284 texts); one that misses them is never timed or chosen;
+3. one short query (5 calls) and a batch of long documents are timed per round, one placement at a
+   time, each closed before the next opens: all six placements of the 97m shape open at once peaked at
+   2.2 GB, and two engines open together slow each other (measured on a Zen 4, 2 cores: onnxruntime fp32
+   took 1.55 s for the 4 × 384-token batch in rounds alternating with an open OpenVINO model, 0.58 s
+   alone). A placement more than ``CLEAR`` (15 %, widened by the spread the load put on the round's
+   query calls) slower than the fastest so far after one round stops there; the others get ``rounds``;
+4. the placement with the lowest geometric mean of its two median times wins; within ``TIE`` (3 %) the
+   built-in rule's choice wins. The decision is stored in ``<cache>/tune/<key>.json``, keyed by CPU
+   model + flags, library versions and the model files.
 
 ``dtype="auto"`` loads use a stored decision (``info["why"]`` says "measured on this machine …"),
 else the built-in rules; a plain load never measures. ``GRANITE_RT_CACHE=off`` keeps decisions off
@@ -22,9 +28,11 @@ disk (``tune=True`` then measures at every load).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import time
@@ -38,10 +46,14 @@ import numpy as np
 from granite_rt import devices, host
 from granite_rt.backends.base import Backend, Placement
 from granite_rt.batching import pad_batch
+from granite_rt.errors import GraniteRTError
 from granite_rt.pooling import l2_normalize, pool
 from granite_rt.tokenize import Tokenizer
 
-DECISION_VERSION = 1
+DECISION_VERSION = 2
+# Where an INT8 file's fidelity at dtype="int8" comes from when its manifest has the INT8 gate's figures: the
+# same placement (the INT8 file with the f32 hint) against that backend's fp32 file, on 284 probe texts.
+GATE = "the export's INT8 gate"
 # The INT8 gate's bounds (issue 17), applied to every placement that is not the fp32 reference.
 MEAN_COSINE, P1_COSINE = 0.99, 0.97
 # Timed shapes: one short query; a batch of long documents (fewer for rerankers: 22 layers at hidden 768).
@@ -49,6 +61,14 @@ QUERY = "how do boundary layers behave in hypersonic flow?"
 DOC_TOKENS = 384
 DOCS = {"embedder": 4, "reranker": 2}
 CALLS = {"query": 5, "docs": 1}  # timed calls per shape per round: a query is short and noisier
+# Untimed runs of each shape before the first round. One was not enough on a fresh compile (no OpenVINO cache):
+# the bench 97m's int8+bf16 then took 0.397 s for the docs batch in its first round against 0.22-0.24 s once
+# warm, counted as clearly slower after one round, and tuning kept onnxruntime int8.
+WARMUP_RUNS = 2
+# After one round, a placement more than CLEAR slower than the fastest so far (widened by how much the machine's
+# load moved the rounds' query calls, ``_spread``) stops; the others get ``rounds``. Within TIE the built-in
+# rule's choice wins.
+CLEAR, TIE = 0.15, 0.03
 LIBRARIES = ("granite_rt", "onnxruntime", "openvino", "tokenizers", "numpy")           # import names
 DISTRIBUTIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy")        # and what pip calls them
 
@@ -168,6 +188,11 @@ class Measured:
     fidelity: dict[str, float] | None = None     # Fidelity as a dict; None: it is the reference, or none exists
     passed: bool = True
     error: str | None = None
+    # geometric mean of its two median times relative to the fastest placement's (1.0 = the fastest);
+    # None: not timed (it failed, or is outside the fidelity bounds)
+    relative: float | None = None
+    rounds: int = 0                              # timed rounds it ran
+    checked_by: str = ""                         # "": the probe set against the reference; else GATE
 
     @property
     def name(self) -> str:
@@ -175,7 +200,7 @@ class Measured:
 
     @property
     def eligible(self) -> bool:
-        return self.error is None and self.passed and self.query_s is not None and self.docs_s is not None
+        return self.error is None and self.passed and self.relative is not None
 
 
 @dataclass(frozen=True)
@@ -190,26 +215,36 @@ class Decision:
     shapes: dict[str, Any]
     results: tuple[Measured, ...] = field(default_factory=tuple)
     reference: str | None = None                 # the fp32 placement fidelity was measured against
+    preferred: tuple[str, ...] = ()              # the built-in rule's CPU order (labels): who wins a tie
 
     def best(self, backend: str = "auto") -> Measured | None:
-        """The eligible result with the lowest geometric mean of its times relative to the best of each shape."""
+        """The eligible result with the lowest ``relative`` time; results within ``TIE`` of it are a tie, won by
+        the one the built-in rule puts first (``preferred``), so a decision differs from the rule only when the
+        measurements do."""
         pool = [r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])]
         if not pool:
             return None
-        fastest_query, fastest_docs = min(r.query_s for r in pool), min(r.docs_s for r in pool)
-        return min(pool, key=lambda r: (r.query_s / fastest_query * r.docs_s / fastest_docs) ** 0.5)
+        fastest = min(r.relative for r in pool)
+        order = {name: n for n, name in enumerate(self.preferred)}
+        tied = [r for r in pool if r.relative <= fastest * (1 + TIE)]
+        return min(tied, key=lambda r: (order.get(r.name, len(order)), r.relative))
 
     def why(self, backend: str = "auto") -> str:
         """``info["why"]`` of a load that follows this decision."""
         best = self.best(backend)
         if best is None:
             return "no measured placement passed"
-        checked = (f"mean cosine {best.fidelity['mean']:.5f} to {self.reference}" if best.fidelity
+        checked = (f"mean cosine {best.fidelity['mean']:.5f} to its fp32 file ({GATE})" if best.checked_by == GATE
+                   else f"mean cosine {best.fidelity['mean']:.5f} to {self.reference}" if best.fidelity
                    else "the fp32 reference" if self.reference and best.name == self.reference
                    else "fidelity not checked: the folder has no fp32 file")
         others = sorted((r for r in self.results if r is not best), key=lambda r: r.name)
+        fastest = min((r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])),
+                      key=lambda r: r.relative)
+        tie = (f" (within {TIE:.0%} of {fastest.name}: a tie, so the built-in rule's choice)"
+               if fastest is not best else "")
         return (f"measured on this machine {self.measured_at} (granite-rt tune): fastest of {len(self.results)} CPU "
-                f"placements within the fidelity bounds: query {best.query_s * 1e3:.1f} ms, "
+                f"placements within the fidelity bounds{tie}: query {best.query_s * 1e3:.1f} ms, "
                 f"{self.shapes['docs']} × {self.shapes['doc_tokens']}-token batch {best.docs_s:.3f} s, {checked}"
                 + (f"; others: {'; '.join(_brief(r) for r in others)}" if others else ""))
 
@@ -227,14 +262,16 @@ class Decision:
         if data.pop("version", None) != DECISION_VERSION:
             raise ValueError("decision written by another granite-rt version")
         data["results"] = tuple(Measured(**r) for r in data["results"])
+        data["preferred"] = tuple(data.get("preferred", ()))
         return cls(**data)
 
 
 def _brief(r: Measured) -> str:
     if r.error:
         return f"{r.name} failed ({r.error[:80]})"
-    figures = f"{r.name} {r.query_s * 1e3:.1f} ms / {r.docs_s:.3f} s"
-    return figures + ("" if r.passed else f" (fidelity: mean {r.fidelity['mean']:.4f}, p1 {r.fidelity['p1']:.4f})")
+    if r.relative is None:
+        return f"{r.name} outside the fidelity bounds (mean {r.fidelity['mean']:.4f}, p1 {r.fidelity['p1']:.4f})"
+    return f"{r.name} {r.query_s * 1e3:.1f} ms / {r.docs_s:.3f} s ({r.relative:.2f}x)"
 
 
 def decision_path(cache_dir: Path, key: str) -> Path:
@@ -296,12 +333,16 @@ def timing_batches(tokenizer: Any, kind: str, max_length: int) -> dict[str, dict
 
 def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Opener, *, key: str,
             tokenizer: Any = None, timer: Callable[[], float] = time.perf_counter, rounds: int = 3,
-            budget_s: float = 30.0, log: Callable[[str], None] | None = None) -> Decision:
-    """Open, check and time every candidate (see the module docstring); the Decision, not yet stored.
+            budget_s: float = 30.0, preferred: Sequence[str] = (),
+            log: Callable[[str], None] | None = None) -> Decision:
+    """Open, check, time and close the candidates one after another (see the module docstring); the Decision,
+    not yet stored.
 
     ``opener(folder, placement)`` returns a Backend; ``timer`` is read around each timed call (tests pass
-    fakes of both). The fp32 candidate (onnxruntime's first) is the fidelity reference. Rounds stop early, after the
-    first complete one, once ``budget_s`` (by ``timer``) has passed.
+    fakes of both). The fp32 candidate (onnxruntime's first) is opened first, as the fidelity reference;
+    the rest follow ``preferred`` (labels in the built-in rule's order), which also breaks ties. Each gets
+    ``rounds`` rounds, or one when that already puts it more than ``CLEAR`` behind the fastest so far;
+    no further rounds once ``budget_s`` (by ``timer``) has passed since the start.
     """
     if not candidates:
         raise ValueError("no CPU placement to measure: the folder has no model file that runs on this CPU")
@@ -311,6 +352,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     say = log or (lambda _: None)
     probes = probe_batches(tokenizer, spec.kind)
     shapes = timing_batches(tokenizer, spec.kind, spec.max_length)
+    rank = _ranker(preferred)
 
     def rows(backend: Backend) -> np.ndarray:
         outs = [np.asarray(backend.run(batch), np.float32) for batch in probes]
@@ -319,51 +361,127 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
         logits = np.concatenate([o.reshape(len(o), -1)[:, 0] for o in outs]).reshape(len(PROBE_QUERIES), -1)
         return logits - logits.mean(axis=1, keepdims=True)  # per query: the order and spacing of its scores
 
-    opened: dict[int, Backend] = {}
-    outputs: dict[int, np.ndarray] = {}
+    def timed_round(i: int) -> None:
+        sample: dict[str, list[float]] = {"query": [], "docs": []}
+        for shape, batch in shapes.items():
+            for _ in range(CALLS[shape]):
+                before = timer()
+                backend_of[i].run(batch)
+                sample[shape].append(timer() - before)
+        samples[i].append(sample)
+
+    backend_of: dict[int, Backend] = {}          # the one open placement
+    samples: dict[int, list[dict[str, list[float]]]] = {}   # per placement, its timed rounds
+    checks: dict[int, Fidelity] = {}
+    checked_by: dict[int, str] = {}
     errors: dict[int, str] = {}
-    for i, placement in enumerate(candidates):
+    reference: int | None = None
+    reference_rows: np.ndarray | None = None
+    best: int | None = None                      # the fastest placement so far (closed; its rounds are kept)
+    pending = list(range(len(candidates)))
+    start = timer()
+    while pending:
+        fp32 = [j for j in pending if candidates[j].dtype == "fp32"] if reference is None else []
+        if fp32:  # no reference yet: onnxruntime fp32 first, the file the export checked against torch
+            i = min(fp32, key=lambda j: (candidates[j].backend != "onnx", j))
+        else:
+            i = min(pending, key=lambda j: (rank(candidates[j]), j))
+        pending.remove(i)
+        placement = candidates[i]
+        gated = None if fp32 else gate_fidelity(placement)
+        if gated is not None:
+            checks[i], checked_by[i] = gated, GATE
         try:
-            opened[i] = opener(folder, placement)
-            outputs[i] = rows(opened[i])
-            for batch in shapes.values():  # untimed: first runs of a shape compile kernels
-                opened[i].run(batch)
-            say(f"opened {label(placement)} ({placement.artifact.path})")
+            if gated is None or gated.passed:
+                backend_of[i] = opener(folder, placement)
+            if fp32:
+                reference, reference_rows = i, rows(backend_of[i])
+            elif gated is None and reference_rows is not None:
+                checks[i] = fidelity(reference_rows, rows(backend_of[i]))
+            if i in checks and not checks[i].passed:
+                say(f"{label(placement)}: outside the fidelity bounds (mean {checks[i].mean:.4f}, "
+                    f"p1 {checks[i].p1:.4f}{', ' + GATE if gated else ''}), not timed")
+                continue
+            for _ in range(WARMUP_RUNS):  # untimed: first runs of a shape compile kernels
+                for batch in shapes.values():
+                    backend_of[i].run(batch)
+            samples[i] = []
+            timed_round(i)
+            while len(samples[i]) < rounds and timer() - start <= budget_s and not (
+                    best is not None and math.log(_ratio(samples[i], samples[best]))
+                    > math.log(1 + CLEAR) + _spread(samples[i]) + _spread(samples[best])):
+                timed_round(i)
+            if best is None or _ratio(samples[i], samples[best]) < 1:
+                best = i
+            say(f"timed {label(placement)} ({placement.artifact.path}): {len(samples[i])} round(s)"
+                + (f", {_ratio(samples[i], samples[best]):.3f}x the time of {label(candidates[best])}"
+                   if best != i else ", the fastest so far"))
         except Exception as exc:  # noqa: BLE001 - a placement that cannot run here is reported, not fatal
             errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            opened.pop(i, None)
+            samples.pop(i, None)  # (a reference that fails later keeps its probe outputs: they were computed)
             say(f"{label(placement)} failed: {errors[i]}")
-    fp32 = sorted((i for i in outputs if candidates[i].dtype == "fp32"), key=lambda i: candidates[i].backend != "onnx")
-    reference = fp32[0] if fp32 else None  # onnxruntime fp32 first: the file the export checked against torch
-    times: dict[int, dict[str, list[float]]] = {i: {"query": [], "docs": []} for i in opened}
-    start = timer()
-    order = list(opened)
-    for round_index in range(rounds):
-        shift = round_index % len(order) if order else 0
-        for i in order[shift:] + order[:shift]:
-            for shape, batch in shapes.items():
-                for _ in range(CALLS[shape]):
-                    before = timer()
-                    opened[i].run(batch)
-                    times[i][shape].append(timer() - before)
-        if timer() - start > budget_s:
-            break
+        finally:
+            _close(backend_of, i)
+    relative = {i: _ratio(rounds_, samples[best]) for i, rounds_ in samples.items()} if best is not None else {}
+    fastest = min(relative.values(), default=1.0)  # 1.0 unless best failed later
     results = []
     for i, placement in enumerate(candidates):
+        check = checks.get(i)
+        fid = asdict(check) if check else None
+        by = checked_by.get(i, "")
         if i in errors:
-            results.append(Measured(identity(placement), error=errors[i], passed=False))
-            continue
-        check = None if reference is None or i == reference else fidelity(outputs[reference], outputs[i])
-        results.append(Measured(identity(placement), float(np.median(times[i]["query"])),
-                                float(np.median(times[i]["docs"])), asdict(check) if check else None,
-                                passed=check is None or check.passed))
+            results.append(Measured(identity(placement), fidelity=fid, passed=False, error=errors[i], checked_by=by))
+        elif i not in samples:   # outside the bounds: never timed
+            results.append(Measured(identity(placement), fidelity=fid, passed=False, checked_by=by))
+        else:
+            results.append(Measured(identity(placement), _median(samples[i], "query"), _median(samples[i], "docs"),
+                                    fid, passed=check is None or check.passed, relative=relative[i] / fastest,
+                                    rounds=len(samples[i]), checked_by=by))
     return Decision(key=key, kind=spec.kind, measured_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     host=host_facts(), libraries=library_versions(),
                     shapes={"query_tokens": int(shapes["query"]["input_ids"].shape[1]),
                             "docs": int(shapes["docs"]["input_ids"].shape[0]),
-                            "doc_tokens": int(shapes["docs"]["input_ids"].shape[1]),
-                            "rounds": len(times[order[0]]["docs"]) if order else 0},
-                    results=tuple(results), reference=label(candidates[reference]) if reference is not None else None)
+                            "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},
+                    results=tuple(results), reference=label(candidates[reference]) if reference is not None else None,
+                    preferred=tuple(preferred))
+
+
+def gate_fidelity(placement: Placement) -> Fidelity | None:
+    """The INT8 gate's figures from the manifest as this placement's fidelity: only for dtype="int8" (what the
+    gate ran) and only when they are cosines (an embedder's; a reranker's gate ranks, so it is measured here)."""
+    figures = dict(placement.artifact.gate)
+    if placement.dtype != "int8" or "mean_cosine" not in figures or "p1_cosine" not in figures:
+        return None
+    return Fidelity(figures["mean_cosine"], figures["p1_cosine"], figures.get("min_cosine", figures["p1_cosine"]))
+
+
+def _ranker(preferred: Sequence[str]) -> Callable[[Placement], int]:
+    """A placement's place in the built-in rule's order (``label``s); placements it does not list come after."""
+    order = {name: n for n, name in enumerate(preferred)}
+    return lambda placement: order.get(label(placement), len(order))
+
+
+def _median(rounds_: Sequence[Mapping[str, list[float]]], shape: str) -> float:
+    return float(np.median([t for r in rounds_ for t in r[shape]]))
+
+
+def _spread(rounds_: Sequence[Mapping[str, list[float]]]) -> float:
+    """How far the load moved one placement's query calls (log of the 2nd largest over the 2nd smallest of its
+    last round's): small on a quiet machine, more where other jobs share the cores."""
+    calls = sorted(rounds_[-1]["query"])
+    return math.log(max(calls[-2], 1e-12) / max(calls[1], 1e-12)) if len(calls) >= 4 else 0.0
+
+
+def _ratio(one: Sequence[Mapping[str, list[float]]], other: Sequence[Mapping[str, list[float]]]) -> float:
+    """Geometric mean over the two shapes of the median time of ``one`` over that of ``other``."""
+    return math.sqrt(math.prod(max(_median(one, s), 1e-12) / max(_median(other, s), 1e-12) for s in CALLS))
+
+
+def _close(opened: dict[int, Backend], i: int) -> None:
+    """Drop a placement's session and hand its memory back before the next one opens."""
+    if opened.pop(i, None) is not None:
+        gc.collect()
+        host.trim_heap()
 
 
 def key_for(folder: Path, artifacts: Sequence[Any]) -> str:
@@ -383,29 +501,47 @@ def tune_folder(folder: Path, spec: Any, cache_dir: Path | None, *, inventory: A
     if opener is None:
         def opener(path: Path, placement: Placement) -> Backend:
             return devices.open_verified(path, placement, threads=threads)
+    inventory = inventory or devices.probe()
     candidates = devices.cpu_candidates(spec, folder=folder, inventory=inventory, cache_dir=cache_dir)
     decision = measure(folder, spec, candidates, opener, key=key_for(folder, spec.artifacts), timer=timer,
-                       budget_s=budget_s, log=log)
+                       budget_s=budget_s, preferred=builtin_order(spec, folder, inventory, cache_dir), log=log)
     return decision, save_decision(cache_dir, decision)
 
 
+def builtin_order(spec: Any, folder: Path, inventory: Any, cache_dir: Path | None) -> tuple[str, ...]:
+    """The CPU placements a ``dtype="auto"`` load would try without a decision, first choice first (``label``s)."""
+    try:
+        planned = devices.select_placements(spec, device="cpu", folder=folder, inventory=inventory, cache_dir=cache_dir)
+    except (ValueError, GraniteRTError):  # nothing the rule would run: no preference
+        return ()
+    return tuple(dict.fromkeys(label(p) for p in planned))
+
+
 def format_decision(decision: Decision, saved: Path | None) -> str:
-    """The ``granite-rt tune`` table: each placement's medians and fidelity, the choice, where it is stored."""
+    """The ``granite-rt tune`` table: each placement's medians, relative time and fidelity, the choice, where
+    it is stored."""
     best = decision.best()
     shapes = decision.shapes
-    lines = [f"measured {decision.measured_at} on {decision.host['cpu']} ({decision.kind}; "
-             f"{shapes['rounds']} rounds; fidelity vs {decision.reference or 'nothing: no fp32 file'}, "
-             f"bounds mean >= {MEAN_COSINE}, p1 >= {P1_COSINE})",
+    lines = [f"measured {decision.measured_at} on {decision.host['cpu']} ({decision.kind}; fidelity vs "
+             f"{decision.reference or 'nothing: no fp32 file'}, bounds mean >= {MEAN_COSINE}, p1 >= {P1_COSINE}; "
+             f"times: medians, relative = geometric mean vs the fastest, ties within {TIE:.0%} go to the built-in rule's "
+             f"{decision.preferred[0] if decision.preferred else 'choice'})",
              f"  {'placement':<20} {'query (' + str(shapes['query_tokens']) + ' tok)':>16} "
-             f"{str(shapes['docs']) + ' x ' + str(shapes['doc_tokens']) + ' tok':>14}  fidelity"]
+             f"{str(shapes['docs']) + ' x ' + str(shapes['doc_tokens']) + ' tok':>14} {'relative':>9} "
+             f"{'rounds':>6}  fidelity"]
     for r in decision.results:
         if r.error:
             lines.append(f"  {r.name:<20} failed: {r.error}")
             continue
         fid = (f"mean {r.fidelity['mean']:.5f}, p1 {r.fidelity['p1']:.5f}" if r.fidelity else "reference"
-               if decision.reference == r.name else "not checked")
-        mark = "  <- chosen" if r is best else ("" if r.passed else "  (outside the bounds: never chosen)")
-        lines.append(f"  {r.name:<20} {r.query_s * 1e3:13.1f} ms {r.docs_s:12.3f} s  {fid}{mark}")
+               if decision.reference == r.name else "not checked") + (f" ({GATE})" if r.checked_by else "")
+        if r.relative is None:
+            lines.append(f"  {r.name:<20} {'not timed':>16} {'':>14} {'':>9} {'':>6}  {fid}  (outside the bounds: "
+                         "never chosen)")
+            continue
+        mark = "  <- chosen" if r is best else ""
+        lines.append(f"  {r.name:<20} {r.query_s * 1e3:13.1f} ms {r.docs_s:12.3f} s {r.relative:8.2f}x "
+                     f"{r.rounds:>6}  {fid}{mark}")
     lines.append(f"decision stored in {saved}" if saved else
                  "decision not stored (GRANITE_RT_CACHE=off or the cache is not writable)")
     return "\n".join(lines)

@@ -232,3 +232,96 @@ def test_inprocess_ratios_pair_each_round_with_the_references_time_in_that_round
     # the machine slows down 10x in round 2: per-round pairing keeps the ratio, a ratio of medians would not
     times = {"ref": [1.0, 10.0, 1.0], "fast": [0.5, 5.0, 0.5], "slow": [2.0, 20.0, 2.0]}
     assert paired_ratios(times, "ref") == {"ref": 1.0, "fast": 0.5, "slow": 2.0}
+
+
+def test_ibm_file_contenders_load_the_ibm_style_folder_with_the_hub_file_names():
+    from bench.contenders import CONTENDERS, IBM_FILES, by_name
+    from bench.ibm_style import FILES, ONNX_DYNAMIC_INT8, dynamic_int8_file
+    from granite_rt.host import cpu_flags
+
+    ibm = {c.name: c for c in CONTENDERS if c.name.endswith(IBM_FILES)}
+    assert set(ibm) == {f"{n}{IBM_FILES}" for n in ("ST onnx", "ST onnx dynamic INT8", "fastembed fp32",
+                                                    "fastembed dynamic INT8", "ST openvino INT8 IR",
+                                                    "granite-rt defaults (auto)")}
+    assert all(c.files == "ibm-style" and c.kinds == ("embedder",) and not c.default for c in ibm.values())
+    assert all(c.files == "granite-rt" for c in CONTENDERS if c.name not in ibm)
+    assert [c.name for c in CONTENDERS if c.default] == ["granite-rt defaults (auto)"]  # the targets' contender
+    files = {c.options.get("file_name") or c.options.get("model_file") for c in ibm.values()} - {None}
+    assert files <= set(FILES)
+    # the INT8 build a user of IBM's repo picks for this CPU: the VNNI one only where the CPU has VNNI
+    assert dynamic_int8_file({"avx2", "avx512f", "avx512_vnni"}) == "onnx/model_qint8_avx512_vnni.onnx"
+    assert dynamic_int8_file({"avx2", "avx512f"}) == dynamic_int8_file(set()) == "onnx/model_quint8_avx2.onnx"
+    mine = dynamic_int8_file(cpu_flags())
+    assert by_name(f"ST onnx dynamic INT8{IBM_FILES}").options["file_name"] == mine
+    assert by_name(f"fastembed dynamic INT8{IBM_FILES}").options["model_file"] == mine
+    assert set(ONNX_DYNAMIC_INT8.values()) < set(FILES)
+
+
+def test_bench_model_gives_each_contender_its_folder_and_refuses_a_missing_ibm_style_one(tmp_path):
+    from bench.models import BenchModel
+
+    model = BenchModel("embedder", tmp_path / "checkpoint", tmp_path / "exported")
+    assert model.files("granite-rt") == tmp_path / "exported"
+    with pytest.raises(ValueError, match="no IBM-style folder"):
+        model.files("ibm-style")
+    ibm = BenchModel("embedder", tmp_path / "checkpoint", tmp_path / "exported", ibm_style=tmp_path / "ibm")
+    assert ibm.files("ibm-style") == tmp_path / "ibm"
+
+
+def test_ibm_style_build_that_fails_leaves_neither_the_folder_nor_a_partial_copy(tmp_path):
+    import subprocess
+
+    from bench.ibm_style import ensure_ibm_style
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    with pytest.raises(subprocess.CalledProcessError):
+        ensure_ibm_style(checkpoint, tmp_path / "out" / "ibm", {"st-onnx": "false", "project": "false"}, log=lambda _: None)
+    assert list((tmp_path / "out").iterdir()) == []
+    assert (checkpoint / "config.json").read_text() == "{}"
+
+
+def test_ibm_style_folder_of_the_tiny_checkpoint_has_the_hub_files(tiny_embedder_checkpoint, tmp_path):
+    """The real build (sentence-transformers' export and dynamic INT8 in the st-onnx venv, NNCF here): IBM's file
+    names, a plain graph (no contrib ops), dynamic INT8 in the quint8/qint8 files, and files granite-rt reads."""
+    import sys
+
+    import onnx
+
+    from bench.env import ENVS
+    from bench.ibm_style import FILES, ONNX_DYNAMIC_INT8, ONNX_FP32, ensure_ibm_style
+
+    st_onnx = ENVS["st-onnx"].python
+    if not st_onnx.exists():
+        pytest.skip("bench/.venv-st-onnx not created (python -m bench makes it)")
+    folder = ensure_ibm_style(tiny_embedder_checkpoint, tmp_path / "ibm", {"st-onnx": str(st_onnx), "project": sys.executable},
+                              log=lambda _: None)
+    assert all((folder / f).is_file() for f in FILES)
+    assert (folder / "model.safetensors").stat().st_ino == (tiny_embedder_checkpoint / "model.safetensors").stat().st_ino
+    graph = onnx.load(str(folder / ONNX_FP32), load_external_data=False).graph
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}   # optimum's plain export: no com.microsoft fusions
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in graph.output] == ["last_hidden_state"]
+    for path in ONNX_DYNAMIC_INT8.values():
+        assert "DynamicQuantizeLinear" in {n.op_type for n in onnx.load(str(folder / path)).graph.node}
+    from granite_rt import Embedder
+
+    assert Embedder(str(folder)).info["file"] not in ONNX_DYNAMIC_INT8.values()   # dtype="auto" never runs them
+    on_ort = Embedder(str(folder), backend="onnx").info                          # where only they are INT8 ...
+    assert (on_ort["file"], on_ort["dtype"]) == (ONNX_FP32, "fp32")
+    assert "skipped: dynamic INT8" in on_ort["why"]                              # ... it says why it passed them over
+
+
+def test_inprocess_model_has_its_ibm_style_folder_only_once_built(tmp_path):
+    from bench.inprocess import cached_model
+
+    exported = tmp_path / "models" / "embedder-abc" / "exported-1"
+    exported.mkdir(parents=True)
+    (exported / ".bench-ready").write_text("{}")
+    ibm = tmp_path / "ibm-style" / "embedder-abc"
+    ibm.mkdir(parents=True)
+    assert cached_model("embedder", tmp_path / "models", tmp_path / "ibm-style").ibm_style is None  # a partial build
+    (ibm / ".bench-ready").write_text("{}")
+    model = cached_model("embedder", tmp_path / "models", tmp_path / "ibm-style")
+    assert (model.exported, model.files("ibm-style")) == (exported, ibm)

@@ -6,8 +6,11 @@ seconds scripted for its placement, so every choice checked here follows from kn
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import weakref
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,14 +48,23 @@ class FakeBackend:
 
     parallel_requests = 1
 
-    def __init__(self, placement: Placement, clock: Clock, query_s: float, docs_s: float, noise: float = 0.0):
+    def __init__(self, placement: Placement, clock: Clock, query_s: float, docs_s: float, noise: float = 0.0,
+                 jitter: float = 0.0, rng=None, cold_docs_runs: int = 0):
         self.placement, self.clock, self.query_s, self.docs_s, self.noise = placement, clock, query_s, docs_s, noise
+        self.cold_docs_runs = cold_docs_runs   # the first runs of the docs shape take 3x (a fresh compile)
         self.input_names = ("input_ids", "attention_mask")
         self.rng = np.random.default_rng(0)
+        self.jitter, self.jitter_rng = jitter, rng or np.random.default_rng(0)
+        self.query_runs = 0
 
     def run(self, inputs):
         ids = inputs["input_ids"]
-        self.clock.now += self.query_s if ids.shape[0] == 1 else self.docs_s
+        self.query_runs += ids.shape[0] == 1
+        seconds = self.query_s if ids.shape[0] == 1 else self.docs_s
+        if ids.shape[1] == tune.DOC_TOKENS and self.cold_docs_runs > 0:
+            self.cold_docs_runs -= 1
+            seconds *= 3
+        self.clock.now += seconds * (1 + self.jitter * self.jitter_rng.uniform(-1, 1))
         out = _hidden(ids)
         return out + self.noise * self.rng.standard_normal(out.shape).astype(np.float32)
 
@@ -70,7 +82,7 @@ class FakeTokenizer:
     pad_id = 0
 
     def encode(self, texts):
-        return [FakeEncoding([1 + (hash(w) % 997) for w in t.split()][:600] or [1], [0] * min(len(t.split()), 600) or [0])
+        return [FakeEncoding([1 + (zlib.crc32(w.encode()) % 997) for w in t.split()][:600] or [1], [0] * min(len(t.split()), 600) or [0])
                 for t in texts]
 
     def encode_pairs(self, pairs):
@@ -88,21 +100,35 @@ def _placement(artifact: Artifact, dtype: str | None = None) -> Placement:
     return Placement(artifact.backend, "cpu", dtype or artifact.precision, artifact)
 
 
-def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: tuple = ()) -> tune.Decision:
-    """Run ``tune.measure`` over fake backends: (backend, dtype) -> (query s, docs s, noise)."""
+def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: tuple = (), preferred: tuple = (),
+             live: list | None = None, jitter: float = 0.0, seed: int = 0, budget_s: float = 60.0,
+             cold_docs_runs: int = 0) -> tune.Decision:
+    """Run ``tune.measure`` over fake backends: (backend, dtype) -> (query s, docs s, noise), in that order.
+
+    ``live`` collects how many fake backends are alive (not yet garbage) each time one opens; ``jitter``
+    scales each run's seconds by a random factor within ±jitter (a machine whose load moves)."""
     clock = Clock()
     artifacts = {"onnx": {"fp32": ONNX32, "int8": ONNX8}, "openvino": {"fp32": OV32, "bf16": OV32, "int8": OV8,
                                                                        "int8+bf16": OV8}}
     candidates = [_placement(artifacts[be][dt], dt) for be, dt in scripts]
+    alive = weakref.WeakSet()
+    rng = np.random.default_rng(seed)
 
     def opener(folder, placement):
         if (placement.backend, placement.dtype) in fail:
             raise RuntimeError("plugin refused the model")
         q, d, noise = scripts[placement.backend, placement.dtype]
-        return FakeBackend(placement, clock, q, d, noise)
+        backend = FakeBackend(placement, clock, q, d, noise, jitter=jitter, rng=rng, cold_docs_runs=cold_docs_runs)
+        alive.add(backend)
+        if live is not None:
+            live.append(len(alive))
+        return backend
 
-    return tune.measure(Path("/models/x"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
-                        timer=clock)
+    decision = tune.measure(Path("/models/x"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
+                            timer=clock, preferred=preferred, budget_s=budget_s)
+    if live is not None:
+        live.append(len(alive))  # after measuring: nothing left open
+    return decision
 
 
 # ---- fidelity and choice -------------------------------------------------------------------------------
@@ -152,6 +178,166 @@ def test_a_placement_that_fails_to_open_is_reported_and_never_chosen():
     failed = next(r for r in decision.results if r.name == "openvino int8")
     assert failed.error and "plugin refused" in failed.error and not failed.eligible
     assert decision.best().name == "onnx fp32"
+
+
+SIX = {("onnx", "fp32"): (0.120, 5.2, 0.0), ("onnx", "int8"): (0.080, 3.7, 0.01),
+       ("openvino", "fp32"): (0.270, 5.6, 0.0), ("openvino", "bf16"): (0.190, 3.3, 0.001),
+       ("openvino", "int8"): (0.125, 3.7, 0.01), ("openvino", "int8+bf16"): (0.110, 2.0, 0.01)}
+
+
+def test_placements_are_opened_one_after_another_each_closed_before_the_next():
+    live: list[int] = []
+    decision = _measure(SIX, live=live)
+    assert live == [1] * 6 + [0]               # six opens, each alone; nothing left open afterwards
+    assert decision.best().name == "openvino int8+bf16"
+
+
+def test_the_fastest_faithful_placement_wins_in_any_order_on_a_jittery_machine():
+    scripts = dict(SIX)
+    scripts["openvino bf16".split()[0], "bf16"] = (0.050, 1.0, 5.0)   # fastest of all, but its vectors are noise
+    fastest = "openvino int8+bf16"                                    # 0.110 / 2.0: >= 11 % ahead of the next
+    for n, order in enumerate(itertools.permutations(scripts)):
+        if n % 37:                                                     # 20 of the 720 orders
+            continue
+        decision = _measure({k: scripts[k] for k in order}, jitter=0.04, seed=n,
+                            preferred=("onnx int8", "openvino int8"))  # a built-in rule that is wrong here
+        assert decision.best().name == fastest, order
+        by_name = {r.name: r for r in decision.results}
+        assert by_name["openvino bf16"].relative is None and not by_name["openvino bf16"].eligible
+        assert by_name[fastest].relative == 1.0
+        assert all(r.relative > 1.0 for r in decision.results if r.relative is not None and r.name != fastest)
+
+
+def test_a_clearly_slower_placement_gets_one_round_and_the_others_three():
+    decision = _measure({("onnx", "fp32"): (0.10, 1.00, 0.0),    # first: the reference
+                         ("openvino", "fp32"): (0.30, 3.00, 0.0),  # 3x the time of the fastest so far: one round
+                         ("onnx", "int8"): (0.05, 0.50, 0.0),      # faster: three rounds
+                         ("openvino", "int8"): (0.05, 0.52, 0.0)}) # 2 % from onnx int8: three rounds
+    by_name = {r.name: r for r in decision.results}
+    assert by_name["openvino fp32"].rounds == 1 and by_name["onnx int8"].rounds == 3
+    assert by_name["openvino int8"].rounds == 3 and by_name["onnx fp32"].rounds == 3
+    assert by_name["openvino fp32"].relative == pytest.approx(6.0)   # 3x the reference, which is 2x onnx int8
+    assert by_name["openvino int8"].relative == pytest.approx((1.04) ** 0.5, rel=1e-6)
+
+
+def test_warm_up_runs_are_untimed_and_the_budget_stops_extra_rounds():
+    scripts = {("onnx", "fp32"): (0.10, 1.0, 0.0), ("onnx", "int8"): (0.05, 0.5, 0.0)}
+    ample = {r.name: r for r in _measure(scripts).results}
+    assert ample["onnx fp32"].docs_s == pytest.approx(1.0) and ample["onnx int8"].rounds == 3
+    spent = {r.name: r for r in _measure(scripts, budget_s=0.0).results}   # past the budget: one round each
+    assert spent["onnx fp32"].rounds == spent["onnx int8"].rounds == 1
+
+
+def test_a_freshly_compiled_placement_is_warm_before_its_first_round():
+    # Its first two docs runs take 3x: with one warm-up run, onnx int8's first round looked 1.5x the reference,
+    # clearly slower, and it was stopped there although it is twice as fast.
+    scripts = {("onnx", "fp32"): (0.10, 1.0, 0.0), ("onnx", "int8"): (0.05, 0.5, 0.0)}
+    decision = _measure(scripts, cold_docs_runs=2)
+    assert decision.best().name == "onnx int8"
+    assert {r.name: r for r in decision.results}["onnx int8"].docs_s == pytest.approx(0.5)
+
+
+def test_a_noisy_machine_gets_more_rounds_before_a_gap_counts_as_clear():
+    scripts = {("onnx", "fp32"): (0.10, 1.0, 0.0), ("onnx", "int8"): (0.13, 1.3, 0.0)}   # 30 % slower
+    quiet = {r.name: r for r in _measure(scripts).results}
+    assert quiet["onnx int8"].rounds == 1                       # clearly apart on a steady clock
+    noisy = {r.name: r for r in _measure(scripts, jitter=0.25).results}
+    assert noisy["onnx int8"].rounds > 1                        # calls that vary by ±25 %: more rounds first
+    assert noisy["onnx int8"].relative > 1.1
+
+
+def test_a_tie_within_noise_goes_to_the_builtin_rule_and_a_real_gap_does_not():
+    close = {("onnx", "fp32"): (0.10, 1.00, 0.0), ("onnx", "int8"): (0.050, 0.500, 0.0),
+             ("openvino", "int8+bf16"): (0.050, 0.510, 0.0)}         # 1 % slower than onnx int8
+    assert _measure(close).best().name == "onnx int8"                 # no rule given: the faster
+    ruled = _measure(close, preferred=("openvino int8+bf16", "onnx int8"))
+    assert ruled.best().name == "openvino int8+bf16"                  # within 3 %: the rule's choice
+    assert "within 3% of onnx int8: a tie, so the built-in rule's choice" in ruled.why()
+    assert "a tie" not in _measure(close).why()
+    assert tune.Decision.from_json(ruled.to_json()).best().name == "openvino int8+bf16"
+    assert "ties within 3% go to the built-in rule's openvino int8+bf16" in tune.format_decision(ruled, None)
+    gap = dict(close)
+    gap["openvino", "int8+bf16"] = (0.050, 0.600, 0.0)                 # 10 % slower: measured beats ruled
+    assert _measure(gap, preferred=("openvino int8+bf16", "onnx int8")).best().name == "onnx int8"
+
+
+def test_a_placement_outside_the_bounds_is_never_timed():
+    runs = []
+    real = FakeBackend.run
+
+    def counting(self, inputs):
+        runs.append((self.placement.dtype, inputs["input_ids"].shape[0]))
+        return real(self, inputs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FakeBackend, "run", counting)
+        decision = _measure({("onnx", "fp32"): (0.02, 1.0, 0.0), ("openvino", "bf16"): (0.001, 0.01, 5.0)})
+    bad = next(r for r in decision.results if r.name == "openvino bf16")
+    assert not bad.passed and bad.relative is None and bad.rounds == 0 and bad.fidelity["mean"] < 0.9
+    assert ("bf16", 1) not in runs                  # the probe set ran (8 + 3 rows), the timed query never did
+    assert "not timed" in tune.format_decision(decision, None) and "outside the fidelity bounds" in decision.why()
+
+
+def test_int8_fidelity_comes_from_the_manifest_gate_and_a_failed_gate_is_never_opened():
+    passed = replace(ONNX8, gate=(("mean_cosine", 0.9993), ("min_cosine", 0.995), ("p1_cosine", 0.996)))
+    failed = replace(OV8, gate=(("mean_cosine", 0.95), ("min_cosine", 0.5), ("p1_cosine", 0.6)))
+    candidates = [_placement(ONNX32), _placement(passed), _placement(failed), _placement(failed, "int8+bf16")]
+    clock, opened, runs = Clock(), [], []
+    scripts = {("onnx", "fp32"): (0.02, 1.0, 0.0), ("onnx", "int8"): (0.01, 0.5, 5.0),   # noise the probes would see
+               ("openvino", "int8+bf16"): (0.01, 0.4, 0.01)}
+
+    class Counted(FakeBackend):
+        def run(self, inputs):
+            runs.append((self.placement.dtype, inputs["input_ids"].shape[0]))
+            return super().run(inputs)
+
+    def opener(folder, placement):
+        opened.append(tune.label(placement))
+        return Counted(placement, clock, *scripts[placement.backend, placement.dtype])
+
+    decision = tune.measure(Path("/m"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(), timer=clock)
+    by_name = {r.name: r for r in decision.results}
+    gated = by_name["onnx int8"]
+    assert gated.checked_by == tune.GATE and gated.fidelity["mean"] == 0.9993 and gated.passed and gated.relative
+    assert not any(dtype == "int8" and rows == 8 for dtype, rows in runs)    # its probe batch never ran
+    assert "openvino int8" not in opened and by_name["openvino int8"].relative is None   # failed gate: not opened
+    assert not by_name["openvino int8"].passed and by_name["openvino int8"].checked_by == tune.GATE
+    mixed = by_name["openvino int8+bf16"]                                   # the gate ran the f32 hint, not bf16
+    assert mixed.checked_by == "" and ("int8+bf16", 8) in runs and mixed.passed
+    assert decision.best().name == "openvino int8+bf16"
+    table = tune.format_decision(decision, None)
+    assert f"mean 0.99930, p1 0.99600 ({tune.GATE})" in table
+    assert tune.Decision.from_json(decision.to_json()) == decision
+
+
+def test_the_next_fp32_file_is_the_reference_when_the_first_cannot_open():
+    decision = _measure({("onnx", "fp32"): (0.02, 1.0, 0.0), ("openvino", "fp32"): (0.03, 1.2, 0.0),
+                         ("openvino", "int8"): (0.01, 0.5, 5.0)}, fail=(("onnx", "fp32"),))
+    assert decision.reference == "openvino fp32"
+    assert not next(r for r in decision.results if r.name == "openvino int8").passed
+    assert decision.best().name == "openvino fp32"
+
+
+def test_a_placement_that_fails_while_timed_is_reported_and_the_others_still_measured():
+    class Flaky(FakeBackend):
+        def run(self, inputs):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls > 15:  # probes, warm-up and its first round pass; its second round does not
+                raise RuntimeError("device lost")
+            return super().run(inputs)
+
+    clock = Clock()
+    scripts = {("onnx", "fp32"): (0.02, 1.00, 0.0), ("onnx", "int8"): (0.02, 1.01, 0.0)}
+
+    def opener(folder, placement):
+        q, d, noise = scripts[placement.backend, placement.dtype]
+        return (Flaky if placement.dtype == "fp32" else FakeBackend)(placement, clock, q, d, noise)
+
+    decision = tune.measure(Path("/m"), FakeSpec(), [_placement(ONNX32), _placement(ONNX8)], opener, key="k",
+                            tokenizer=FakeTokenizer(), timer=clock)
+    by_name = {r.name: r for r in decision.results}
+    assert "device lost" in by_name["onnx fp32"].error and by_name["onnx int8"].error is None
+    assert decision.best().name == "onnx int8" and decision.reference == "onnx fp32"
 
 
 def test_without_an_fp32_file_nothing_is_checked_and_the_report_says_so():
@@ -337,3 +523,28 @@ def test_cli_tune_prints_the_table_and_stores_the_decision(hub_copy, cache, caps
     assert "<- chosen" in out and "onnx fp32" in out and "decision stored in" in out
     assert len(list((cache / "tune").glob("*.json"))) == 1
     assert Embedder(hub_copy).info["why"].startswith("measured on this machine")
+
+
+def test_an_exported_folder_reuses_its_int8_gate_and_probes_the_rest(tiny_embedder_folders, tmp_path, cache):
+    """The manifest's gate figures reach Artifact.gate and the tuner: an "INT8" entry (the fp32 graph under the
+    INT8 name, so it runs) with gate figures is taken at its gate's word; every other placement is probed."""
+    folder = Path(shutil.copytree(tiny_embedder_folders["export"], tmp_path / "exported"))
+    manifest = json.loads((folder / "granite_rt.json").read_text())
+    fp32 = next(a for a in manifest["artifacts"] if a["path"] == "onnx/model.onnx")
+    files = {}
+    for rel, digest in fp32["files"].items():
+        renamed = rel.replace("model.onnx", "model_qint8.onnx")
+        shutil.copy(folder / rel, folder / renamed)
+        files[renamed] = digest
+    figures = {"mean_cosine": 0.999123, "p1_cosine": 0.998765, "min_cosine": 0.99801, "top10_overlap": 0.97}
+    manifest["artifacts"].append({**fp32, "path": "onnx/model_qint8.onnx", "precision": "int8", "files": files,
+                                  "gate": {"figures": figures, "missed": []}})
+    (folder / "granite_rt.json").write_text(json.dumps(manifest))
+    spec = load_spec(folder)
+    assert dict(next(a for a in spec.artifacts if a.precision == "int8").gate) == figures
+    clock = Clock()
+    decision, _ = tune.tune_folder(folder, spec, cache, timer=clock, opener=_scripted_opener(clock, {}))
+    by_name = {r.name: r for r in decision.results}
+    assert by_name["onnx int8"].checked_by == tune.GATE and by_name["onnx int8"].fidelity["mean"] == 0.999123
+    assert by_name["onnx int8"].relative is not None                      # timed like any other
+    assert all(r.checked_by == "" for name, r in by_name.items() if name != "onnx int8")

@@ -37,6 +37,9 @@ class Artifact:
     # why dtype="auto" skips it ("" = it may be chosen): the INT8 gate's missed bounds from the manifest
     # (granite_rt.int8_gate), or dynamic INT8 whose vectors depend on their batch neighbours
     not_recommended: str = ""
+    # the INT8 gate's figures against fp32 from the manifest (mean_cosine, p1_cosine, ...; granite_rt.int8_gate):
+    # what granite_rt.tune takes as this file's fidelity at dtype="int8" instead of measuring it again
+    gate: tuple[tuple[str, float], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

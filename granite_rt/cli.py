@@ -30,7 +30,7 @@ from granite_rt.quantize_folder import quantize_folder
 from granite_rt.errors import CollectionError, WrongKindError, one_line
 from granite_rt.eval.collections import load_collection
 from granite_rt.eval.runner import Subsample, evaluate, variant_names
-from granite_rt.model_folder import load_spec, resolve_model
+from granite_rt.model_folder import resolve_model
 from granite_rt.output import PRECISIONS
 from granite_rt.report import info_data, info_report
 from granite_rt.reranker import Reranker

@@ -13,7 +13,6 @@ import logging
 import socket
 import time
 
-import numpy as np
 import pytest
 
 pytest.importorskip("starlette")

@@ -61,9 +61,9 @@ QUERY = "how do boundary layers behave in hypersonic flow?"
 DOC_TOKENS = 384
 DOCS = {"embedder": 4, "reranker": 2}
 CALLS = {"query": 5, "docs": 1}  # timed calls per shape per round: a query is short and noisier
-# Untimed runs of each shape before the first round. One was not enough on a fresh compile (no OpenVINO cache):
-# the bench 97m's int8+bf16 then took 0.397 s for the docs batch in its first round against 0.22-0.24 s once
-# warm, counted as clearly slower after one round, and tuning kept onnxruntime int8.
+# Untimed runs of each shape before the first round, which decides whether a placement gets more rounds: the
+# first runs of a shape after a compile set up kernels and buffers and can be slower than later ones, and one
+# slow first round is enough for the early stop to drop a placement.
 WARMUP_RUNS = 2
 # After one round, a placement more than CLEAR slower than the fastest so far (widened by how much the machine's
 # load moved the rounds' query calls, ``_spread``) stops; the others get ``rounds``. Within TIE the built-in

@@ -173,7 +173,7 @@ def _llama_cpp(opts: dict, kind: str, checkpoint: Path, exported: Path):
     from granite_rt.tokenize import Tokenizer
 
     spec = load_spec(exported)
-    tokenizer = Tokenizer(exported, spec.max_length, do_lower_case=spec.do_lower_case, truncation_side=spec.truncation_side)
+    tokenizer = Tokenizer.for_spec(exported, spec)
     per_call, capacity = opts["tokens_per_call"], opts["max_tokens"]
     llama_cpp.llama_backend_init()
     model_params = llama_cpp.llama_model_default_params()

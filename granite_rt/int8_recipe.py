@@ -78,8 +78,7 @@ def calibration_feeds(calibration: Calibration, folder: Path, inputs: list[str],
     """One tokenized input per calibration text (embedder) or per (query, passage) pair (reranker), tokenized
     as the runtime tokenizes for the model folder ``folder`` and cut to CALIBRATION_MAX_TOKENS."""
     spec = load_spec(folder)
-    tokenizer = Tokenizer(folder, min(spec.max_length, CALIBRATION_MAX_TOKENS), do_lower_case=spec.do_lower_case,
-                          truncation_side=spec.truncation_side)
+    tokenizer = Tokenizer.for_spec(folder, spec, min(spec.max_length, CALIBRATION_MAX_TOKENS))
     texts = calibration.texts[:samples]
     feeds = []
     for i, text in enumerate(texts):

@@ -38,8 +38,7 @@ class LoadedModel:
                                  f"{_CLASS[self.spec.kind]}, not {_CLASS[kind]}", str(model), self.spec.kind)
         # threads=N caps tokenization too: the tokenizers library's batch encoding runs on one thread per
         # logical CPU, so with a cap it encodes on the calling thread (see Tokenizer).
-        self.tokenizer = Tokenizer(folder, self.spec.max_length, do_lower_case=self.spec.do_lower_case,
-                                   truncation_side=self.spec.truncation_side, parallel=threads is None)
+        self.tokenizer = Tokenizer.for_spec(folder, self.spec, parallel=threads is None)
         tuned = _measured_choice(folder, self.spec, backend, device, dtype, tune=tune, threads=threads)
         try:
             self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,

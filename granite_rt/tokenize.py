@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from granite_rt.arguments import is_int
 from granite_rt.errors import ModelFileError
+
+if TYPE_CHECKING:
+    from granite_rt.model_folder import ModelSpec
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -63,6 +66,14 @@ class Tokenizer:
         # max_query_tokens): a large vocabulary costs tens of MB and a fraction of a second to load.
         self._untruncated_tok = None
         self._untruncated_lock = threading.Lock()
+
+    @classmethod
+    def for_spec(cls, folder: Path, spec: "ModelSpec", max_length: int | None = None,
+                 parallel: bool = True) -> "Tokenizer":
+        """The tokenizer of the model folder ``folder`` as its spec configures it (lower-casing, truncation side),
+        truncating at ``max_length`` (default: the spec's)."""
+        return cls(folder, spec.max_length if max_length is None else max_length, do_lower_case=spec.do_lower_case,
+                   truncation_side=spec.truncation_side, parallel=parallel)
 
     def untruncated(self):
         """The same tokenizer without truncation (``tokenizers.Tokenizer``), to count tokens."""

@@ -347,8 +347,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     if not candidates:
         raise ValueError("no CPU placement to measure: the folder has no model file that runs on this CPU")
     if tokenizer is None:
-        tokenizer = Tokenizer(folder, spec.max_length, do_lower_case=spec.do_lower_case,
-                              truncation_side=spec.truncation_side)
+        tokenizer = Tokenizer.for_spec(folder, spec)
     say = log or (lambda _: None)
     probes = probe_batches(tokenizer, spec.kind)
     shapes = timing_batches(tokenizer, spec.kind, spec.max_length)

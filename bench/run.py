@@ -77,6 +77,15 @@ def ensure_pythons(contenders: list[Contender]) -> tuple[dict[str, str], dict[st
     return pythons, unavailable
 
 
+def _missing(contender: Contender, model: BenchModel, pythons: dict[str, str], unavailable: dict[str, str]) -> str | None:
+    """Why ``contender`` cannot run in this bench (its environment or its files are missing), else None."""
+    if contender.env not in pythons:
+        return unavailable.get(contender.env, f"not available: no {contender.env} environment")
+    if contender.files == "ibm-style" and model.ibm_style is None:
+        return "not available: no IBM-style folder (bench.ibm_style needs the st-onnx environment)"
+    return None
+
+
 def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Sizes, pythons: dict[str, str],
              log_dir: Path, only: set[str] | None, unavailable: dict[str, str] | None = None) -> dict:
     """Load every contender of ``kind`` once, then run its workloads interleaved.
@@ -88,13 +97,10 @@ def run_kind(kind: str, workloads: list[Workload], model: BenchModel, sizes: Siz
     for contender in CONTENDERS:
         if kind not in contender.kinds or (only and contender.name not in only):
             continue
-        if contender.env not in pythons:
-            failed[contender.name] = (unavailable or {}).get(contender.env, f"not available: no {contender.env} environment")
-            print(f"  {contender.name}: {failed[contender.name]}", flush=True)
-            continue
-        if contender.files == "ibm-style" and model.ibm_style is None:
-            failed[contender.name] = "not available: no IBM-style folder (bench.ibm_style needs the st-onnx environment)"
-            print(f"  {contender.name}: {failed[contender.name]}", flush=True)
+        missing = _missing(contender, model, pythons, unavailable or {})
+        if missing:
+            failed[contender.name] = missing
+            print(f"  {contender.name}: {missing}", flush=True)
             continue
         print(f"  loading {contender.name} ...", flush=True)
         try:
@@ -179,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
     (out / "logs").mkdir(parents=True, exist_ok=True)
 
-    pythons, unavailable = ensure_pythons([c for c in CONTENDERS if not only or c.name in only])
+    selected = [c for c in CONTENDERS if not only or c.name in only]
+    pythons, unavailable = ensure_pythons(selected)
     given = {kind: getattr(args, kind).resolve() for kind in ("embedder", "reranker") if getattr(args, kind)}
     needed = {"embedder"} if set(args.workloads) & set("abce") else set()
     needed |= {"reranker"} if "d" in args.workloads else set()
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     # A given folder is IBM's own repo: its files are the IBM-style ones.
     models.update({kind: BenchModel(kind, folder, folder, ibm_style=folder) for kind, folder in given.items() if kind in needed})
     if "embedder" in models and models["embedder"].ibm_style is None and "st-onnx" in pythons and any(
-            c.files == "ibm-style" and (not only or c.name in only) for c in CONTENDERS):
+            c.files == "ibm-style" for c in selected):
         embedder = models["embedder"]
         models["embedder"] = replace(embedder, ibm_style=ensure_ibm_style(
             embedder.checkpoint, IBM_STYLE / embedder.checkpoint.parent.name, pythons))

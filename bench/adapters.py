@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.contenders import BATCH_SIZE, Contender
-from bench.models import CACHE, IBM_STYLE
+from bench.models import CACHE, IBM_STYLE, link_or_copy
 
 # Copies of model folders that transformers 4 can load (legacy_tokenizer_view), beside the bench models;
 # the IBM-style folders' copies in their own tree.
@@ -76,15 +76,9 @@ def legacy_tokenizer_view(folder: Path, transformers_major: int, views: Path = V
     if (view / "tokenizer_config.json").exists():
         return view
 
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:  # another file system, or no hard links there
-            shutil.copy2(src, dst)
-
     staging = view.with_name(f"{view.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)  # left by a crashed run
-    shutil.copytree(folder, staging, copy_function=link)
+    shutil.copytree(folder, staging, copy_function=link_or_copy)
     (staging / "tokenizer_config.json").unlink()  # a link: writing through it would change ``folder``
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     (staging / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -124,10 +118,7 @@ def genai_view(folder: Path, ir: str, views: Path = VIEWS.parent / "genai-views"
     staging.mkdir(parents=True)
     for src, name in ((main, "openvino_model.xml"), (main.with_suffix(".bin"), "openvino_model.bin"),
                       *((p, p.name) for p in folder.glob("*.json"))):
-        try:
-            os.link(src, staging / name)
-        except OSError:
-            shutil.copy2(src, staging / name)
+        link_or_copy(src, staging / name)
     import openvino as ov
     from openvino_tokenizers import convert_tokenizer
     from transformers import AutoTokenizer

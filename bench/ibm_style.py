@@ -39,6 +39,8 @@ import tempfile
 from pathlib import Path
 
 from bench.data import TATOEBA
+from bench.models import link_or_copy
+from granite_rt.staging import staged_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 ONNX_FP32 = "onnx/model.onnx"
@@ -64,36 +66,18 @@ def ensure_ibm_style(checkpoint: Path, target: Path, pythons: dict[str, str], lo
     if (target / READY).exists():
         return target
     log(f"IBM-style files: {checkpoint} → {target} (optimum export, dynamic INT8, NNCF IR; cached) ...")
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    _link_tree(checkpoint, staging)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    try:
+    with staged_folder(target) as staging:   # every step adds files: the links to the checkpoint are never written
+        shutil.copytree(checkpoint, staging, copy_function=link_or_copy, dirs_exist_ok=True)
         for env_name, step in (("st-onnx", "onnx"), ("project", "openvino")):
             subprocess.run([pythons[env_name], "-m", "bench.ibm_style", step, str(staging)], cwd=ROOT, env=env,
                            check=True)
         missing = [f for f in FILES if not (staging / f).is_file()]
         if missing:
             raise RuntimeError(f"the IBM-style build of {checkpoint} wrote no {', '.join(missing)}")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    (staging / READY).write_text(json.dumps({"checkpoint": str(checkpoint), "files": list(FILES)}))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+        (staging / READY).write_text(json.dumps({"checkpoint": str(checkpoint), "files": list(FILES)}))
     return target
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """A copy of ``src`` made of hard links (no bytes copied; never written through: every step adds files)."""
-    def link(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, dst, copy_function=link)
 
 
 def export_onnx(folder: Path) -> None:

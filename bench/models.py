@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -52,6 +54,15 @@ def _shapes() -> dict:
 
 # The runtime modules and data that shape the exported files too: the INT8 recipe, graph edits, calibration text.
 EXPORT_INPUTS = ("granite_rt/int8_recipe.py", "granite_rt/onnx_graph.py", "granite_rt/calibration")
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """``dst`` as a hard link to ``src`` (no bytes copied), or a copy on a file system without hard links; views
+    made of such links are never written through (their writers add files or unlink before writing)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def exporter_fingerprint() -> str:

@@ -42,6 +42,7 @@ class ModelInfo:
     activation: str | None
     inputs: list[str]
     output: str
+    first_position_only: bool = False   # the graph computes what CLS pooling reads (export/first_position.py)
 
 
 @dataclass

@@ -20,16 +20,20 @@ from typing import Sequence
 from granite_rt.onnx_graph import EXTERNAL_DATA_ALIGNMENT, save_onnx  # noqa: F401 - re-exported
 
 from .attention import MS_DOMAIN, blocked_attention
+from .first_position import first_position_forward
 from .fusions import fused_layers
 
 OPSET = 18
 
 
 class _Graph:
-    """Wraps a transformers model so the graph has named inputs and exactly one output."""
+    """Wraps a transformers model so the graph has named inputs and exactly one output (``first_position``:
+    computed for what CLS pooling reads, first_position.py)."""
 
-    def __new__(cls, model, input_names: Sequence[str], output_name: str):
+    def __new__(cls, model, input_names: Sequence[str], output_name: str, first_position: bool = False):
         import torch
+
+        cone = first_position_forward(model, output_name) if first_position else None
 
         class Wrapped(torch.nn.Module):
             def __init__(self) -> None:
@@ -37,8 +41,10 @@ class _Graph:
                 self.model = model
 
             def forward(self, *tensors):
-                out = self.model(**dict(zip(input_names, tensors)))
-                return getattr(out, output_name)
+                inputs = dict(zip(input_names, tensors))
+                if cone is not None:
+                    return cone(inputs["input_ids"], inputs["attention_mask"])
+                return getattr(self.model(**inputs), output_name)
 
         return Wrapped().eval()
 
@@ -49,14 +55,18 @@ def export_onnx(
     input_names: Sequence[str],
     output_name: str,
     example_length: int = 16,
+    first_position: bool = False,
 ) -> Path:
-    """Export ``model`` to ``out_path``; ``output_name`` is ``last_hidden_state`` or ``logits``."""
+    """Export ``model`` to ``out_path``; ``output_name`` is ``last_hidden_state`` or ``logits``.
+
+    ``first_position`` (a ModernBERT read by CLS pooling, ``first_position.applies``): only what position 0
+    depends on is computed, and ``last_hidden_state`` is [batch, 1, hidden]."""
     import onnx
     import torch
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(model, list(input_names), output_name)
+    graph = _Graph(model, list(input_names), output_name, first_position)
     # Two rows, one padded, so the traced graph takes the masked path.
     ids = torch.full((2, example_length), 5, dtype=torch.long)
     mask = torch.ones_like(ids)
@@ -64,7 +74,8 @@ def export_onnx(
     examples = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
     args = tuple(examples[name] for name in input_names)
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
-    axes[output_name] = {0: "batch", 1: "sequence"} if output_name == "last_hidden_state" else {0: "batch"}
+    per_token = output_name == "last_hidden_state" and not first_position
+    axes[output_name] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     # Traced into a scratch folder (a model over 2 GB comes out as one file per tensor), then re-saved.
     with torch.no_grad(), blocked_attention(model) as blocked, fused_layers(model) as fused, \
             tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:

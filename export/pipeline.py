@@ -7,6 +7,7 @@ never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import uuid
 from pathlib import Path
@@ -18,7 +19,7 @@ from granite_rt.staging import staged_folder
 from granite_rt.int8_gate import GateBounds, gate_artifacts, gate_table
 
 from . import checkpoint as ckpt
-from . import noise
+from . import first_position, noise
 from .manifest import (MANIFEST_NAME, ArtifactRecord, build_manifest, describe_embedder, describe_reranker,
                        graph_inputs, record_artifact, write_manifest)
 from .onnx_export import export_onnx
@@ -78,11 +79,12 @@ def export_model(
     inputs = graph_inputs(list(tokenizer.model_input_names), model)
     describe = describe_reranker if checkpoint.kind == "reranker" else describe_embedder
     info = describe(checkpoint, reference, inputs)
+    info = dataclasses.replace(info, first_position_only=first_position.applies(model, info.kind, info.pooling))
 
     with staged_folder(out) as stage:
         copy_model_files(checkpoint.folder, stage)
         with steps.step(f"tracing torch → {FP32_ONNX}"), noise.torch_tracing():
-            export_onnx(model, stage / FP32_ONNX, inputs, info.output)
+            export_onnx(model, stage / FP32_ONNX, inputs, info.output, first_position=info.first_position_only)
         fp32 = record_artifact(stage, FP32_ONNX, "onnx", "fp32")
         records = [fp32] + _derived_formats(stage, wanted, info, checkpoint, tokenizer, calibration,
                                             calibration_samples, log, steps)

@@ -10,11 +10,24 @@ from typing import Sequence
 
 import numpy as np
 
+from granite_rt.errors import UnsupportedModelError
+
 
 def pool(hidden: np.ndarray, mask: np.ndarray, modes: Sequence[str]) -> np.ndarray:
-    """(batch, seq, hidden) token vectors + (batch, seq) mask → (batch, hidden × len(modes)) float32."""
+    """(batch, seq, hidden) token vectors + (batch, seq) mask → (batch, hidden × len(modes)) float32.
+
+    A graph exported first-position-only (export/first_position.py: a ModernBERT read by CLS pooling)
+    returns (batch, 1, hidden); only CLS pooling of right-padded rows reads that, anything else is refused.
+    """
     hidden = np.asarray(hidden, dtype=np.float32)
     valid = np.asarray(mask).astype(bool)
+    if hidden.shape[1] != valid.shape[1]:
+        if hidden.shape[1] != 1 or tuple(modes) != ("cls",) or not valid[:, 0].all():
+            raise UnsupportedModelError(
+                f"the model returned {hidden.shape[1]} position(s) for inputs of {valid.shape[1]} tokens: a graph "
+                f"that returns the first position alone can only be read by CLS pooling of right-padded inputs "
+                f"(pooling here: {'+'.join(modes)}); export the model again for this pooling")
+        valid = valid[:, :1]
     rows = np.arange(hidden.shape[0])
     keep = valid[..., None]
     counts = np.maximum(valid.sum(axis=1, keepdims=True, dtype=np.float32), 1e-9)

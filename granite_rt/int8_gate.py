@@ -29,7 +29,7 @@ import numpy as np
 from granite_rt.backends.base import Artifact
 from granite_rt.embedder import Embedder
 from granite_rt.reranker import Reranker
-from granite_rt.eval.metrics import cosine_rows, kendall_tau, overlap_at_k, summary, top_k
+from granite_rt.eval.metrics import MIN_LOGIT_SPREAD, cosine_rows, kendall_tau, overlap_at_k, summary, top_k
 
 PROBES = Path(__file__).with_name("calibration") / "int8_probes.json"
 CANDIDATES_PER_QUERY = 8
@@ -40,10 +40,9 @@ CANDIDATES_PER_QUERY = 8
 RERANKER_PASSAGE_WORDS = 450
 # A ranking figure is judged only where fp32 itself separates what it ranks: the median gap between a query's
 # 10th and 11th passage (all-MiniLM-L6-v2 0.0067; a tiny random-weight model 7e-8, where every text gets nearly
-# one vector and any rounding reorders ties), and the median spread of a query's candidate logits (a tiny random
-# reranker 0.002 against INT8 changes of 0.007).
+# one vector and any rounding reorders ties), and the median spread of a query's candidate logits
+# (MIN_LOGIT_SPREAD, granite_rt.eval.metrics: a tiny random reranker 0.002 against INT8 changes of 0.007).
 MIN_TOP10_GAP = 1e-4
-MIN_LOGIT_SPREAD = 0.1
 
 
 @dataclass(frozen=True)

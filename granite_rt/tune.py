@@ -47,6 +47,7 @@ from granite_rt import devices, host
 from granite_rt.backends.base import Backend, Placement
 from granite_rt.batching import pad_batch
 from granite_rt.errors import GraniteRTError
+from granite_rt.eval.metrics import MIN_LOGIT_SPREAD
 from granite_rt.pooling import l2_normalize, pool
 from granite_rt.tokenize import Tokenizer
 
@@ -56,6 +57,9 @@ DECISION_VERSION = 2
 GATE = "the export's INT8 gate"
 # The INT8 gate's bounds (issue 17), applied to every placement that is not the fp32 reference.
 MEAN_COSINE, P1_COSINE = 0.99, 0.97
+# A reranker query fp32 cannot rank (``Fidelity.unranked``) passes when no centred logit moves by more than half
+# the smallest spread that is ranked: a broken placement moves them by the logits' own scale.
+UNRANKED_MAX_DIFF = MIN_LOGIT_SPREAD / 2
 # Timed shapes: one short query; a batch of long documents (fewer for rerankers: 22 layers at hidden 768).
 QUERY = "how do boundary layers behave in hypersonic flow?"
 DOC_TOKENS = 384
@@ -96,22 +100,33 @@ PROBE_PASSAGES = (
 
 @dataclass(frozen=True)
 class Fidelity:
-    """How close a placement's outputs are to the fp32 placement's on the probe set (cosine per row)."""
+    """How close a placement's outputs are to the fp32 placement's on the probe set (cosine per row).
+
+    ``unranked`` (rerankers): queries whose fp32 logits span less than MIN_LOGIT_SPREAD, so they have no order
+    a cosine could judge (a random-weight reranker's span ~0.07, where bf16 rounding alone gave cosines < 0.9);
+    they are judged by ``unranked_max_diff``, their largest change of a centred logit, against UNRANKED_MAX_DIFF,
+    and the cosines cover the other queries (all of them, for the record, when every query is unranked).
+    """
 
     mean: float
     p1: float
     minimum: float
+    unranked: int = 0
+    unranked_max_diff: float = 0.0
+    cosines_judged: bool = True   # False: every row is unranked, the cosines are only recorded
 
     @property
     def passed(self) -> bool:
-        return self.mean >= MEAN_COSINE and self.p1 >= P1_COSINE
+        return (not self.cosines_judged or (self.mean >= MEAN_COSINE and self.p1 >= P1_COSINE)) \
+            and self.unranked_max_diff <= UNRANKED_MAX_DIFF
 
 
-def fidelity(reference: np.ndarray, candidate: np.ndarray) -> Fidelity:
+def fidelity(reference: np.ndarray, candidate: np.ndarray, ranked: np.ndarray | None = None) -> Fidelity:
     """Cosine of each row of ``candidate`` to the same row of ``reference``: mean, 1st percentile, min.
 
     Rows are pooled vectors (embedders) or one query's centred logits over its passages (rerankers,
-    ``probe_outputs``). The one place to swap in the INT8 gate's measure when it lands.
+    ``probe_outputs``). ``ranked`` (rerankers): per row, whether fp32 separates its logits (``ranked_rows``);
+    the others count as ``unranked`` and are judged by their largest absolute difference.
     """
     ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
     if ref.shape != cand.shape:
@@ -120,7 +135,18 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray) -> Fidelity:
         norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
         cos = np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 0.0)
     cos = np.where(np.isfinite(cand).all(axis=1) & np.isfinite(cos), cos, -1.0)  # NaN/inf rows: as far as it gets
-    return Fidelity(float(cos.mean()), float(np.percentile(cos, 1)), float(cos.min()))
+    ranked = np.ones(len(ref), bool) if ranked is None else np.asarray(ranked, bool)
+    diff = np.abs(ref[~ranked] - cand[~ranked])
+    unranked_max = float(np.where(np.isfinite(diff), diff, np.inf).max()) if diff.size else 0.0
+    judged = cos[ranked] if ranked.any() else cos
+    return Fidelity(float(judged.mean()), float(np.percentile(judged, 1)), float(judged.min()),
+                    unranked=int((~ranked).sum()), unranked_max_diff=unranked_max, cosines_judged=bool(ranked.any()))
+
+
+def ranked_rows(reference_logits: np.ndarray) -> np.ndarray:
+    """Per query (row), whether its fp32 candidate logits span at least MIN_LOGIT_SPREAD."""
+    logits = np.asarray(reference_logits, np.float64)
+    return (logits.max(axis=1) - logits.min(axis=1)) >= MIN_LOGIT_SPREAD
 
 
 def label(placement: Placement) -> str:
@@ -235,7 +261,8 @@ class Decision:
         if best is None:
             return "no measured placement passed"
         checked = (f"mean cosine {best.fidelity['mean']:.5f} to its fp32 file ({GATE})" if best.checked_by == GATE
-                   else f"mean cosine {best.fidelity['mean']:.5f} to {self.reference}" if best.fidelity
+                   else f"mean cosine {best.fidelity['mean']:.5f} to {self.reference}{unranked_note(best.fidelity)}"
+                   if best.fidelity
                    else "the fp32 reference" if self.reference and best.name == self.reference
                    else "fidelity not checked: the folder has no fp32 file")
         others = sorted((r for r in self.results if r is not best), key=lambda r: r.name)
@@ -266,11 +293,27 @@ class Decision:
         return cls(**data)
 
 
+def describe_fidelity(figures: Mapping[str, float], precise: bool = False) -> str:
+    """``mean 0.99870, p1 0.99512`` and, for rerankers, ``unranked_note``."""
+    digits = 5 if precise else 4
+    return f"mean {figures['mean']:.{digits}f}, p1 {figures['p1']:.{digits}f}{unranked_note(figures)}"
+
+
+def unranked_note(figures: Mapping[str, float]) -> str:
+    """``; 3 queries fp32 cannot rank …``: the reranker queries judged by their logits' change, or ""."""
+    unranked = int(figures.get("unranked", 0))
+    if not unranked:
+        return ""
+    return (f"{'' if figures.get('cosines_judged', True) else ' (cosines not judged)'}; {unranked} "
+            f"{'query' if unranked == 1 else 'queries'} fp32 cannot rank (logit spread < {MIN_LOGIT_SPREAD}): "
+            f"max |Δlogit| {figures['unranked_max_diff']:.4f} (bound {UNRANKED_MAX_DIFF})")
+
+
 def _brief(r: Measured) -> str:
     if r.error:
         return f"{r.name} failed ({r.error[:80]})"
     if r.relative is None:
-        return f"{r.name} outside the fidelity bounds (mean {r.fidelity['mean']:.4f}, p1 {r.fidelity['p1']:.4f})"
+        return f"{r.name} outside the fidelity bounds ({describe_fidelity(r.fidelity)})"
     return f"{r.name} {r.query_s * 1e3:.1f} ms / {r.docs_s:.3f} s ({r.relative:.2f}x)"
 
 
@@ -376,6 +419,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     errors: dict[int, str] = {}
     reference: int | None = None
     reference_rows: np.ndarray | None = None
+    ranked: np.ndarray | None = None             # rerankers: the probe queries fp32 separates (ranked_rows)
     best: int | None = None                      # the fastest placement so far (closed; its rounds are kept)
     pending = list(range(len(candidates)))
     start = timer()
@@ -395,11 +439,12 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 backend_of[i] = opener(folder, placement)
             if fp32:
                 reference, reference_rows = i, rows(backend_of[i])
+                ranked = None if spec.kind == "embedder" else ranked_rows(reference_rows)
             elif gated is None and reference_rows is not None:
-                checks[i] = fidelity(reference_rows, rows(backend_of[i]))
+                checks[i] = fidelity(reference_rows, rows(backend_of[i]), ranked)
             if i in checks and not checks[i].passed:
-                say(f"{label(placement)}: outside the fidelity bounds (mean {checks[i].mean:.4f}, "
-                    f"p1 {checks[i].p1:.4f}{', ' + GATE if gated else ''}), not timed")
+                say(f"{label(placement)}: outside the fidelity bounds ({describe_fidelity(asdict(checks[i]))}"
+                    f"{', ' + GATE if gated else ''}), not timed")
                 continue
             for _ in range(WARMUP_RUNS):  # untimed: first runs of a shape compile kernels
                 for batch in shapes.values():
@@ -532,7 +577,7 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
         if r.error:
             lines.append(f"  {r.name:<20} failed: {r.error}")
             continue
-        fid = (f"mean {r.fidelity['mean']:.5f}, p1 {r.fidelity['p1']:.5f}" if r.fidelity else "reference"
+        fid = (describe_fidelity(r.fidelity, precise=True) if r.fidelity else "reference"
                if decision.reference == r.name else "not checked") + (f" ({GATE})" if r.checked_by else "")
         if r.relative is None:
             lines.append(f"  {r.name:<20} {'not timed':>16} {'':>14} {'':>9} {'':>6}  {fid}  (outside the bounds: "

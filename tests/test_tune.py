@@ -11,7 +11,7 @@ import json
 import shutil
 import weakref
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,38 @@ def test_fidelity_passes_identical_rows_and_fails_unrelated_ones():
     assert tune.fidelity(ref, nan).minimum == -1.0
     with pytest.raises(ValueError, match="shape"):
         tune.fidelity(ref, ref[:10])
+
+
+def test_reranker_queries_fp32_cannot_rank_are_judged_by_how_far_their_logits_move():
+    """A random-weight reranker's logits span < MIN_LOGIT_SPREAD per query: rounding noise is accepted there
+    (its cosine is noise), a placement that moves them by their own scale is not."""
+    rng = np.random.default_rng(2)
+    flat = 0.03 * rng.standard_normal((3, 8))          # spread ~0.1 at most: fp32 does not rank these
+    flat -= flat.mean(axis=1, keepdims=True)
+    flat[:, 0], flat[:, 1] = 0.02, -0.02               # every row's spread below the bound
+    flat = np.clip(flat, -0.045, 0.045)
+    ranked = tune.ranked_rows(flat)
+    assert not ranked.any()
+    noisy = flat + 0.01 * rng.standard_normal(flat.shape)
+    cosine_only = tune.fidelity(flat, noisy)
+    assert not cosine_only.passed                       # what the tuner did before: bf16-like noise rejected
+    judged = tune.fidelity(flat, noisy, ranked)
+    assert judged.passed and judged.unranked == 3 and not judged.cosines_judged
+    assert judged.unranked_max_diff == pytest.approx(np.abs(noisy - flat).max())
+    assert not tune.fidelity(flat, flat + 0.3 * rng.standard_normal(flat.shape), ranked).passed
+    broken = flat.copy()
+    broken[1, 2] = np.nan
+    assert not tune.fidelity(flat, broken, ranked).passed
+    # A query fp32 does rank keeps the cosine bound, beside the unranked ones.
+    mixed = flat.copy()
+    mixed[0] = np.linspace(-1, 1, 8)
+    ranked = tune.ranked_rows(mixed)
+    assert ranked.tolist() == [True, False, False]
+    reversed_first = mixed.copy()
+    reversed_first[0] = -mixed[0]
+    result = tune.fidelity(mixed, reversed_first, ranked)
+    assert not result.passed and result.cosines_judged and result.mean == pytest.approx(-1.0)
+    assert "2 queries fp32 cannot rank" in tune.describe_fidelity(asdict(result))
 
 
 def test_measure_picks_the_fastest_placement_within_the_fidelity_bounds():

@@ -3,25 +3,29 @@
 A CLS-pooled model (the Granite R2 embedders; rerankers whose ``classifier_pooling`` is "cls") reads one
 position of the last layer, so the export (``first_position_forward``) leaves out what cannot reach it:
 
-- **The last layer** computes its query, output projection and MLP for position 0 only (keys and values
-  for every position it sees). The rotary embedding at position 0 is the identity (cos 0 = 1, sin 0 = 0),
-  so that query is not rotated; the attention over its keys is one row of scores with the padding bias.
+- **The last layer** computes its attention scores, output projection and MLP for position 0 only: one row
+  of scores over the keys of every position it sees, with the padding bias.
 - **Sliding-window layers after the last global layer**: a position's output in such a layer depends only
   on the positions within ``w = config.sliding_window`` of it in the layer before, so layer ``i`` (of ``L``)
   needs its input for the first ``(L − i)·w + 1`` positions alone; each of them runs on that prefix
   (a prefix keeps every position, its rotary angle and its padding bit where they were). The 97m
   embedder (12 layers, a global one every 3rd, w = 64) thus runs its last two layers on 129 and 65 positions;
-  the reranker (22 layers, the last one global) only saves the last layer's query, output and MLP.
+  the reranker (22 layers, the last one global) only saves the last layer's scores, output and MLP for
+  all but one position.
 
 The math of every position that reaches the output is unchanged: the export's parity check against
 sentence-transformers on torch (export/verify.py, fp32 cosine ≥ 0.99999) holds for these graphs as for the
 full ones. The embedder graph's ``last_hidden_state`` is [batch, 1, hidden] (the first position), which CLS
 pooling reads as it reads the full tensor (granite_rt.pooling.pool checks that nothing else does).
 
-Measured: see docs/export.md ("First position only").
+Measured: docs/export.md ("ModernBERT read by CLS pooling").
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from types import MethodType
+from typing import Iterator
 
 from .attention import MASK_VALUE, supported
 
@@ -58,29 +62,39 @@ def _masks(base, hidden, attention_mask) -> dict:
             SLIDING: modeling.create_bidirectional_sliding_window_mask(**kwargs)}
 
 
-def _last_layer_first_position(layer, hidden, valid, cos, sin):
-    """``ModernBertEncoderLayer.forward`` for position 0 alone: [B, n, H] in (n positions it attends to), [B, 1, H] out."""
+def _first_position_layer_forward(self, hidden_states, attention_mask=None, position_embeddings=None, **_):
+    """``ModernBertEncoderLayer.forward`` returning position 0 alone: [B, n, H] in (the n positions it attends
+    to), [B, 1, H] out; ``attention_mask`` is their [B, n] padding mask. Query, key and value are one projection
+    of every position, as in the layer itself (the query's extra positions cost ~0.5 % of the reranker, whose last
+    layer is global, and nothing measurable on the 97m, whose last layer sees 65 positions); the scores, output
+    projection and MLP are computed for position 0 only. Installed as the last layer's forward by
+    ``_first_position_only`` so the traced nodes keep the layer's names (the INT8 recipe keeps ``mlp/Wo`` fp32
+    by name)."""
     import torch
-    import torch.nn.functional as F
-    from transformers.models.modernbert.modeling_modernbert import rotate_half
+    from transformers.models.modernbert import modeling_modernbert as modeling
 
-    attn = layer.attn
-    batch, length = hidden.shape[0], hidden.shape[1]
+    attn = self.attn
+    batch, length = hidden_states.shape[0], hidden_states.shape[1]
     heads, head_dim = attn.config.num_attention_heads, attn.head_dim
-    size = heads * head_dim
-    weight, bias = attn.Wqkv.weight, attn.Wqkv.bias
-    x = layer.attn_norm(hidden)
-    query = F.linear(x[:, :1], weight[:size], None if bias is None else bias[:size])          # [B, 1, size]
-    keys_values = F.linear(x, weight[size:], None if bias is None else bias[size:])          # [B, n, 2·size]
-    query = query.view(batch, 1, heads, head_dim).transpose(1, 2)                             # [B, h, 1, d]
-    keys_values = keys_values.view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4)  # [2, B, h, n, d]
-    key, value = keys_values[0], keys_values[1]
-    key = key * cos[:, None] + rotate_half(key) * sin[:, None]
-    scores = (query @ key.transpose(-1, -2)) * (head_dim ** -0.5)
-    scores = scores + ((~valid).to(scores.dtype) * MASK_VALUE)[:, None, None, :]
-    out = (torch.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(batch, 1, size)
-    first = hidden[:, :1] + attn.out_drop(attn.Wo(out))
-    return first + layer.mlp(layer.mlp_norm(first))
+    qkv = attn.Wqkv(self.attn_norm(hidden_states)).view(batch, length, 3, heads, head_dim)
+    query, key, value = (qkv[:, :, i].transpose(1, 2) for i in range(3))                 # [B, h, n, d]
+    cos, sin = position_embeddings
+    query, key = modeling.apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)   # fused in the export
+    scores = (query[:, :, :1] @ key.transpose(-1, -2)) * (head_dim ** -0.5)              # [B, h, 1, n]
+    scores = scores + ((~attention_mask).to(scores.dtype) * MASK_VALUE)[:, None, None, :]
+    out = (torch.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(batch, 1, heads * head_dim)
+    first = hidden_states[:, :1] + attn.out_drop(attn.Wo(out))
+    return first + self.mlp(self.mlp_norm(first))
+
+
+@contextmanager
+def _first_position_only(layer) -> Iterator[None]:
+    """Within the block, ``layer`` (a ModernBertEncoderLayer) runs ``_first_position_layer_forward``."""
+    layer.forward = MethodType(_first_position_layer_forward, layer)
+    try:
+        yield
+    finally:
+        del layer.forward
 
 
 def first_position_hidden(base, input_ids, attention_mask):
@@ -103,8 +117,8 @@ def first_position_hidden(base, input_ids, attention_mask):
             rotary = {t: (cos[:, :n], sin[:, :n]) for t, (cos, sin) in rotary.items()}
             masks = _masks(base, hidden, attention_mask)
         if i == len(layers) - 1:
-            cos, sin = rotary[kind]
-            hidden = _last_layer_first_position(layer, hidden, attention_mask.bool(), cos, sin)
+            with _first_position_only(layer):
+                hidden = layer(hidden, attention_mask=attention_mask.bool(), position_embeddings=rotary[kind])
         else:
             hidden = layer(hidden, attention_mask=masks[kind], position_embeddings=rotary[kind])
     return base.final_norm(hidden)

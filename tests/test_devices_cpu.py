@@ -40,11 +40,12 @@ def batch(rows: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
     mask = np.ones((rows, length), dtype=np.int64)
     for i in range(rows):  # ragged rows, right-padded as the runtime pads
         mask[i, length - i % 4:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
 def masked(out: np.ndarray, inputs) -> np.ndarray:
-    return out * inputs["attention_mask"][..., None]
+    """Padded positions zeroed; a CLS-pooled ModernBERT returns the first position alone ([B, 1, H])."""
+    return out * inputs["attention_mask"][:, :out.shape[1], None]
 
 
 def test_both_cpu_backends_open_for_real_and_agree(folder, spec):
@@ -89,14 +90,21 @@ def test_directml_session_options_reach_the_session(folder, spec):
     assert options.enable_mem_pattern is False and options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
 
 
-def test_static_shape_buckets_pad_split_and_cut_back(folder, spec):
+@pytest.mark.parametrize("model", ["tiny-cls", "minilm-mean"])
+def test_static_shape_buckets_pad_split_and_cut_back(model, folder, spec, minilm_folders):
+    """Per-token outputs (MiniLM, mean pooling) are cut back to the batch's length; a CLS-pooled ModernBERT's
+    first-position output ([B, 1, H]) keeps its one position."""
+    if model == "minilm-mean":
+        folder = minilm_folders["hub"]
+        spec = load_spec(folder)
     dynamic = select_placements(spec.artifacts, backend="openvino", device="cpu")[0]
     static = replace(dynamic, options=replace(dynamic.options, static_shapes=((1, 16), (2, 16), (4, 32), (2, 32))))
     reference, bucketed = open_backend(folder, dynamic), open_backend(folder, static)
     for rows, length in ((1, 9), (3, 20), (6, 32)):  # one row; 3 rows padded to (4, 32); 6 = 4 + 2 rows
         inputs = batch(rows, length, seed=rows)
         got = bucketed.run(inputs)
-        assert got.shape == (rows, length, reference.run(inputs).shape[-1])
+        positions = 1 if model == "tiny-cls" else length
+        assert got.shape == reference.run(inputs).shape == (rows, positions, spec.hidden_size)
         np.testing.assert_allclose(masked(got, inputs), masked(reference.run(inputs), inputs), atol=1e-4)
     assert set(bucketed._by_shape) == {(1, 16), (4, 32), (2, 32)}  # compiled on first use only
     with pytest.raises(ValueError, match="largest static shape \\(32 tokens\\)"):

@@ -49,10 +49,13 @@ def settle(seconds: float = SETTLE_S) -> None:
 
 
 def interleave(runners: Sequence[Runner], payload: dict, rounds: int, calls_per_round: int = 1,
-               on_call=None, pause: Callable[[], None] | None = None) -> dict[str, list[float]]:
+               on_call=None, pause: Callable[[], None] | None = None,
+               failed: dict[str, str] | None = None) -> dict[str, list[float]]:
     """Time ``calls_per_round`` calls of each runner per round, the runners interleaved.
 
-    ``pause`` (the benchmark passes ``settle``) runs before each runner's calls in a round.
+    ``pause`` (the benchmark passes ``settle``) runs before each runner's calls in a round. A runner whose
+    call fails (a worker killed for memory, say) leaves the rounds with its error in ``failed`` and no times;
+    the others go on.
     """
     by_name = {r.name: r for r in runners}
     times: dict[str, list[float]] = {r.name: [] for r in runners}
@@ -60,9 +63,14 @@ def interleave(runners: Sequence[Runner], payload: dict, rounds: int, calls_per_
         for name in round_order(list(by_name), index):
             if pause:
                 pause()
-            for _ in range(calls_per_round):
-                seconds = by_name[name].call(payload)
-                times[name].append(seconds)
-                if on_call:
-                    on_call(name, seconds)
+            try:
+                for _ in range(calls_per_round):
+                    seconds = by_name[name].call(payload)
+                    times[name].append(seconds)
+                    if on_call:
+                        on_call(name, seconds)
+            except Exception as exc:  # a contender that stops working is reported, not fatal to the run
+                if failed is not None:
+                    failed[name] = f"{type(exc).__name__} in round {index + 1}: {exc}"
+                del by_name[name], times[name]
     return times

@@ -54,6 +54,55 @@ def test_interleave_pauses_before_each_contenders_turn_not_between_its_calls():
     assert log == ["pause", "A", "A", "pause", "B", "B", "pause", "B", "B", "pause", "A", "A"]
 
 
+def test_interleave_drops_a_contender_that_fails_mid_run_and_keeps_the_others():
+    log: list[str] = []
+
+    class DiesInRoundTwo(FakeRunner):
+        def call(self, payload: dict) -> float:
+            if len(self._log) >= 2:
+                raise RuntimeError("worker exited (code -9)")
+            return super().call(payload)
+
+    a = FakeRunner("A", [1.0, 2.0, 3.0], log)
+    b = DiesInRoundTwo("B", [10.0, 20.0, 30.0], log)
+    failed: dict[str, str] = {}
+    times = interleave([a, b], {}, rounds=3, failed=failed)
+    assert times == {"A": [1.0, 2.0, 3.0]}
+    assert failed == {"B": "RuntimeError in round 2: worker exited (code -9)"}
+
+
+def test_run_kind_loads_one_group_of_contenders_at_a_time_and_merges_their_results(monkeypatch, tmp_path):
+    """granite-rt's files, then the IBM-style ones: never both groups' processes alive together."""
+    from bench import run
+    from bench.workloads import Sizes, Workload
+
+    alive: list[str] = []
+    peak = []
+
+    class FakeWorker:
+        def __init__(self, contender, kind, model, python, log_dir):
+            self.name, self.load_s, self.precision = contender.name, 0.1, None
+            alive.append(self.name)
+            peak.append(len(alive))
+
+        def call(self, payload):
+            return 1.0
+
+        def close(self):
+            alive.remove(self.name)
+
+    monkeypatch.setattr(run, "Worker", FakeWorker)
+    monkeypatch.setattr(run, "settle", lambda: None)
+    monkeypatch.setattr(run, "_missing", lambda *args: None)
+    names = {"granite-rt defaults (auto)", "fastembed INT8", "fastembed fp32 (IBM files)", "ST onnx (IBM files)"}
+    workload = Workload(key="a", title="(a)", kind="embedder", payload={}, items=1, unit="docs/s")
+    pythons = {env: "python" for env in ("project", "bench", "st-onnx", "llamacpp", "infinity")}
+    results = run.run_kind("embedder", [workload], model=None, sizes=Sizes(rounds=2), pythons=pythons,
+                           log_dir=tmp_path, only=names)
+    assert set(results["a"]["seconds"]) == names and set(results["a"]["load_s"]) == names
+    assert max(peak) == 2 and not alive   # two per group, all closed
+
+
 def test_warm_up_calls_each_once_and_drops_failures_with_their_error():
     log: list[str] = []
     good = FakeRunner("good", [0.5], log)

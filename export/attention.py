@@ -10,7 +10,8 @@ tokens on the 97m model). For the export, ModernBERT runs this attention impleme
   key one extra channel holding 0 for real tokens and ``MASK_VALUE`` for padding, so
   ``q'·k' = scale·q·k + bias`` (the query is pre-scaled, the node's ``scale`` is 1). OpenVINO's ONNX
   frontend turns the same node into ``ScaledDotProductAttention``, which its CPU plugin also computes
-  in blocks.
+  in blocks. (A CLS-pooled model's last layer attends for one query and does not come here:
+  first_position.py computes its one row of scores with plain ops.)
 - **Sliding-window layers** (``|i − j| ≤ config.sliding_window``) are computed blockwise with plain
   ONNX ops: the sequence is cut into blocks of ``w = sliding_window`` tokens and each block attends to a
   span of ``3w`` keys around it, so the scores are ``heads × S × 3w`` instead of ``heads × S²``; inputs

@@ -8,7 +8,7 @@ import re
 import subprocess
 from datetime import datetime, timezone
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
 
 
 def machine_info() -> dict:
@@ -58,14 +58,29 @@ def peak_gops(info: dict) -> dict[str, float]:
     return peaks
 
 
-def encoder_gop_per_token(layers: int, hidden: int, intermediate: int, seq: int,
-                          window: int, global_every: int) -> float:
-    """Arithmetic of one ModernBERT token (2 ops per multiply-add): projections, gated MLP and
-    attention over the full sequence in global layers, over the sliding window in local ones."""
-    n_global = len(range(0, layers, global_every))
-    dense = layers * (4 * hidden * hidden + 3 * hidden * intermediate)
-    attention = 2 * hidden * (n_global * seq + (layers - n_global) * min(seq, window))
-    return 2 * (dense + attention) / 1e9
+def encoder_gop_per_doc(config: dict, seq: int, first_position: bool = False) -> float:
+    """Arithmetic of one ``seq``-token ModernBERT document (2 ops per multiply-add): per layer the QKV, output
+    and gated-MLP projections of the positions it computes, and attention over the whole sequence in global
+    layers, over the sliding window in local ones.
+
+    ``first_position``: the graph granite-rt exports for a CLS-pooled model (export/first_position.py) — the
+    sliding layers after the last global one run on a prefix of the sequence, and the last layer computes
+    everything after its QKV projection for position 0 alone (at 512 tokens 14 % fewer ops for the 97m shape).
+    """
+    from granite_export.first_position import GLOBAL, SLIDING, prefix_lengths
+
+    layers, hidden, inner = config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"]
+    window = config.get("local_attention", seq)
+    every = config.get("global_attn_every_n_layers", 1)
+    types = config.get("layer_types") or [GLOBAL if i % every == 0 else SLIDING for i in range(layers)]
+    prefixes = prefix_lengths(types, config.get("sliding_window", window // 2)) if first_position else [None] * layers
+    macs = 0
+    for index, (kind, prefix) in enumerate(zip(types, prefixes)):
+        rows = seq if prefix is None else min(seq, prefix)
+        keys = rows if kind == GLOBAL else min(rows, window)
+        queries = 1 if first_position and index == layers - 1 else rows
+        macs += 3 * hidden * hidden * rows + queries * (hidden * hidden + 3 * hidden * inner + 2 * hidden * keys)
+    return 2 * macs / 1e9
 
 
 def peak_rss_mib(pid: int | str = "self") -> float | None:

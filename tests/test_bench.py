@@ -216,6 +216,43 @@ def test_peak_rates_follow_the_widest_vector_unit():
     assert peak_gops({**zen4, "vendor": "GenuineIntel"})["int8"] == 1280.0
 
 
+GRANITE_97M_SHAPE = {"num_hidden_layers": 12, "hidden_size": 384, "intermediate_size": 1536, "local_attention": 128,
+                     "global_attn_every_n_layers": 3}
+
+
+def test_op_count_of_the_full_and_the_first_position_graph():
+    from bench.machine import encoder_gop_per_doc
+
+    h, i, seq = 384, 1536, 512
+    dense = 4 * h * h + 3 * h * i                      # per position and layer: QKV + output + gated MLP
+    full = 12 * seq * dense + seq * 2 * h * (4 * seq + 8 * 128)   # 4 global layers over 512 keys, 8 over the window
+    assert encoder_gop_per_doc(GRANITE_97M_SHAPE, seq) == pytest.approx(2 * full / 1e9)
+    # First position only: layers 0-9 unchanged, layer 10 on 129 positions, layer 11's QKV on 65 and the rest on 1.
+    first_ten = 10 * seq * dense + seq * 2 * h * (4 * seq + 6 * 128)
+    layer10 = 129 * (dense + 2 * h * 128)
+    layer11 = 65 * 3 * h * h + (h * h + 3 * h * i + 2 * h * 65)
+    pruned = encoder_gop_per_doc(GRANITE_97M_SHAPE, seq, first_position=True)
+    assert pruned == pytest.approx(2 * (first_ten + layer10 + layer11) / 1e9)
+    assert 0.85 < pruned / (2 * full / 1e9) < 0.88
+
+
+def test_efficiency_counts_the_graph_each_contender_runs():
+    from bench.machine import encoder_gop_per_doc
+    from bench.report import efficiency
+
+    intel = {"flags": {"avx512f": True, "avx512_vnni": True, "avx512_bf16": True}, "mhz": 2000.0, "physical_cores": 2}
+    names = ("ST torch", "ST openvino INT8 IR", "granite-rt defaults (auto)", "ST onnx (IBM files)")
+    workload = {"tokens": {"per_doc": 512}, "items": 8, "precision": {}, "seconds": {n: {"median": 1.0} for n in names}}
+    eff = efficiency({"workloads": {"a_docs512": workload}}, GRANITE_97M_SHAPE, intel, first_position=True)
+    full, pruned = encoder_gop_per_doc(GRANITE_97M_SHAPE, 512), encoder_gop_per_doc(GRANITE_97M_SHAPE, 512, True)
+    counted = {n: e["gop_per_doc"] for n, e in eff["contenders"].items()}
+    assert counted == {"ST torch": full, "ST openvino INT8 IR": pruned, "granite-rt defaults (auto)": pruned,
+                       "ST onnx (IBM files)": full}
+    assert eff["contenders"]["granite-rt defaults (auto)"]["gops"] == pytest.approx(8 * pruned)
+    plain = efficiency({"workloads": {"a_docs512": workload}}, GRANITE_97M_SHAPE, intel)   # a full-graph export
+    assert {e["gop_per_doc"] for e in plain["contenders"].values()} == {full}
+
+
 def _folder_with_tokenizer_class(root: Path, tokenizer_class: str) -> Path:
     folder = root / "model"
     (folder / "onnx").mkdir(parents=True)

@@ -39,7 +39,8 @@ class LoadedModel:
         # threads=N caps tokenization too: the tokenizers library's batch encoding runs on one thread per
         # logical CPU, so with a cap it encodes on the calling thread (see Tokenizer).
         self.tokenizer = Tokenizer.for_spec(folder, self.spec, parallel=threads is None)
-        tuned = _measured_choice(folder, self.spec, backend, device, dtype, tune=tune, threads=threads)
+        tuned = _measured_choice(folder, self.spec, backend, device, dtype, tune=tune, threads=threads,
+                                 workload=workload)
         try:
             self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,
                                                         allow_fallback=allow_fallback, threads=threads,
@@ -99,8 +100,9 @@ def check_threads(threads: Any) -> None:
 
 
 def _measured_choice(folder, spec: ModelSpec, backend: str, device: str | list, dtype: str, *, tune: bool,
-                     threads: int | None) -> dict[str, str] | None:
-    """The CPU placement measured on this machine (granite_rt.tune) for a dtype="auto" load, else None.
+                     threads: int | None, workload: str = "latency") -> dict[str, str] | None:
+    """The CPU placement measured on this machine (granite_rt.tune) for a dtype="auto" load and ``workload``
+    (``Decision.cost``), else None.
 
     A stored decision costs a file read; measuring happens only with ``tune=True`` and no stored decision.
     """
@@ -113,7 +115,7 @@ def _measured_choice(folder, spec: ModelSpec, backend: str, device: str | list, 
     decision = tuning.stored(folder, spec, cache)
     if decision is None and tune:
         decision, _ = tuning.tune_folder(folder, spec, cache, threads=threads)
-    return decision.choice(backend) if decision is not None else None
+    return decision.choice(backend, workload) if decision is not None else None
 
 
 def _print_progress(done: int, total: int) -> None:

@@ -17,7 +17,9 @@ hint for its unquantized ops was (bench/README.md). ``granite-rt tune MODEL`` an
    took 1.55 s for the 4 × 384-token batch in rounds alternating with an open OpenVINO model, 0.58 s
    alone). A placement more than ``CLEAR`` (15 %, widened by the spread the load put on the round's
    query calls) slower than the fastest so far after one round stops there; the others get ``rounds``;
-4. the placement with the lowest geometric mean of its two median times wins; within ``TIE`` (3 %) the
+4. the placement with the lowest geometric mean of its two median times wins (with ``workload="throughput"``,
+   as embed-corpus loads, the lowest batch time: the two differ where one placement is fastest on queries and
+   another on batches, as onnxruntime INT8 and OpenVINO INT8+bf16 were on a Zen 4); within ``TIE`` (3 %) the
    built-in rule's choice wins. The decision is stored in ``<cache>/tune/<key>.json``, keyed by CPU
    model + flags, library versions and the model files.
 
@@ -243,21 +245,32 @@ class Decision:
     reference: str | None = None                 # the fp32 placement fidelity was measured against
     preferred: tuple[str, ...] = ()              # the built-in rule's CPU order (labels): who wins a tie
 
-    def best(self, backend: str = "auto") -> Measured | None:
-        """The eligible result with the lowest ``relative`` time; results within ``TIE`` of it are a tie, won by
-        the one the built-in rule puts first (``preferred``), so a decision differs from the rule only when the
-        measurements do."""
-        pool = [r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])]
+    def _pool(self, backend: str) -> list[Measured]:
+        return [r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])]
+
+    def cost(self, result: Measured, workload: str = "latency") -> float:
+        """What ``best`` ranks by, relative to the fastest: for ``workload="latency"`` (loads that serve queries
+        and batches alike) the geometric mean of the two shapes' times (``relative``); for ``"throughput"``
+        (embed-corpus, batches only) the long-document batch's time."""
+        if workload == "throughput":
+            return result.docs_s / min(r.docs_s for r in self._pool("auto"))
+        return result.relative
+
+    def best(self, backend: str = "auto", workload: str = "latency") -> Measured | None:
+        """The eligible result with the lowest ``cost`` for ``workload``; results within ``TIE`` of it are a tie,
+        won by the one the built-in rule puts first (``preferred``), so a decision differs from the rule only when
+        the measurements do."""
+        pool = self._pool(backend)
         if not pool:
             return None
-        fastest = min(r.relative for r in pool)
+        fastest = min(self.cost(r, workload) for r in pool)
         order = {name: n for n, name in enumerate(self.preferred)}
-        tied = [r for r in pool if r.relative <= fastest * (1 + TIE)]
-        return min(tied, key=lambda r: (order.get(r.name, len(order)), r.relative))
+        tied = [r for r in pool if self.cost(r, workload) <= fastest * (1 + TIE)]
+        return min(tied, key=lambda r: (order.get(r.name, len(order)), self.cost(r, workload)))
 
-    def why(self, backend: str = "auto") -> str:
+    def why(self, backend: str = "auto", workload: str = "latency") -> str:
         """``info["why"]`` of a load that follows this decision."""
-        best = self.best(backend)
+        best = self.best(backend, workload)
         if best is None:
             return "no measured placement passed"
         checked = (f"mean cosine {best.fidelity['mean']:.5f} to its fp32 file ({GATE})" if best.checked_by == GATE
@@ -266,19 +279,20 @@ class Decision:
                    else "the fp32 reference" if self.reference and best.name == self.reference
                    else "fidelity not checked: the folder has no fp32 file")
         others = sorted((r for r in self.results if r is not best), key=lambda r: r.name)
-        fastest = min((r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])),
-                      key=lambda r: r.relative)
+        fastest = min(self._pool(backend), key=lambda r: self.cost(r, workload))
         tie = (f" (within {TIE:.0%} of {fastest.name}: a tie, so the built-in rule's choice)"
                if fastest is not best else "")
+        ranked = ("the long-document batch's time (workload='throughput')" if workload == "throughput"
+                  else "the geometric mean of both shapes' times")
         return (f"measured on this machine {self.measured_at} (granite-rt tune): fastest of {len(self.results)} CPU "
-                f"placements within the fidelity bounds{tie}: query {best.query_s * 1e3:.1f} ms, "
+                f"placements within the fidelity bounds by {ranked}{tie}: query {best.query_s * 1e3:.1f} ms, "
                 f"{self.shapes['docs']} × {self.shapes['doc_tokens']}-token batch {best.docs_s:.3f} s, {checked}"
                 + (f"; others: {'; '.join(_brief(r) for r in others)}" if others else ""))
 
-    def choice(self, backend: str = "auto") -> dict[str, str] | None:
+    def choice(self, backend: str = "auto", workload: str = "latency") -> dict[str, str] | None:
         """The best placement for ``devices.select_placements(tuned=...)``: backend, dtype, file and why."""
-        best = self.best(backend)
-        return None if best is None else {**best.placement, "why": self.why(backend)}
+        best = self.best(backend, workload)
+        return None if best is None else {**best.placement, "why": self.why(backend, workload)}
 
     def to_json(self) -> str:
         return json.dumps({"version": DECISION_VERSION, **asdict(self)}, indent=1)
@@ -564,7 +578,7 @@ def builtin_order(spec: Any, folder: Path, inventory: Any, cache_dir: Path | Non
 def format_decision(decision: Decision, saved: Path | None) -> str:
     """The ``granite-rt tune`` table: each placement's medians, relative time and fidelity, the choice, where
     it is stored."""
-    best = decision.best()
+    best, batches = decision.best(), decision.best(workload="throughput")
     shapes = decision.shapes
     lines = [f"measured {decision.measured_at} on {decision.host['cpu']} ({decision.kind}; fidelity vs "
              f"{decision.reference or 'nothing: no fp32 file'}, bounds mean >= {MEAN_COSINE}, p1 >= {P1_COSINE}; "
@@ -583,7 +597,8 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
             lines.append(f"  {r.name:<20} {'not timed':>16} {'':>14} {'':>9} {'':>6}  {fid}  (outside the bounds: "
                          "never chosen)")
             continue
-        mark = "  <- chosen" if r is best else ""
+        mark = ("  <- chosen" + (" (workload='latency')" if batches is not best else "") if r is best
+                else "  <- chosen for workload='throughput'" if r is batches else "")
         lines.append(f"  {r.name:<20} {r.query_s * 1e3:13.1f} ms {r.docs_s:12.3f} s {r.relative:8.2f}x "
                      f"{r.rounds:>6}  {fid}{mark}")
     lines.append(f"decision stored in {saved}" if saved else

@@ -480,17 +480,23 @@ def hub_copy(tiny_embedder_folders, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_embedder_folders["hub"], tmp_path / "hub"))
 
 
-def _scripted_opener(clock: Clock, seconds: dict[tuple[str, str], float]):
-    """Real backends whose runs advance the fake clock by the seconds scripted for (backend, dtype)."""
+def _scripted_opener(clock: Clock, seconds: dict[tuple[str, str], float],
+                     batch_seconds: dict[tuple[str, str], float] | None = None):
+    """Real backends whose runs advance the fake clock by the seconds scripted for (backend, dtype); for a
+    batch of several rows by ``batch_seconds`` where it has the placement."""
     class Timed:
-        def __init__(self, backend, cost):
-            self.backend, self.cost, self.input_names = backend, cost, backend.input_names
+        def __init__(self, backend, cost, batch_cost):
+            self.backend, self.cost, self.batch_cost, self.input_names = backend, cost, batch_cost, backend.input_names
 
         def run(self, inputs):
-            clock.now += self.cost
+            clock.now += self.batch_cost if len(inputs["input_ids"]) > 1 else self.cost
             return self.backend.run(inputs)
 
-    return lambda folder, p: Timed(devices.open_verified(folder, p, threads=1), seconds.get((p.backend, p.dtype), 1.0))
+    def opener(folder, p):
+        cost = seconds.get((p.backend, p.dtype), 1.0)
+        return Timed(devices.open_verified(folder, p, threads=1), cost, (batch_seconds or {}).get((p.backend, p.dtype), cost))
+
+    return opener
 
 
 def test_auto_load_follows_the_stored_decision_and_says_it_was_measured(hub_copy, cache):
@@ -507,6 +513,24 @@ def test_auto_load_follows_the_stored_decision_and_says_it_was_measured(hub_copy
     ov = Embedder(hub_copy, backend="openvino")                # the best OpenVINO placement measured
     assert ov.info["backend"] == "openvino" and ov.info["why"].startswith("measured on this machine")
     assert ((emb.encode(["a boundary layer"]) * builtin.encode(["a boundary layer"])).sum() > 0.999)
+
+
+def test_a_throughput_load_follows_the_placement_fastest_on_batches(hub_copy, cache):
+    clock = Clock()
+    query = {("onnx", "fp32"): 0.002, ("openvino", "fp32"): 0.006}    # onnx fp32 answers a query 3x faster,
+    batch = {("onnx", "fp32"): 0.050, ("openvino", "fp32"): 0.030}    # openvino fp32 a batch 1.7x faster
+    decision, _ = tune.tune_folder(hub_copy, load_spec(hub_copy), cache, timer=clock,
+                                   opener=_scripted_opener(clock, query, batch))
+    assert decision.best().name == "onnx fp32"                       # geometric mean: 0.010 vs 0.013
+    assert decision.best(workload="throughput").name == "openvino fp32"
+    table = tune.format_decision(decision, None)
+    assert "<- chosen (workload='latency')" in table and "<- chosen for workload='throughput'" in table
+    served = Embedder(hub_copy)
+    corpus = Embedder(hub_copy, workload="throughput")                 # as embed-corpus loads
+    assert (served.info["backend"], served.info["dtype"]) == ("onnx", "fp32")
+    assert (corpus.info["backend"], corpus.info["dtype"]) == ("openvino", "fp32")
+    assert "by the long-document batch's time (workload='throughput')" in corpus.info["why"]
+    assert "by the geometric mean of both shapes' times" in served.info["why"]
 
 
 def test_a_changed_model_file_invalidates_the_decision(hub_copy, cache):

@@ -41,15 +41,32 @@ AUTO_DTYPES = {"cpu": ("int8+bf16", "int8", "fp32"), "cuda": ("fp16", "fp32"), "
                "directml": ("fp16", "fp32"), "intel-gpu": ("fp16", "fp32", "int8"), "npu": ("fp16", "int8")}
 DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 
-# The CPU rule (host.INT8_DOT_FLAGS). With int8 dot products OpenVINO's INT8 is the fastest CPU path (1.6x its
-# fp32 on an AVX512-VNNI Xeon, 97m shape), so the registry's order (OpenVINO first) holds; with BF16 too its INT8
-# IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with the f32 hint,
-# onnxruntime INT8 and OpenVINO bf16 on a Zen 4, docs/devices.md). Without them (an
-# AVX2-only AMD EPYC, docs/devices.md) OpenVINO's INT8 ran slower than its fp32 and onnxruntime's INT8 was the
-# fastest path, so the CPU then tries onnxruntime first, and OpenVINO fp32 before its INT8.
+# The CPU rule, re-derived from every CPU class measured (2 cores each; docs/devices.md, bench/README.md). OpenVINO
+# leads the CPU order only where its paths were the fastest: an AMD Zen 4 (AVX-512 VNNI + BF16), whose fastest path
+# was the INT8 IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with the f32
+# hint, onnxruntime INT8 and OpenVINO bf16), and CPUs with AMX (OpenVINO's AMX kernels; not measured here).
+# Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3 (where OpenVINO's INT8 also ran slower than
+# its fp32, so OpenVINO tries fp32 first there) and on an Intel Xeon with AVX-512 VNNI + BF16 + FP16 and no AMX
+# (granite-rt tune, 97m shape: onnxruntime INT8 0.301 s for 4 x 384 tokens and 7.0 ms per query, OpenVINO INT8
+# 0.335 s / 9.8 ms, int8+bf16 0.367 s / 9.8 ms; OpenVINO bf16 0.762 s, slower than its fp32's 0.620 s). There
+# the bf16 hint is not tried either. A measured decision (granite_rt.tune) replaces the rule on any CPU.
 NO_INT8_DOT = " (this CPU has no int8 dot-product instructions: VNNI, AMX or Arm dotprod)"
+ORT_MEASURED_FASTER = (" (measured fastest on CPUs like this one: int8 dot products without AMX or a Zen 4's BF16; "
+                       "docs/devices.md)")
 PREFERRED_BECAUSE = {("openvino", "cpu", "int8+bf16"): " (the INT8 IR with its unquantized ops in bf16: this CPU has "
                                                       "int8 dot products and BF16)"}
+
+
+def openvino_leads_cpu(vendor: str, flags: frozenset[str]) -> bool | None:
+    """Whether OpenVINO leads the CPU order on a CPU of ``vendor`` with ``flags`` (the rule above); None when
+    the flags are unknown (no /proc/cpuinfo): the registry's order."""
+    if not flags:
+        return None
+    if flags & {"amx_int8", "amx_bf16"}:
+        return True
+    return vendor == "AuthenticAMD" and "avx512_bf16" in flags and "avx512_vnni" in flags
+
+
 # Compute modes that only some backends have (OpenVINO's INT8 IR with a bf16 hint).
 BACKEND_MODES = ("int8+bf16",)
 # The CPU compute precisions granite_rt.tune measures (each where the folder and this CPU can run it).
@@ -66,11 +83,12 @@ class DeviceFallbackWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Inventory:
-    """What this machine offers: each registered backend's engine (``EngineInventory``) and the CPU's int8
-    dot-product instructions (None: unknown)."""
+    """What this machine offers: each registered backend's engine (``EngineInventory``), the CPU's int8
+    dot-product instructions (None: unknown) and whether OpenVINO leads its CPU order."""
 
     engines: Mapping[str, EngineInventory] = field(default_factory=dict)
     cpu_int8_dot: tuple[str, ...] | None = None
+    openvino_leads_cpu: bool | None = None   # ``openvino_leads_cpu``: None keeps the registry's order
 
     def engine(self, backend: str) -> EngineInventory:
         return self.engines.get(backend) or EngineInventory(error=f"{backend} was not probed")
@@ -87,7 +105,8 @@ class Inventory:
 def probe(full: bool = False) -> Inventory:
     """Ask every registered backend what its engine offers here (``full``: names and capabilities too,
     which may import an engine that ``auto`` would not need)."""
-    return Inventory({b.name: b.probe(full) for b in backends.registered()}, host.cpu_int8_dot())
+    return Inventory({b.name: b.probe(full) for b in backends.registered()}, host.cpu_int8_dot(),
+                     openvino_leads_cpu(host.cpu_vendor(), host.cpu_flags()))
 
 
 def known_devices() -> tuple[str, ...]:
@@ -125,11 +144,15 @@ def available_devices(inventory: Inventory | None = None) -> list[DeviceInfo]:
 
 def backends_for(device: str, backend: str, inv: Inventory | None = None) -> tuple[str, ...]:
     """Registered backends that can drive ``device``, preferred first (the registry's order, except on a
-    CPU without int8 dot products: onnxruntime first, see NO_INT8_DOT)."""
+    CPU where OpenVINO does not lead: onnxruntime first, see ``openvino_leads_cpu``)."""
     options = tuple(b.name for b in backends.registered() if device in b.devices)
-    if device == "cpu" and inv is not None and inv.cpu_int8_dot == () and "onnx" in options:
+    if device == "cpu" and inv is not None and _onnx_leads(inv) and "onnx" in options:
         options = ("onnx",) + tuple(b for b in options if b != "onnx")
     return options if backend == "auto" else tuple(b for b in options if b == backend)
+
+
+def _onnx_leads(inv: Inventory) -> bool:
+    return inv.cpu_int8_dot == () or inv.openvino_leads_cpu is False
 
 
 def select_placements(artifacts: Sequence[Artifact] | Any, backend: str = "auto", device: str | list = "auto",
@@ -216,8 +239,9 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
             chosen = _choose_dtype(artifacts, be, device, dtype, ctx.inv, explicit=not skip_absent)
             if chosen is not None:
                 dt, artifact, why = chosen
-                if backend == "auto" and device == "cpu" and be == "onnx" and ctx.inv.cpu_int8_dot == ():
-                    why += "; onnxruntime before OpenVINO" + NO_INT8_DOT
+                if backend == "auto" and device == "cpu" and be == "onnx" and _onnx_leads(ctx.inv):
+                    why += "; onnxruntime before OpenVINO" + (NO_INT8_DOT if ctx.inv.cpu_int8_dot == ()
+                                                              else ORT_MEASURED_FASTER)
                 out.append(_placement(be, device, dt, artifact, why, ctx))
         out[first:] = _prefer_recommended(out[first:], artifacts, device, dtype)
         if device == "cpu" and dtype == "auto" and ctx.tuned is not None:
@@ -279,8 +303,10 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     if slow_int8:
         wanted = ("fp32", "int8")
     engine = backends.get(backend)
-    if dtype == "auto":  # a mode only some backends have is no "missing artifact" for the others
-        wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (device, dt) in engine.runnable)
+    if dtype == "auto":  # a mode only some backends have is no "missing artifact" for the others; the bf16 hint
+        # only where OpenVINO leads (on the Xeon without AMX its bf16 ran slower than its fp32)
+        wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (device, dt) in engine.runnable
+                       and not (device == "cpu" and inv.openvino_leads_cpu is False))
     lacking: list[str] = []  # precisions this CPU cannot compute (the backend's unsupported_dtype)
     skipped: list[str] = []  # artifacts dtype="auto" passed over (not recommended), for why
     for i, dt in enumerate(wanted):

@@ -25,9 +25,10 @@ CACHE_OFF = ("off", "none", "0")
 
 
 @functools.lru_cache(maxsize=8)
-def _cpuinfo(path: Path) -> tuple[str, frozenset[str]]:
-    """(model name, flags) of the first processor listed in ``path``; ("", {}) when it cannot be read."""
-    model, flags = "", frozenset()
+def _cpuinfo(path: Path) -> tuple[str, frozenset[str], str]:
+    """(model name, flags, vendor id) of the first processor listed in ``path``; ("", {}, "") when it cannot be
+    read."""
+    model, flags, vendor = "", frozenset(), ""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -35,18 +36,25 @@ def _cpuinfo(path: Path) -> tuple[str, frozenset[str]]:
                 key = key.strip()
                 if key == "model name" and not model:
                     model = value.strip()
+                elif key == "vendor_id" and not vendor:
+                    vendor = value.strip()
                 elif key in ("flags", "Features") and not flags:
                     flags = frozenset(value.split())
-                if model and flags:
+                if model and flags and vendor:
                     break
     except OSError:
         pass
-    return model, flags
+    return model, flags, vendor
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     """The CPU's feature flags as /proc/cpuinfo lists them (x86 ``flags``, Arm ``Features``); empty elsewhere."""
     return _cpuinfo(cpuinfo)[1]
+
+
+def cpu_vendor(cpuinfo: Path = CPUINFO) -> str:
+    """The x86 vendor id (GenuineIntel, AuthenticAMD) of /proc/cpuinfo; "" where it has none (Arm, no file)."""
+    return _cpuinfo(cpuinfo)[2]
 
 
 def cpu_model(cpuinfo: Path = CPUINFO) -> str:

@@ -316,6 +316,33 @@ def test_cpu_auto_order_follows_int8_dot_products():
     assert [d.backend for d in devices.available_devices(vnni)] == ["openvino", "onnx"]
 
 
+
+@pytest.mark.parametrize("vendor, flags, leads", [
+    ("AuthenticAMD", "avx2 avx512f avx512_vnni avx512_bf16", True),                 # Zen 4: int8+bf16 measured fastest
+    ("GenuineIntel", "avx2 avx512f avx512_vnni avx_vnni avx512_bf16 avx512_fp16", False),  # Xeon, no AMX: ORT int8
+    ("GenuineIntel", "avx512_vnni avx512_bf16 amx_bf16 amx_int8", True),             # AMX: OpenVINO's kernels
+    ("AuthenticAMD", "avx2 fma", False),                                            # Zen 3, AVX2 only
+    ("", "fp asimd asimddp", False),                                                # Arm
+    ("", "", None),                                                                 # unknown: the registry's order
+])
+def test_openvino_leads_the_cpu_only_where_it_was_measured_fastest(vendor, flags, leads):
+    assert devices.openvino_leads_cpu(vendor, frozenset(flags.split())) is leads
+
+
+def test_a_vnni_cpu_where_openvino_does_not_lead_runs_onnxruntime_int8_and_no_bf16_hint():
+    bf16 = dataclasses.replace(inventory(ov_devices=("CPU",), caps={"CPU": ("FP32", "INT8", "BF16")}),
+                               cpu_int8_dot=("avx512_vnni",))
+    xeon = dataclasses.replace(bf16, openvino_leads_cpu=False)
+    first, second = plan(xeon)
+    assert (first.backend, first.dtype, first.artifact) == ("onnx", "int8", ONNX8)
+    assert "onnxruntime before OpenVINO (measured fastest on CPUs like this one" in first.why
+    assert (second.backend, second.dtype, second.artifact) == ("openvino", "int8", OV8)   # the f32 hint, not bf16
+    assert second.options.config["INFERENCE_PRECISION_HINT"] == "f32"
+    assert plan(xeon, backend="openvino", dtype="int8+bf16")[0].dtype == "int8+bf16"        # still there when asked
+    assert [p.dtype for p in devices.cpu_candidates([OV8], inventory=xeon)] == ["int8", "int8+bf16"]  # tune times it
+    assert (plan(bf16)[0].backend, plan(bf16)[0].dtype) == ("openvino", "int8+bf16")      # unknown CPU: as before
+    assert [d.backend for d in devices.available_devices(xeon)] == ["onnx", "openvino"]
+
 def test_auto_skips_an_int8_the_gate_failed_and_prefers_the_other_backends_int8():
     """OpenVINO's INT8 marked not recommended: auto runs onnxruntime's gated INT8 first, then OpenVINO fp32."""
     failed = dataclasses.replace(OV8, not_recommended="failed the INT8 gate (p1 cosine 0.9500 < 0.97)")

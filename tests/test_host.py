@@ -28,6 +28,11 @@ def test_cpu_model_and_flags_come_from_the_first_processor(tmp_path):
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f\n\n"
                        "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
     assert host.cpu_model(cpuinfo) == "AMD EPYC 9R14"
+    assert host.cpu_vendor(cpuinfo) == ""                      # no vendor_id line (as on Arm)
+    intel = tmp_path / "intel"
+    intel.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+                     "flags\t\t: avx2 avx512f\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n")
+    assert host.cpu_vendor(intel) == "GenuineIntel" and host.cpu_flags(intel) == {"avx2", "avx512f"}
     assert host.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f"}
     assert host.cpu_flags(tmp_path / "missing") == frozenset()
 

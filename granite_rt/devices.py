@@ -305,8 +305,8 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
     engine = backends.get(backend)
     if dtype == "auto":  # a mode only some backends have is no "missing artifact" for the others; the bf16 hint
         # only where OpenVINO leads (on the Xeon without AMX its bf16 ran slower than its fp32)
-        wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (device, dt) in engine.runnable
-                       and not (device == "cpu" and inv.openvino_leads_cpu is False))
+        wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (
+            (device, dt) in engine.runnable and not (device == "cpu" and inv.openvino_leads_cpu is False)))
     lacking: list[str] = []  # precisions this CPU cannot compute (the backend's unsupported_dtype)
     skipped: list[str] = []  # artifacts dtype="auto" passed over (not recommended), for why
     for i, dt in enumerate(wanted):

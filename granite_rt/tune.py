@@ -248,13 +248,12 @@ class Decision:
     def _pool(self, backend: str) -> list[Measured]:
         return [r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])]
 
-    def cost(self, result: Measured, workload: str = "latency") -> float:
-        """What ``best`` ranks by, relative to the fastest: for ``workload="latency"`` (loads that serve queries
-        and batches alike) the geometric mean of the two shapes' times (``relative``); for ``"throughput"``
-        (embed-corpus, batches only) the long-document batch's time."""
-        if workload == "throughput":
-            return result.docs_s / min(r.docs_s for r in self._pool("auto"))
-        return result.relative
+    @staticmethod
+    def cost(result: Measured, workload: str = "latency") -> float:
+        """What ``best`` ranks by (only ratios between results count): for ``workload="latency"`` (loads that serve
+        queries and batches alike) the geometric mean of the two shapes' times (``relative``); for
+        ``"throughput"`` (embed-corpus, batches only) the long-document batch's time."""
+        return result.docs_s if workload == "throughput" else result.relative
 
     def best(self, backend: str = "auto", workload: str = "latency") -> Measured | None:
         """The eligible result with the lowest ``cost`` for ``workload``; results within ``TIE`` of it are a tie,

@@ -10,6 +10,7 @@ from bench.contenders import by_name
 from bench.harness import SETTLE_S
 from bench.machine import encoder_gop_per_doc, machine_info, peak_gops
 from bench.stats import time_ratios
+from granite_rt.model_folder import MANIFEST
 
 DEFAULT = "granite-rt defaults (auto)"
 PEERS = ("ST torch", "ST openvino", "fastembed INT8")
@@ -227,7 +228,7 @@ def write_report(results: dict, models: dict, out: Path, pythons: dict[str, str]
     results["targets"] = check_targets(results)
     if "embedder" in models:
         config = json.loads((models["embedder"].checkpoint / "config.json").read_text())
-        manifest = models["embedder"].exported / "granite_rt.json"
+        manifest = models["embedder"].exported / MANIFEST
         first_position = manifest.exists() and json.loads(manifest.read_text()).get("first_position_only", False)
         results["efficiency"] = efficiency(results, config, results["machine"], first_position)
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -62,15 +62,19 @@ MEAN_COSINE, P1_COSINE = 0.99, 0.97
 # A reranker query fp32 cannot rank (``Fidelity.unranked``) passes when no centred logit moves by more than half
 # the smallest spread that is ranked: a broken placement moves them by the logits' own scale.
 UNRANKED_MAX_DIFF = MIN_LOGIT_SPREAD / 2
-# Timed shapes: one short query; a batch of long documents (fewer for rerankers: 22 layers at hidden 768).
+# Timed shapes: one short query; a batch of long documents (one pair for rerankers: 22 layers at hidden 768).
+# The batch is the tuner's main cost (a 4 × 384-token batch took 11.7 of a 18.6 s tune of the 97m shape,
+# Xeon, 2 cores); at 2 × 384 tokens two runs chose the same placement (onnxruntime int8, 0.170 s against 0.339 s for
+# 4 × 384) in 11.7 s (fresh cache) and 8.4 s, placements within ~10 % of each other swapping places as between runs.
 QUERY = "how do boundary layers behave in hypersonic flow?"
 DOC_TOKENS = 384
-DOCS = {"embedder": 4, "reranker": 2}
+DOCS = {"embedder": 2, "reranker": 1}
 CALLS = {"query": 5, "docs": 1}  # timed calls per shape per round: a query is short and noisier
 # Untimed runs of each shape before the first round, which decides whether a placement gets more rounds: the
-# first runs of a shape after a compile set up kernels and buffers and can be slower than later ones, and one
-# slow first round is enough for the early stop to drop a placement.
-WARMUP_RUNS = 2
+# first run of a shape after a compile sets up kernels and buffers (OpenVINO's first 11-token query took 65-91 ms,
+# its second 12-17 ms; the first 2 × 384-token batch 1.0-1.3x the later ones, the second within 5 % of them; Xeon,
+# 2 cores), and one slow first round is enough for the early stop to drop a placement.
+WARMUP_RUNS = 1
 # After one round, a placement more than CLEAR slower than the fastest so far (widened by how much the machine's
 # load moved the rounds' query calls, ``_spread``) stops; the others get ``rounds``. Within TIE the built-in
 # rule's choice wins.

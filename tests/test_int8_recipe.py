@@ -1,0 +1,112 @@
+"""granite_rt.int8_recipe's down-projection split: exact in fp32 on every exported architecture (ModernBERT's GLU,
+BERT's bias + GELU), only where the FFN has the shape it understands, and its outlier channels kept fp32."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from granite_rt.batching import pad_batch  # noqa: E402
+from granite_rt.int8_recipe import (DOWN_PROJECTIONS, OUTLIER_CHANNELS, OUTLIER_SUFFIX, _quantizable_matmuls,  # noqa: E402
+                                    calibration_feeds, graph_inputs, load_calibration, split_down_projections)
+from granite_rt.model_folder import load_spec  # noqa: E402
+from granite_rt.onnx_graph import save_onnx  # noqa: E402
+from granite_rt.tokenize import Tokenizer  # noqa: E402
+
+
+def _downs(model) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and re.search(DOWN_PROJECTIONS, n.name)]
+
+
+@pytest.mark.parametrize("folders", ["tiny_embedder_folders", "tiny_reranker_folders", "minilm_folders"])
+def test_the_split_graph_computes_what_the_fp32_graph_computes(folders, request, tmp_path):
+    folder = request.getfixturevalue(folders)["export"]
+    source = folder / "onnx" / "model.onnx"
+    inputs = graph_inputs(source)
+    feeds = calibration_feeds(load_calibration(None, str(folder), 0), folder, inputs, 8)
+    model = onnx.load(str(source))
+    layers = _downs(model)
+    downs, outliers = split_down_projections(model, feeds, tmp_path)
+    assert downs == layers and layers
+    weights = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    for down in downs:
+        int8_rows, fp32_rows = (list(weights[nodes[name].input[1]].dims) for name in (down, down + OUTLIER_SUFFIX))
+        channels = int8_rows[0] + fp32_rows[0]
+        assert fp32_rows[0] == int(np.ceil(OUTLIER_CHANNELS * channels)) and int8_rows[1] == fp32_rows[1]
+    assert outliers == sum(int(np.ceil(OUTLIER_CHANNELS * (list(weights[nodes[d].input[1]].dims)[0]
+                                                           + list(weights[nodes[d + OUTLIER_SUFFIX].input[1]].dims)[0])))
+                           for d in downs)
+    split = save_onnx(model, tmp_path / "split.onnx")
+    before = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(str(split), providers=["CPUExecutionProvider"])
+    spec = load_spec(folder)
+    tokenizer = Tokenizer.for_spec(folder, spec)
+    texts = ["a short one", "Water boils at 100 degrees Celsius at sea level; at altitude it boils lower. " * 4]
+    encodings = tokenizer.encode(texts) if spec.kind == "embedder" else tokenizer.encode_pairs([(t, t) for t in texts])
+    padded = {name: value for name, value in pad_batch(encodings, tokenizer.pad_id).items() if name in inputs}
+    for feed in [*feeds[:3], padded]:
+        expected, got = before.run(None, feed)[0], after.run(None, feed)[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def _ffn_graph(*, fused_up: bool = False, leak: bool = False, channels: int = 200, hidden: int = 8):
+    """x → up-projection (two MatMuls, or one of twice the width + Split) → SiLU(a) · g (+ bias) → down-projection."""
+    rng = np.random.default_rng(0)
+    weight = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    inits = [weight("wo", channels, hidden), weight("bias", channels)]
+    if fused_up:
+        inits.append(weight("wi", hidden, 2 * channels))
+        nodes = [helper.make_node("MatMul", ["x", "wi"], ["ag"], name="/mlp/Wi/MatMul"),
+                 helper.make_node("Split", ["ag"], ["a", "g"], axis=-1, num_outputs=2, name="/mlp/split")]
+    else:
+        inits += [weight("wa", hidden, channels), weight("wg", hidden, channels)]
+        nodes = [helper.make_node("MatMul", ["x", "wa"], ["a"], name="/mlp/MatMul"),
+                 helper.make_node("MatMul", ["x", "wg"], ["g"], name="/mlp/MatMul_1")]
+    nodes += [helper.make_node("Sigmoid", ["a"], ["sig"], name="/mlp/act/Sigmoid"),
+              helper.make_node("Mul", ["a", "sig"], ["act"], name="/mlp/act/Mul"),
+              helper.make_node("Mul", ["act", "g"], ["m"], name="/mlp/Mul"),
+              helper.make_node("Add", ["m", "bias"], ["mb"], name="/mlp/Add"),
+              helper.make_node("MatMul", ["mb", "wo"], ["y"], name="/layers.0/mlp/Wo/MatMul")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if leak:  # the gated activation is used outside the FFN too
+        outputs.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, hidden])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_only_an_ffn_of_the_understood_shape_is_split_and_its_outlier_nodes_stay_fp32(tmp_path):
+    feeds = [{"x": np.random.default_rng(i).standard_normal((5, 8)).astype(np.float32)} for i in range(4)]
+    for unusual in (_ffn_graph(fused_up=True), _ffn_graph(leak=True)):
+        count = len(unusual.graph.node)
+        assert split_down_projections(unusual, feeds, tmp_path) == ([], 0)
+        assert len(unusual.graph.node) == count
+    model = _ffn_graph()
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    downs, outliers = split_down_projections(model, feeds, tmp_path)
+    assert downs == ["/layers.0/mlp/Wo/MatMul"] and outliers == 2            # 1 % of 200 channels
+    quantized, kept = _quantizable_matmuls(model, downs)
+    assert set(quantized) == {"/mlp/MatMul", "/mlp/MatMul_1", "/layers.0/mlp/Wo/MatMul"}
+    assert set(kept) == {"/mlp/MatMul" + OUTLIER_SUFFIX, "/mlp/MatMul_1" + OUTLIER_SUFFIX,
+                         "/layers.0/mlp/Wo/MatMul" + OUTLIER_SUFFIX}
+    # the two channels that reached the largest |x| are the ones moved: their bias entries went with them
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for feed in feeds:
+        np.testing.assert_allclose(session.run(None, feed)[0], reference.run(None, feed)[0], rtol=1e-4, atol=1e-4)
+    probe = _ffn_graph()
+    probe.graph.output.append(helper.make_tensor_value_info("mb", TensorProto.FLOAT, None))
+    peaks = np.max([np.abs(ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+                           .run(["mb"], f)[0]).max(axis=0) for f in feeds], axis=0)
+    moved = np.sort(np.argsort(-peaks)[:2])
+    bias = numpy_helper.to_array(next(i for i in probe.graph.initializer if i.name == "bias"))
+    split_bias = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "bias" + OUTLIER_SUFFIX))
+    np.testing.assert_array_equal(split_bias, bias[moved])
+    without = _quantizable_matmuls(_ffn_graph())   # unsplit: the down-projection stays fp32 whole
+    assert without == (["/mlp/MatMul", "/mlp/MatMul_1"], ["/layers.0/mlp/Wo/MatMul"])

@@ -7,10 +7,11 @@ on the other texts in its batch (onnxruntime's dynamic quantisation computes act
 whole padded batch and fails that). Weights are per-channel; the classification head stays fp32, and so
 does the FFN down-projection, whose input carries the large activation outliers of transformer encoders --
 in the onnxruntime recipe only its outlier channels (``split_down_projections``: the 1 % of input channels
-with the largest calibrated magnitude run through an fp32 MatMul of their own, the rest through INT8). The token-embedding table (for the 97m model 180,000 × 384, three quarters of the weights) is
-stored as int8 with one fp32 scale per row in both INT8 artifacts: it is only gathered, never
-multiplied, so per-row scales keep it within 0.4 % of each row's largest value and the file and
-resident memory shrink by ~4× for that table. Calibration inputs are tokenized by the runtime's own
+with the largest calibrated magnitude run through an fp32 MatMul of their own, the rest through INT8).
+The token-embedding table (for the 97m model 180,000 × 384, three quarters of the weights) is stored as
+int8 with one fp32 scale per row in both INT8 artifacts: it is only gathered, never multiplied, so per-row
+scales keep it within 0.4 % of each row's largest value and the file and resident memory shrink by ~4× for
+that table. Calibration inputs are tokenized by the runtime's own
 tokenizer (granite_rt.tokenize, token-for-token the reference's).
 """
 
@@ -37,11 +38,12 @@ INT8_PATHS = {f"{name}-int8": backends.get(name).file_names["int8"] for name in 
 # Calibration inputs are cut to this many tokens: activation ranges are reached long before 32k.
 CALIBRATION_MAX_TOKENS = 256
 DEFAULT_CALIBRATION_SAMPLES = 300
-# MatMuls kept fp32 in both INT8 recipes: FFN down-projection (BERT/XLM-R ".../output/dense" outside
-# attention, ModernBERT "mlp/Wo") and classification heads. Measured on MiniLM (docs/export.md): with
-# them in INT8 the worst probe's cosine to fp32 drops from ~0.988 to ~0.969 (OpenVINO/NNCF).
-FP32_MATMULS = r"(mlp/Wo/|(?<!attention)/output/dense/|/head/|/classifier/|/pooler/)"
+# FFN down-projections: BERT/XLM-R ".../output/dense" outside attention, ModernBERT "mlp/Wo".
 DOWN_PROJECTIONS = r"(mlp/Wo/|(?<!attention)/output/dense/)"
+# MatMuls kept fp32: the FFN down-projections (in the onnxruntime recipe only their outlier channels, below) and
+# classification heads. Measured on MiniLM (docs/export.md): with them in INT8 the worst probe's cosine to fp32
+# drops from ~0.988 to ~0.969 (OpenVINO/NNCF).
+FP32_MATMULS = rf"({DOWN_PROJECTIONS}|/head/|/classifier/|/pooler/)"
 SDPA = "ScaledDotProductAttention"
 # The onnxruntime recipe splits each FFN down-projection by input channel: this share of the channels (those
 # with the largest calibrated |x|) stays fp32, the rest is INT8 (docs/export.md, measured 2026-12-02 on a 2-core

@@ -27,8 +27,9 @@ PATHS = {fmt: backends.get(backend).file_names[precision] for fmt, (backend, pre
 
 def convert(stage: Path, fp32_onnx: str, formats: list[str], info: ModelInfo, checkpoint: Checkpoint, tokenizer,
             calibration_path, calibration_samples: int, log: Callable[[str], None],
-            steps: Progress | None = None) -> list[ArtifactRecord]:
-    """Write each requested derived format into ``stage`` and return its records."""
+            steps: Progress | None = None, openvino_split: bool = True) -> list[ArtifactRecord]:
+    """Write each requested derived format into ``stage`` and return its records (``openvino_split``:
+    int8_recipe.quantize_openvino's ``split``)."""
     source = stage / fp32_onnx
     steps = steps or Progress(False)
     feeds, calibration = [], None
@@ -51,7 +52,7 @@ def convert(stage: Path, fp32_onnx: str, formats: list[str], info: ModelInfo, ch
                 records.append(record_artifact(stage, PATHS[fmt], "onnx", "int8", record))
             else:
                 with noise.nncf_quantization(progress=steps.enabled):  # NNCF's own bars are its progress
-                    record = quantize_openvino(source, target, feeds, calibration)
+                    record = quantize_openvino(source, target, feeds, calibration, split=openvino_split)
                 records.append(record_artifact(stage, PATHS[fmt], "openvino", "int8", record))
         except (ExportError, ValueError):
             raise

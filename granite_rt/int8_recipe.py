@@ -43,7 +43,8 @@ DOWN_PROJECTIONS = r"(mlp/Wo/|(?<!attention)/output/dense/)"
 # MatMuls kept fp32: the FFN down-projections (in the onnxruntime recipe only their outlier channels, below) and
 # classification heads. Measured on MiniLM (docs/export.md): with them in INT8 the worst probe's cosine to fp32
 # drops from ~0.988 to ~0.969 (OpenVINO/NNCF).
-FP32_MATMULS = rf"({DOWN_PROJECTIONS}|/head/|/classifier/|/pooler/)"
+HEADS = r"(/head/|/classifier/|/pooler/)"
+FP32_MATMULS = rf"({DOWN_PROJECTIONS}|{HEADS})"
 SDPA = "ScaledDotProductAttention"
 # The onnxruntime recipe splits each FFN down-projection by input channel: this share of the channels (those
 # with the largest calibrated |x|) stays fp32, the rest is INT8 (docs/export.md, measured 2026-12-02 on a 2-core
@@ -52,8 +53,11 @@ SDPA = "ScaledDotProductAttention"
 # down-projections fp32: 0.9931 / 0.9806), 3 % no better. The 97m shape then ran 8 × 512 tokens in 0.87x and a
 # 32-token query in 0.83x the time of whole fp32 down-projections (all INT8: 0.86x / 0.76x).
 OUTLIER_CHANNELS = 0.01
-# Name suffix of the nodes that compute the outlier channels (kept fp32 by the onnxruntime recipe).
+# Name suffix of the nodes that compute the outlier channels (kept fp32 by both recipes).
 OUTLIER_SUFFIX = "/outlier_channels"
+# SmoothQuant's migration strength in the OpenVINO recipe with split down-projections: NNCF's default for
+# transformer MatMuls (AdvancedSmoothQuantParameters.matmul), computed as NNCF computes it (``smooth_quant``).
+SMOOTH_QUANT_ALPHA = 0.95
 # Ops that act on each channel on its own (per-channel or scalar constants), between an FFN's up-projection
 # MatMuls and its down-projection: bias, activation, GLU gate. Only such a branch is split.
 CHANNELWISE = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Sigmoid", "Tanh", "Relu", "Gelu", "FastGelu",
@@ -291,6 +295,56 @@ def split_down_projections(model, feeds: list[dict[str, np.ndarray]], workdir: P
     return [b.down.name for b in branches], outliers
 
 
+def smooth_quant(model, feeds: list[dict[str, np.ndarray]], workdir: Path, skip: Collection[str],
+                 alpha: float = SMOOTH_QUANT_ALPHA) -> int:
+    """SmoothQuant (Xiao et al., 2023) on ``model`` (an onnx ModelProto, edited in place), computed as NNCF
+    computes it, for every weighted MatMul but those named in ``skip``, the outlier-channel nodes and the heads.
+
+    The MatMuls that read one tensor share one per-channel scale s (for each, the calibrated |x| maximum^α over
+    its weight rows' |w| maximum^(1-α), clipped to [its 10th percentile, 100]; the flattest wins); the tensor
+    is multiplied by 1/s on its way to them and their weight rows by s, so in fp32 the graph computes the same.
+    NNCF sets SmoothQuant per op type only: on the split graph it also smooths the down-projections' INT8
+    channels, whose outliers were split off, and that missed MiniLM's gate (p1 0.9663, docs/export.md).
+    Returns how many tensors were smoothed. ``workdir`` holds the calibration run's copy of the graph."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in initializers and len(initializers[node.input[1]].dims) == 2 \
+                and node.name not in skip and not node.name.endswith(OUTLIER_SUFFIX) and not re.search(HEADS, node.name):
+            readers.setdefault(node.input[0], []).append(node)
+    if not readers:
+        return 0
+    maxima = _channel_maxima(model, list(readers), feeds, workdir)
+    onnx.load_external_data_for_model(model, str(workdir))
+    eps = np.finfo(np.float32).eps
+    position = {id(n): i for i, n in enumerate(graph.node)}
+    smoothing = []
+    for index, (tensor, nodes) in enumerate(readers.items()):
+        activation = np.clip(maxima[tensor], 1e-5, None)
+        weights = [numpy_helper.to_array(initializers[n.input[1]]) for n in nodes]
+        candidates = []
+        for weight in weights:
+            scale = activation ** alpha / (np.clip(np.abs(weight).max(axis=1), 1e-5, None) ** (1 - alpha) + eps)
+            scale = np.clip(scale, np.quantile(scale, 0.1), 1e2)
+            candidates.append((scale.min() / (scale.max() + eps), scale))
+        scale = max(candidates, key=lambda c: c[0])[1].astype(np.float32)
+        for node, weight in zip(nodes, weights):
+            initializers[node.input[1]].CopyFrom(numpy_helper.from_array(weight * scale[:, None], node.input[1]))
+        inverse, smoothed = f"{tensor}/smooth_quant_inverse_{index}", f"{tensor}/smooth_quant_{index}"
+        graph.initializer.append(numpy_helper.from_array(1.0 / scale, inverse))
+        smoothing.append((min(position[id(n)] for n in nodes),
+                          helper.make_node("Mul", [tensor, inverse], [smoothed], name=f"{tensor}/smooth_quant_{index}")))
+        for node in nodes:
+            node.input[0] = smoothed
+    for at, node in sorted(smoothing, key=lambda item: -item[0]):   # from the back: earlier positions stay valid
+        graph.node.insert(at, node)
+    return len(readers)
+
+
 class _FeedReader:
     """onnxruntime's CalibrationDataReader over prepared feeds, reporting (done, total) to ``on_feed``."""
 
@@ -382,42 +436,80 @@ def quantize_onnx(source: Path, target: Path, feeds: list[dict[str, np.ndarray]]
     }
 
 
+def quantize_again_unsplit(backend: str, recommended: bool, quantization: dict[str, Any] | None) -> bool:
+    """Whether an INT8 artifact is an OpenVINO IR with split down-projections that missed the INT8 gate: the
+    export and ``granite-rt quantize`` then write it again with ``quantize_openvino(..., split=False)``."""
+    return backend == "openvino" and not recommended and (quantization or {}).get("down_projections", "fp32") != "fp32"
+
+
 def openvino_model(source: Path, compress_embeddings: bool = False):
     """The fp32 ONNX graph at ``source`` converted to OpenVINO as every IR of a model folder is: rotary
     embedding as plain ops (onnx_graph.unfuse_rotary), optionally the int8 token-embedding table; returns
     (ov.Model, the onnx graph, rows compressed)."""
     import onnx
-    import openvino as ov
 
     graph = onnx.load(str(source))
+    model, rows = _to_openvino(graph, compress_embeddings)
+    return model, graph, rows
+
+
+def _to_openvino(graph, compress_embeddings: bool):
+    """(ov.Model, rows compressed) of the onnx ModelProto ``graph`` (edited in place)."""
+    import openvino as ov
+
     unfuse_rotary(graph)
     rows = compress_token_embeddings(graph) if compress_embeddings else 0
-    return ov.convert_model(io.BytesIO(graph.SerializeToString())), graph, rows
+    return ov.convert_model(io.BytesIO(graph.SerializeToString())), rows
 
 
 def quantize_openvino(source: Path, target: Path, feeds: list[dict[str, np.ndarray]], calibration: Calibration,
-                      on_feed: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                      on_feed: Callable[[int, int], None] | None = None, split: bool = True) -> dict[str, Any]:
     """NNCF post-training INT8 (ModelType.TRANSFORMER) calibrated on real text, written as an IR at ``target``;
     ``source`` is the fp32 ONNX graph (converted as every IR is, token embeddings int8) or an fp32 IR (.xml).
-    ``on_feed`` is not called: NNCF shows its own progress."""
-    import nncf
-    import openvino as ov
+    ``on_feed`` is not called: NNCF shows its own progress.
 
+    With ``split`` (from an ONNX graph) the FFN down-projections are split as in the onnxruntime recipe and
+    their INT8 channels quantised; SmoothQuant then runs here (``smooth_quant``) on every other MatMul, NNCF's
+    own is off. Measured on the 97m shape (2-core Xeon, AVX-512 VNNI, docs/export.md): 8 × 512 tokens in
+    0.83x and a 32-token query in 0.81x the time of whole fp32 down-projections. Random-weight checkpoints
+    with planted outlier channels miss the gate with it (tests/test_int8_gate.py), so the callers quantise
+    again with ``split=False`` (fp32 down-projections, NNCF's SmoothQuant everywhere) when it does."""
+    import nncf
+    import onnx
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    int8_downs: list[str] = []
+    outliers = smoothed = 0
     if source.suffix == ".xml":  # a folder with only the IR: its token-embedding table stays as it is
         model, rows = ov.Core().read_model(str(source)), 0
         blocked = any(op.get_type_name() == SDPA for op in model.get_ops())  # padding bias unknown: keep fp32
     else:
-        model, graph, rows = openvino_model(source, compress_embeddings=True)
+        graph = onnx.load(str(source))
+        if split:
+            with tempfile.TemporaryDirectory(prefix=".granite-rt-int8-", dir=target.parent) as work:
+                int8_downs, outliers = split_down_projections(graph, feeds, Path(work))
+                smoothed = smooth_quant(graph, feeds, Path(work), skip=int8_downs) if int8_downs else 0
+        model, rows = _to_openvino(graph, compress_embeddings=True)
         # ModernBERT's global attention (attention.py) carries the padding bias in an extra key channel: a
         # quantizer on its inputs, calibrated on unpadded texts, would clamp the bias away, so they stay fp32.
         blocked = any(n.op_type == "MultiHeadAttention" for n in graph.graph.node)
-    kept = nncf.IgnoredScope(patterns=[f".*{FP32_MATMULS}.*"], types=[SDPA] if blocked else [], validate=False)
+        del graph
+    fp32 = rf"({re.escape(OUTLIER_SUFFIX)}|{HEADS})" if int8_downs else FP32_MATMULS
+    kept = nncf.IgnoredScope(patterns=[f".*{fp32}.*"], types=[SDPA] if blocked else [], validate=False)
+    advanced = (AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
+                if int8_downs else None)   # -1: NNCF's SmoothQuant off, smooth_quant did it
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
-                              subset_size=len(feeds), ignored_scope=kept)
+                              subset_size=len(feeds), ignored_scope=kept, advanced_parameters=advanced)
     ov.save_model(quantized, str(target), compress_to_fp16=False)
     return {
         "method": "nncf.quantize", "model_type": "TRANSFORMER", "preset": "mixed (NNCF default for transformers)",
-        "fp32_matmuls": f"FFN down-projection and head (ignored_scope {FP32_MATMULS})",
+        "fp32_matmuls": f"ignored_scope {fp32}",
+        "down_projections": (f"{len(int8_downs)} split by input channel: {outliers} outlier channels fp32 "
+                             f"({OUTLIER_CHANNELS:.0%} per layer, largest calibrated |x|), the rest int8"
+                             if int8_downs else "fp32"),
+        "smooth_quant": (f"granite-rt, alpha {SMOOTH_QUANT_ALPHA}, {smoothed} MatMul inputs (not the down-projections)"
+                         if int8_downs else "NNCF, every MatMul"),
         **({"fp32_attention": f"{SDPA} inputs (global attention with the padding bias channel)"} if blocked else {}),
         "token_embeddings": f"int8, per-row fp32 scale ({rows} rows)" if rows else "fp32 (quantized from the IR)",
         "calibration": calibration.source, "calibration_samples": len(feeds),

@@ -14,7 +14,7 @@ from granite_rt.errors import ModelFileError, OutputFolderError
 from granite_rt.folder_manifest import artifact_entry, read_manifest, trusted_manifest, upsert_artifacts, write_manifest
 from granite_rt.int8_gate import GateBounds, gate_artifacts, gate_table
 from granite_rt.int8_recipe import (DEFAULT_CALIBRATION_SAMPLES, INT8_PATHS, calibration_feeds, graph_inputs,
-                                    load_calibration, quantize_onnx, quantize_openvino)
+                                    load_calibration, quantize_again_unsplit, quantize_onnx, quantize_openvino)
 from granite_rt.model_folder import load_spec
 
 FORMATS = tuple(INT8_PATHS)
@@ -52,14 +52,26 @@ def quantize_folder(folder: str | Path, formats: tuple[str, ...] = FORMATS, cali
         record = (quantize_onnx if backend == "onnx" else quantize_openvino)(source, target, feeds, calib)
         entries.append(artifact_entry(folder, Artifact(INT8_PATHS[fmt], backend, "int8"),  # type: ignore[arg-type]
                                       quantization={**record, "written_by": "granite-rt quantize"}))
+    _gate(folder, spec.kind, manifest, entries, list(fp32.values()), gate, log)
+    for missed in [e for e in entries if quantize_again_unsplit(e["backend"], e["recommended"], e["quantization"])]:
+        log("  openvino-int8 missed the INT8 gate with split down-projections: quantizing it again with them fp32")
+        record = quantize_openvino(source_onnx, folder / missed["path"], feeds, calib, split=False)
+        again = artifact_entry(folder, Artifact(missed["path"], "openvino", "int8"),
+                               quantization={**record, "written_by": "granite-rt quantize",
+                                             "split_down_projections_missed": missed["gate"]["missed"]})
+        _gate(folder, spec.kind, manifest, [again], list(fp32.values()), gate, log)
+    return manifest
+
+
+def _gate(folder: Path, kind: str, manifest: dict[str, Any], entries: list[dict[str, Any]], fp32: list[Artifact],
+          gate: GateBounds, log: Callable[[str], None]) -> None:
+    """Write ``entries`` into the manifest, gate them against ``fp32``, and write their figures and verdicts."""
     write_manifest(folder, upsert_artifacts(manifest, entries))
-    results = gate_artifacts(folder, spec.kind, [Artifact(e["path"], e["backend"], "int8") for e in entries]
-                             + list(fp32.values()), gate)
+    results = gate_artifacts(folder, kind, [Artifact(e["path"], e["backend"], "int8") for e in entries] + fp32, gate)
     for entry in entries:
         entry.update(recommended=results[entry["path"]].recommended, gate=results[entry["path"]].to_manifest())
     log(gate_table(results))
     write_manifest(folder, upsert_artifacts(manifest, entries))
-    return manifest
 
 
 def _vocab_size(folder: Path) -> int:

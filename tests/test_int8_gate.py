@@ -152,6 +152,10 @@ def test_plain_checkpoint_passes_and_outliers_break_the_onnx_recipe(gate_exports
     assert broken["figures"]["mean_cosine"] < 0.99 and any(m.startswith("mean cosine") for m in broken["missed"])
     smooth = outliers["openvino"]["gate"]["figures"]["mean_cosine"]
     assert smooth >= plain["openvino"]["gate"]["figures"]["mean_cosine"] - 0.005
+    # the IR with split down-projections missed the gate there, so the export wrote it again with them fp32
+    recipe = outliers["openvino"]["quantization"]
+    assert recipe["down_projections"] == "fp32" and recipe["smooth_quant"] == "NNCF, every MatMul"
+    assert any(m.startswith(("p1 cosine", "mean cosine", "top10")) for m in recipe["split_down_projections_missed"])
 
 
 def test_auto_skips_the_failing_int8_and_says_why(gate_exports, vnni_cpu):

@@ -1,5 +1,6 @@
-"""granite_rt.int8_recipe's down-projection split: exact in fp32 on every exported architecture (ModernBERT's GLU,
-BERT's bias + GELU), only where the FFN has the shape it understands, and its outlier channels kept fp32."""
+"""granite_rt.int8_recipe's down-projection split and SmoothQuant: exact in fp32 on every exported architecture
+(ModernBERT's GLU, BERT's bias + GELU), the split only where the FFN has the shape it understands, its outlier
+channels kept fp32, and SmoothQuant off the split down-projections."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from granite_rt.batching import pad_batch  # noqa: E402
 from granite_rt.int8_recipe import (DOWN_PROJECTIONS, OUTLIER_CHANNELS, OUTLIER_SUFFIX, _quantizable_matmuls,  # noqa: E402
-                                    calibration_feeds, graph_inputs, load_calibration, split_down_projections)
+                                    calibration_feeds, graph_inputs, load_calibration, smooth_quant,
+                                    split_down_projections)
 from granite_rt.model_folder import load_spec  # noqa: E402
 from granite_rt.onnx_graph import save_onnx  # noqa: E402
 from granite_rt.tokenize import Tokenizer  # noqa: E402
@@ -54,6 +56,20 @@ def test_the_split_graph_computes_what_the_fp32_graph_computes(folders, request,
     for feed in [*feeds[:3], padded]:
         expected, got = before.run(None, feed)[0], after.run(None, feed)[0]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # SmoothQuant (the OpenVINO recipe) on top: the same function again, the down-projections' INT8 channels untouched
+    onnx.load_external_data_for_model(model, str(tmp_path))   # save_onnx left the weights in split.onnx_data
+    smoothed = smooth_quant(model, feeds, tmp_path, skip=downs)
+    nodes = {n.name: n for n in model.graph.node}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    assert smoothed >= 2 * len(downs)      # at least the attention input and the up-projection of every layer
+    for down in downs:
+        assert "smooth_quant" not in producer[nodes[down].input[0]].name
+        assert "smooth_quant" not in producer[nodes[down + OUTLIER_SUFFIX].input[0]].name
+    del before, after
+    smooth = ort.InferenceSession(str(save_onnx(model, tmp_path / "smoothed.onnx")), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    for feed in [*feeds[:3], padded]:
+        np.testing.assert_allclose(smooth.run(None, feed)[0], reference.run(None, feed)[0], rtol=1e-4, atol=1e-4)
 
 
 def _ffn_graph(*, fused_up: bool = False, leak: bool = False, channels: int = 200, hidden: int = 8):
@@ -110,3 +126,27 @@ def test_only_an_ffn_of_the_understood_shape_is_split_and_its_outlier_nodes_stay
     np.testing.assert_array_equal(split_bias, bias[moved])
     without = _quantizable_matmuls(_ffn_graph())   # unsplit: the down-projection stays fp32 whole
     assert without == (["/mlp/MatMul", "/mlp/MatMul_1"], ["/layers.0/mlp/Wo/MatMul"])
+
+
+def test_smooth_quant_flattens_the_shared_input_of_the_up_projections_and_skips_what_it_is_told(tmp_path):
+    feeds = [{"x": (np.random.default_rng(i).standard_normal((5, 8)) * np.r_[40.0, np.ones(7)]).astype(np.float32)}
+             for i in range(4)]                                       # channel 0 an outlier, 40x the others
+    model = _ffn_graph()
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert smooth_quant(model, feeds, tmp_path, skip=["/layers.0/mlp/Wo/MatMul"]) == 1   # x, read by both ups
+    muls = [n for n in model.graph.node if n.op_type == "Mul" and "smooth_quant" in n.name]
+    assert len(muls) == 1 and muls[0].input[0] == "x"
+    readers = sorted(n.name for n in model.graph.node if muls[0].output[0] in n.input)
+    assert readers == ["/mlp/MatMul", "/mlp/MatMul_1"]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(helper.make_tensor_value_info(muls[0].output[0], TensorProto.FLOAT, None))
+    peaks = np.max([np.abs(ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+                           .run([muls[0].output[0]], f)[0]).max(axis=0) for f in feeds], axis=0)
+    before = np.max([np.abs(f["x"]).max(axis=0) for f in feeds], axis=0)
+    assert peaks.max() / peaks.min() < before.max() / before.min() / 5          # the outlier moved into the weights
+    for feed in feeds:
+        np.testing.assert_allclose(session.run(None, feed)[0], reference.run(None, feed)[0], rtol=1e-4, atol=1e-3)
+    untouched = _ffn_graph()
+    assert smooth_quant(untouched, feeds, tmp_path, skip=["/mlp/MatMul", "/mlp/MatMul_1", "/layers.0/mlp/Wo/MatMul"]) == 0

@@ -45,6 +45,9 @@ def test_quantize_writes_gated_static_int8_without_torch(quantized_hub_folder):
         assert entry["quantization"]["calibration"] == "granite_rt/calibration/english.txt"
     # the ONNX file's six FFN down-projections are INT8 but for their outlier channels, and it still passes
     assert _int8(manifest)["onnx"]["quantization"]["down_projections"].startswith("6 split by input channel")
+    ov_recipe = _int8(manifest)["openvino"]["quantization"]          # and so are the IR's, SmoothQuant off them
+    assert ov_recipe["down_projections"].startswith("6 split by input channel"), ov_recipe
+    assert ov_recipe["smooth_quant"].startswith("granite-rt") and "split_down_projections_missed" not in ov_recipe
     assert "INT8 gate" in proc.stderr
 
 

@@ -5,9 +5,11 @@ openvino and nncf; no torch or transformers: ``pip install 'granite-rt[quantize]
 Both backends quantise statically, with scales calibrated on real text, so a text's vector does not depend
 on the other texts in its batch (onnxruntime's dynamic quantisation computes activation scales over the
 whole padded batch and fails that). Weights are per-channel; the classification head stays fp32, and so
-does the FFN down-projection, whose input carries the large activation outliers of transformer encoders --
-in the onnxruntime recipe only its outlier channels (``split_down_projections``: the 1 % of input channels
-with the largest calibrated magnitude run through an fp32 MatMul of their own, the rest through INT8).
+do the outlier channels of the FFN down-projection, whose input carries the large activation outliers of
+transformer encoders (``split_down_projections``: the 1 % of input channels with the largest calibrated
+magnitude run through an fp32 MatMul of their own, the rest through INT8). The OpenVINO IR adds SmoothQuant
+on every other MatMul (``smooth_quant``), and where that IR misses the INT8 gate it is written again with
+whole fp32 down-projections and NNCF's SmoothQuant (``quantize_again_unsplit``).
 The token-embedding table (for the 97m model 180,000 × 384, three quarters of the weights) is stored as
 int8 with one fp32 scale per row in both INT8 artifacts: it is only gathered, never multiplied, so per-row
 scales keep it within 0.4 % of each row's largest value and the file and resident memory shrink by ~4× for

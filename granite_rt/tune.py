@@ -17,9 +17,10 @@ hint for its unquantized ops was (bench/README.md). ``granite-rt tune MODEL`` an
    took 1.55 s for the 4 × 384-token batch in rounds alternating with an open OpenVINO model, 0.58 s
    alone). A placement more than ``CLEAR`` (15 %, widened by the spread the load put on the round's
    query calls) slower than the fastest so far after one round stops there; the others get ``rounds``;
-4. the placement with the lowest geometric mean of its two median times wins (with ``workload="throughput"``,
-   as embed-corpus loads, the lowest batch time: the two differ where one placement is fastest on queries and
-   another on batches, as onnxruntime INT8 and OpenVINO INT8+bf16 were on a Zen 4); within ``TIE`` (3 %) the
+4. for an embedder the placement with the lowest geometric mean of its two median times wins (with
+   ``workload="throughput"``, as embed-corpus loads, the lowest batch time: the two differ where one placement
+   is fastest on queries and another on batches, as onnxruntime INT8 and OpenVINO INT8+bf16 were on a Zen 4 and
+   on a Xeon); for a reranker, whose call is a query's candidates, the lowest batch time; within ``TIE`` (3 %) the
    built-in rule's choice wins. The decision is stored in ``<cache>/tune/<key>.json``, keyed by CPU
    model + flags, library versions and the model files.
 
@@ -62,13 +63,18 @@ MEAN_COSINE, P1_COSINE = 0.99, 0.97
 # A reranker query fp32 cannot rank (``Fidelity.unranked``) passes when no centred logit moves by more than half
 # the smallest spread that is ranked: a broken placement moves them by the logits' own scale.
 UNRANKED_MAX_DIFF = MIN_LOGIT_SPREAD / 2
-# Timed shapes: one short query; a batch of long documents (one pair for rerankers: 22 layers at hidden 768).
-# The batch is the tuner's main cost (a 4 × 384-token batch took 11.7 of a 18.6 s tune of the 97m shape,
-# Xeon, 2 cores); at 2 × 384 tokens two runs chose the same placement (onnxruntime int8, 0.170 s against 0.339 s for
-# 4 × 384) in 11.7 s (fresh cache) and 8.4 s, placements within ~10 % of each other swapping places as between runs.
+# Timed shapes: one short query; a batch of long documents, (rows, tokens) per model kind. The batch is the tuner's
+# main cost (a 4 × 384-token batch took 11.7 of a 18.6 s tune of the 97m shape, Xeon, 2 cores); at 2 × 384 tokens
+# two runs chose the same placement (onnxruntime int8, 0.170 s against 0.339 s for 4 × 384) in 11.7 s (fresh cache)
+# and 8.4 s, placements within ~10 % of each other swapping places as between runs. A reranker's batch is a query's
+# candidates: 4 × 256 tokens, where the engines' order is that of a rerank call (reranker shape, same Xeon, time vs
+# onnxruntime INT8: OpenVINO INT8 + bf16 hint 1.56x on one 49-token pair, 1.13x on 4 × 64, 0.95x on 1 × 384,
+# 0.82-0.91x on 4 × 256, 0.85x on bench (d)'s 20 × 274 pairs; one pair hid that).
 QUERY = "how do boundary layers behave in hypersonic flow?"
-DOC_TOKENS = 384
-DOCS = {"embedder": 2, "reranker": 1}
+DOC_BATCH = {"embedder": (2, 384), "reranker": (4, 256)}
+# What a placement is ranked by: an embedder serves single queries and document batches alike (the geometric mean
+# of both shapes' times); a reranker scores a query's candidates in one call, so its batch's time.
+RANKED_SHAPES = {"embedder": ("query", "docs"), "reranker": ("docs",)}
 CALLS = {"query": 5, "docs": 1}  # timed calls per shape per round: a query is short and noisier
 # Untimed runs of each shape before the first round, which decides whether a placement gets more rounds: the
 # first run of a shape after a compile sets up kernels and buffers (OpenVINO's first 11-token query took 65-91 ms,
@@ -220,7 +226,7 @@ class Measured:
     fidelity: dict[str, float] | None = None     # Fidelity as a dict; None: it is the reference, or none exists
     passed: bool = True
     error: str | None = None
-    # geometric mean of its two median times relative to the fastest placement's (1.0 = the fastest);
+    # its RANKED_SHAPES median times relative to the fastest placement's, geometric mean (1.0 = the fastest);
     # None: not timed (it failed, or is outside the fidelity bounds)
     relative: float | None = None
     rounds: int = 0                              # timed rounds it ran
@@ -255,8 +261,8 @@ class Decision:
     @staticmethod
     def cost(result: Measured, workload: str = "latency") -> float:
         """What ``best`` ranks by (only ratios between results count): for ``workload="latency"`` (loads that serve
-        queries and batches alike) the geometric mean of the two shapes' times (``relative``); for
-        ``"throughput"`` (embed-corpus, batches only) the long-document batch's time."""
+        queries and batches alike) ``relative`` (an embedder's geometric mean of the two shapes' times, a
+        reranker's batch time: RANKED_SHAPES); for ``"throughput"`` (embed-corpus, batches only) the batch's time."""
         return result.docs_s if workload == "throughput" else result.relative
 
     def best(self, backend: str = "auto", workload: str = "latency") -> Measured | None:
@@ -286,7 +292,8 @@ class Decision:
         tie = (f" (within {TIE:.0%} of {fastest.name}: a tie, so the built-in rule's choice)"
                if fastest is not best else "")
         ranked = ("the long-document batch's time (workload='throughput')" if workload == "throughput"
-                  else "the geometric mean of both shapes' times")
+                  else "the candidate batch's time (a reranker scores a query's candidates in one call)"
+                  if self.kind == "reranker" else "the geometric mean of both shapes' times")
         return (f"measured on this machine {self.measured_at} (granite-rt tune): fastest of {len(self.results)} CPU "
                 f"placements within the fidelity bounds by {ranked}{tie}: query {best.query_s * 1e3:.1f} ms, "
                 f"{self.shapes['docs']} × {self.shapes['doc_tokens']}-token batch {best.docs_s:.3f} s, {checked}"
@@ -379,15 +386,16 @@ def probe_batches(tokenizer: Any, kind: str) -> list[dict[str, np.ndarray]]:
 
 
 def timing_batches(tokenizer: Any, kind: str, max_length: int) -> dict[str, dict[str, np.ndarray]]:
-    """The two timed shapes: one short query, and DOCS[kind] documents of DOC_TOKENS tokens (real text ids)."""
+    """The two timed shapes: one short query, and DOC_BATCH[kind] (rows, tokens) of a long text (real text ids)."""
     long_text = " ".join(PROBE_PASSAGES * 12)
     if kind == "embedder":
         query, doc = tokenizer.encode([QUERY])[0], tokenizer.encode([long_text])[0]
     else:
         query, doc = tokenizer.encode_pairs([(QUERY, PROBE_PASSAGES[0])])[0], tokenizer.encode_pairs([(QUERY, long_text)])[0]
-    tokens = min(DOC_TOKENS, max_length, len(doc.ids))
+    rows, tokens = DOC_BATCH[kind]
+    tokens = min(tokens, max_length, len(doc.ids))
     docs = pad_batch([doc], tokenizer.pad_id)
-    docs = {name: np.repeat(array[:, :tokens], DOCS[kind], axis=0) for name, array in docs.items()}
+    docs = {name: np.repeat(array[:, :tokens], rows, axis=0) for name, array in docs.items()}
     return {"query": pad_batch([query], tokenizer.pad_id), "docs": docs}
 
 
@@ -412,6 +420,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     probes = probe_batches(tokenizer, spec.kind)
     shapes = timing_batches(tokenizer, spec.kind, spec.max_length)
     rank = _ranker(preferred)
+    ranked_by = RANKED_SHAPES[spec.kind]
 
     def rows(backend: Backend) -> np.ndarray:
         outs = [np.asarray(backend.run(batch), np.float32) for batch in probes]
@@ -469,13 +478,13 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
             samples[i] = []
             timed_round(i)
             while len(samples[i]) < rounds and timer() - start <= budget_s and not (
-                    best is not None and math.log(_ratio(samples[i], samples[best]))
+                    best is not None and math.log(_ratio(samples[i], samples[best], ranked_by))
                     > math.log(1 + CLEAR) + _spread(samples[i]) + _spread(samples[best])):
                 timed_round(i)
-            if best is None or _ratio(samples[i], samples[best]) < 1:
+            if best is None or _ratio(samples[i], samples[best], ranked_by) < 1:
                 best = i
             say(f"timed {label(placement)} ({placement.artifact.path}): {len(samples[i])} round(s)"
-                + (f", {_ratio(samples[i], samples[best]):.3f}x the time of {label(candidates[best])}"
+                + (f", {_ratio(samples[i], samples[best], ranked_by):.3f}x the time of {label(candidates[best])}"
                    if best != i else ", the fastest so far"))
         except Exception as exc:  # noqa: BLE001 - a placement that cannot run here is reported, not fatal
             errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
@@ -483,7 +492,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
             say(f"{label(placement)} failed: {errors[i]}")
         finally:
             _close(backend_of, i)
-    relative = {i: _ratio(rounds_, samples[best]) for i, rounds_ in samples.items()} if best is not None else {}
+    relative = {i: _ratio(rounds_, samples[best], ranked_by) for i, rounds_ in samples.items()} if best is not None else {}
     fastest = min(relative.values(), default=1.0)  # 1.0 unless best failed later
     results = []
     for i, placement in enumerate(candidates):
@@ -533,9 +542,10 @@ def _spread(rounds_: Sequence[Mapping[str, list[float]]]) -> float:
     return math.log(max(calls[-2], 1e-12) / max(calls[1], 1e-12)) if len(calls) >= 4 else 0.0
 
 
-def _ratio(one: Sequence[Mapping[str, list[float]]], other: Sequence[Mapping[str, list[float]]]) -> float:
-    """Geometric mean over the two shapes of the median time of ``one`` over that of ``other``."""
-    return math.sqrt(math.prod(max(_median(one, s), 1e-12) / max(_median(other, s), 1e-12) for s in CALLS))
+def _ratio(one: Sequence[Mapping[str, list[float]]], other: Sequence[Mapping[str, list[float]]],
+           shapes: Sequence[str] = tuple(CALLS)) -> float:
+    """Geometric mean over ``shapes`` of the median time of ``one`` over that of ``other``."""
+    return math.prod(max(_median(one, s), 1e-12) / max(_median(other, s), 1e-12) for s in shapes) ** (1 / len(shapes))
 
 
 def _close(opened: dict[int, Backend], i: int) -> None:

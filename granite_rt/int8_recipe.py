@@ -42,13 +42,13 @@ CALIBRATION_MAX_TOKENS = 256
 DEFAULT_CALIBRATION_SAMPLES = 300
 # FFN down-projections: BERT/XLM-R ".../output/dense" outside attention, ModernBERT "mlp/Wo".
 DOWN_PROJECTIONS = r"(mlp/Wo/|(?<!attention)/output/dense/)"
-# MatMuls kept fp32: the FFN down-projections (in the onnxruntime recipe only their outlier channels, below) and
+# MatMuls kept fp32: the FFN down-projections (where they are split only their outlier channels, below) and
 # classification heads. Measured on MiniLM (docs/export.md): with them in INT8 the worst probe's cosine to fp32
 # drops from ~0.988 to ~0.969 (OpenVINO/NNCF).
 HEADS = r"(/head/|/classifier/|/pooler/)"
 FP32_MATMULS = rf"({DOWN_PROJECTIONS}|{HEADS})"
 SDPA = "ScaledDotProductAttention"
-# The onnxruntime recipe splits each FFN down-projection by input channel: this share of the channels (those
+# Both recipes split each FFN down-projection by input channel: this share of the channels (those
 # with the largest calibrated |x|) stays fp32, the rest is INT8 (docs/export.md, measured 2026-12-02 on a 2-core
 # Xeon with AVX-512 VNNI). all-MiniLM-L6-v2 against its fp32 ONNX on the gate's probe set: every down-projection
 # INT8 mean cosine 0.9885 (fails the gate's 0.99), the top 1 % split off 0.9927 / p1 0.9781 (passes; whole

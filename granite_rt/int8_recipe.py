@@ -482,6 +482,7 @@ def quantize_openvino(source: Path, target: Path, feeds: list[dict[str, np.ndarr
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     int8_downs: list[str] = []
+    whole: list[str] = []   # down-projections of a shape split_down_projections leaves alone: fp32 whole
     outliers = smoothed = 0
     if source.suffix == ".xml":  # a folder with only the IR: its token-embedding table stays as it is
         model, rows = ov.Core().read_model(str(source)), 0
@@ -491,14 +492,17 @@ def quantize_openvino(source: Path, target: Path, feeds: list[dict[str, np.ndarr
         if split:
             with tempfile.TemporaryDirectory(prefix=".granite-rt-int8-", dir=target.parent) as work:
                 int8_downs, outliers = split_down_projections(graph, feeds, Path(work))
-                smoothed = smooth_quant(graph, feeds, Path(work), skip=int8_downs) if int8_downs else 0
+                whole = [n.name for n in graph.graph.node if n.op_type == "MatMul" and re.search(DOWN_PROJECTIONS, n.name)
+                         and n.name not in int8_downs and not n.name.endswith(OUTLIER_SUFFIX)]
+                smoothed = smooth_quant(graph, feeds, Path(work), skip=int8_downs + whole) if int8_downs else 0
         model, rows = _to_openvino(graph, compress_embeddings=True)
         # ModernBERT's global attention (attention.py) carries the padding bias in an extra key channel: a
         # quantizer on its inputs, calibrated on unpadded texts, would clamp the bias away, so they stay fp32.
         blocked = any(n.op_type == "MultiHeadAttention" for n in graph.graph.node)
         del graph
     fp32 = rf"({re.escape(OUTLIER_SUFFIX)}|{HEADS})" if int8_downs else FP32_MATMULS
-    kept = nncf.IgnoredScope(patterns=[f".*{fp32}.*"], types=[SDPA] if blocked else [], validate=False)
+    kept = nncf.IgnoredScope(names=whole if int8_downs else [], patterns=[f".*{fp32}.*"],
+                             types=[SDPA] if blocked else [], validate=False)
     advanced = (AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
                 if int8_downs else None)   # -1: NNCF's SmoothQuant off, smooth_quant did it
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
@@ -506,10 +510,10 @@ def quantize_openvino(source: Path, target: Path, feeds: list[dict[str, np.ndarr
     ov.save_model(quantized, str(target), compress_to_fp16=False)
     return {
         "method": "nncf.quantize", "model_type": "TRANSFORMER", "preset": "mixed (NNCF default for transformers)",
-        "fp32_matmuls": f"ignored_scope {fp32}",
+        "fp32_matmuls": f"ignored_scope {fp32}" + (f" and {len(whole)} whole down-projections" if whole and int8_downs else ""),
         "down_projections": (f"{len(int8_downs)} split by input channel: {outliers} outlier channels fp32 "
                              f"({OUTLIER_CHANNELS:.0%} per layer, largest calibrated |x|), the rest int8"
-                             if int8_downs else "fp32"),
+                             + (f"; {len(whole)} of another shape fp32" if whole else "") if int8_downs else "fp32"),
         "smooth_quant": (f"granite-rt, alpha {SMOOTH_QUANT_ALPHA}, {smoothed} MatMul inputs (not the down-projections)"
                          if int8_downs else "NNCF, every MatMul"),
         **({"fp32_attention": f"{SDPA} inputs (global attention with the padding bias channel)"} if blocked else {}),

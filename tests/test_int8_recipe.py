@@ -150,3 +150,49 @@ def test_smooth_quant_flattens_the_shared_input_of_the_up_projections_and_skips_
         np.testing.assert_allclose(session.run(None, feed)[0], reference.run(None, feed)[0], rtol=1e-4, atol=1e-3)
     untouched = _ffn_graph()
     assert smooth_quant(untouched, feeds, tmp_path, skip=["/mlp/MatMul", "/mlp/MatMul_1", "/layers.0/mlp/Wo/MatMul"]) == 0
+
+
+def _two_ffns():
+    """token embeddings x → FFN of layer 0 (the understood shape) → h → FFN of layer 1, whose gated activation is
+    also an output."""
+    rng = np.random.default_rng(1)
+    weight = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["x"], name="/embeddings/Gather")]
+    inits = [weight("table", 50, 8)]
+    for layer, (source, out) in enumerate((("x", "h"), ("h", "y"))):
+        p = f"/layers.{layer}/mlp"
+        inits += [weight(f"wa{layer}", 8, 200), weight(f"wg{layer}", 8, 200), weight(f"wo{layer}", 200, 8)]
+        nodes += [helper.make_node("MatMul", [source, f"wa{layer}"], [f"a{layer}"], name=f"{p}/MatMul"),
+                  helper.make_node("MatMul", [source, f"wg{layer}"], [f"g{layer}"], name=f"{p}/MatMul_1"),
+                  helper.make_node("Sigmoid", [f"a{layer}"], [f"s{layer}"], name=f"{p}/act/Sigmoid"),
+                  helper.make_node("Mul", [f"a{layer}", f"s{layer}"], [f"t{layer}"], name=f"{p}/act/Mul"),
+                  helper.make_node("Mul", [f"t{layer}", f"g{layer}"], [f"m{layer}"], name=f"{p}/Mul"),
+                  helper.make_node("MatMul", [f"m{layer}", f"wo{layer}"], [f"o{layer}"], name=f"{p}/Wo/MatMul"),
+                  helper.make_node("Add", [source, f"o{layer}"], [out], name=f"/layers.{layer}/residual")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "m1")]
+    graph = helper.make_graph(nodes, "ffns", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_the_openvino_recipe_keeps_a_down_projection_it_cannot_split_fp32(tmp_path):
+    """Layer 0 is split (its INT8 channels quantised), layer 1 (its activation used elsewhere) is not: NNCF must
+    leave that whole down-projection fp32, as the onnxruntime recipe does, and SmoothQuant must not touch it."""
+    pytest.importorskip("nncf")
+    ov = pytest.importorskip("openvino")
+    from granite_rt.int8_recipe import Calibration, quantize_openvino
+
+    source = save_onnx(_two_ffns(), tmp_path / "ffns.onnx")
+    feeds = [{"input_ids": np.random.default_rng(i).integers(0, 50, 6)} for i in range(8)]
+    record = quantize_openvino(source, tmp_path / "ffns.xml", feeds, Calibration([], "test"))
+    assert record["down_projections"].startswith("1 split by input channel") and "1 of another shape fp32" in record["down_projections"]
+    model = ov.Core().read_model(str(tmp_path / "ffns.xml"))
+    ops = {op.get_friendly_name(): op for op in model.get_ops()}
+
+    def quantized(name: str) -> bool:   # NNCF put a FakeQuantize on its activation input
+        return any(value.get_node().get_type_name() == "FakeQuantize" for value in ops[name].input_values())
+
+    assert quantized("/layers.0/mlp/Wo/MatMul") and quantized("/layers.0/mlp/MatMul")
+    assert not quantized("/layers.1/mlp/Wo/MatMul") and not quantized("/layers.0/mlp/Wo/MatMul" + OUTLIER_SUFFIX)
+    smoothed = [op.input_value(0).get_node().get_friendly_name() for name, op in ops.items() if name.endswith("Wo/MatMul")]
+    assert not any("smooth_quant" in n for n in smoothed), smoothed

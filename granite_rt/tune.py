@@ -543,7 +543,7 @@ def _spread(rounds_: Sequence[Mapping[str, list[float]]]) -> float:
 
 
 def _ratio(one: Sequence[Mapping[str, list[float]]], other: Sequence[Mapping[str, list[float]]],
-           shapes: Sequence[str] = tuple(CALLS)) -> float:
+           shapes: Sequence[str]) -> float:
     """Geometric mean over ``shapes`` of the median time of ``one`` over that of ``other``."""
     return math.prod(max(_median(one, s), 1e-12) / max(_median(other, s), 1e-12) for s in shapes) ** (1 / len(shapes))
 

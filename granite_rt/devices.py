@@ -44,7 +44,8 @@ DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 # The CPU rule, re-derived from every CPU class measured (2 cores each; docs/devices.md, bench/README.md). OpenVINO
 # leads the CPU order only where its paths were the fastest: an AMD Zen 4 (AVX-512 VNNI + BF16), whose fastest path
 # was the INT8 IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with the f32
-# hint, onnxruntime INT8 and OpenVINO bf16), and CPUs with AMX (OpenVINO's AMX kernels; not measured here).
+# hint, onnxruntime INT8 and OpenVINO bf16), and CPUs with AMX (a 2-core Xeon with amx_int8/amx_bf16, bench --quick:
+# int8+bf16 1.1-1.7x onnxruntime INT8 on 512-token documents and reranker pairs; a 32-token query 10.4 vs 8.3 ms).
 # Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3 (where OpenVINO's INT8 also ran slower than
 # its fp32, so OpenVINO tries fp32 first there) and on an Intel Xeon with AVX-512 VNNI + BF16 + FP16 and no AMX
 # (granite-rt tune, 97m shape: onnxruntime INT8 0.301 s for 4 x 384 tokens and 7.0 ms per query, OpenVINO INT8

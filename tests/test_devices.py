@@ -99,7 +99,8 @@ def test_missing_fp16_artifact_falls_back_to_fp32_and_says_why():
     assert "no fp16" in cuda.why
 
 
-def test_openvino_hints_are_explicit_and_compiled_models_cached_per_file():
+def test_openvino_hints_are_explicit_and_compiled_models_cached_per_file(monkeypatch):
+    monkeypatch.setattr(host, "cpu_flags", lambda *_: frozenset({"avx512_vnni", "avx512_bf16"}))   # no AMX
     gpu, cpu = (p for p in plan(NVIDIA, backend="openvino") if p.device in ("intel-gpu", "cpu"))
     assert gpu.options.device == "GPU" and gpu.options.config["INFERENCE_PRECISION_HINT"] == "f16"
     assert gpu.options.config["CACHE_DIR"] == str(Path("/cache/openvino") / devices.artifact_key(gpu.artifact, None))
@@ -108,6 +109,19 @@ def test_openvino_hints_are_explicit_and_compiled_models_cached_per_file():
     assert gpu.options.config["CACHE_DIR"] != cpu.options.config["CACHE_DIR"]  # fp16 vs INT8 file
     batch = plan(CPU_ONLY, backend="openvino", workload="throughput")[0]
     assert batch.options.config["PERFORMANCE_HINT"] == "THROUGHPUT"
+
+
+def test_bf16_compiles_on_an_amx_cpu_skip_the_openvino_cache(monkeypatch):
+    """Blobs cached there crashed or gave wrong vectors (openvino.bf16_cache_unsafe); f32-hint ones stay cached."""
+    monkeypatch.setattr(host, "cpu_flags", lambda *_: frozenset({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}))
+    hinted = {p.dtype: p for p in plan(NVIDIA, backend="openvino", device="cpu")
+              + plan(NVIDIA, backend="openvino", device="cpu", dtype="int8")
+              + plan(NVIDIA, backend="openvino", device="cpu", dtype="bf16")}
+    assert hinted["int8+bf16"].options.config["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert "CACHE_DIR" not in hinted["int8+bf16"].options.config and "CACHE_DIR" not in hinted["bf16"].options.config
+    assert hinted["int8"].options.config["CACHE_DIR"].startswith(str(Path("/cache/openvino")))
+    gpu = plan(NVIDIA, backend="openvino", device="intel-gpu")[0]   # the GPU's blobs are not the CPU plugin's
+    assert "CACHE_DIR" in gpu.options.config
 
 
 def test_granite_rt_cache_off_turns_every_on_disk_cache_off(monkeypatch):

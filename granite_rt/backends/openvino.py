@@ -42,6 +42,20 @@ class OpenVINOOptions:
     static_shapes: tuple[tuple[int, int], ...] = ()
 
 
+def bf16_cache_unsafe(device: str, dtype: str) -> bool:
+    """Whether a CPU compile with the bf16 hint must not use OpenVINO's model cache: on a CPU with AMX-BF16.
+
+    Measured 2026-12-02 on a 2-core Xeon with amx_bf16 (openvino 2026.4.1): blobs written there by long-lived
+    processes (bench workers, the test suite) crashed every process that loaded them (segfault, "corrupted size
+    vs. prev_size") or gave wrong vectors (MiniLM on Cranfield, nDCG@10 0.034 against 0.652; reranker logits inf),
+    while every fresh compile of the same file and hint, and the reload of a blob such a compile wrote, was
+    right; what made those blobs differ was not found. A fresh compile costs ~1 s per load; a wrong result is
+    worse. f32-hint blobs (fp32, int8) on the same machine were right and stay cached."""
+    if device != "cpu" or PRECISION_HINTS.get(dtype) != "bf16":
+        return False
+    return "amx_bf16" in host.cpu_flags()
+
+
 class OpenVINO(BackendType):
     name = "openvino"
     engine = "openvino"
@@ -141,7 +155,7 @@ class OpenVINO(BackendType):
     def options(self, device: str, dtype: str, artifact: Artifact, ctx: PlanContext) -> OpenVINOOptions:
         config: dict[str, Any] = {"PERFORMANCE_HINT": ctx.workload.upper(),
                                   "INFERENCE_PRECISION_HINT": PRECISION_HINTS[dtype]}
-        if ctx.cache_dir is not None and ctx.cache_key is not None:
+        if ctx.cache_dir is not None and ctx.cache_key is not None and not bf16_cache_unsafe(device, dtype):
             # compiling takes seconds (1.1 s for the 97m INT8 IR on 2 cores; cached 0.25 s)
             config["CACHE_DIR"] = str(ctx.cache_dir / "openvino" / ctx.cache_key)
         return OpenVINOOptions(self.devices[device], config, NPU_BUCKETS if device == "npu" else ())

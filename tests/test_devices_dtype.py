@@ -83,6 +83,32 @@ def test_openvino_precision_hint_is_explicit(tiny_embedder_folders):
     assert ((vectors * reference).sum(axis=1) > 0.99).all()  # ...and bf16 is still close
 
 
+def test_bf16_on_an_amx_cpu_gives_every_openvino_stream_two_threads(tiny_embedder_folders, monkeypatch):
+    """One thread per stream kills the process there (openvino.amx_bf16_streams_need_two_threads): refused with
+    the reason at one thread in all, THROUGHPUT gets one stream per two threads. On a real AMX CPU a broken
+    guard ends this test with SIGFPE."""
+    from granite_rt import host
+    from granite_rt.backends.openvino import OpenVINOOptions, amx_bf16_streams_need_two_threads
+    from granite_rt.errors import DeviceUnavailableError
+
+    monkeypatch.setattr(host, "cpu_flags", lambda *_: frozenset({"avx512_bf16", "amx_bf16", "amx_int8"}))
+    folder = tiny_embedder_folders["hub"]
+    ir = Artifact("openvino/openvino_model.xml", "openvino", "fp32")
+    batched = Placement("openvino", "cpu", "bf16", ir, OpenVINOOptions("CPU", {"PERFORMANCE_HINT": "THROUGHPUT"}))
+    with pytest.raises(DeviceUnavailableError, match="1 thread .* threads >= 2"):
+        open_backend(folder, batched, threads=1)
+    with pytest.raises(DeviceUnavailableError, match="1 thread"):
+        Embedder(folder, backend="openvino", dtype="bf16", threads=1)
+    backend = open_backend(folder, batched, threads=2)
+    assert int(backend.compiled.get_property("NUM_STREAMS")) == 1 and backend.parallel_requests == 1
+    reference = Embedder(folder, backend="onnx", dtype="fp32")
+    batch = pad_batch(reference.tokenizer.encode(TEXTS), reference.tokenizer.pad_id)
+    assert backend.run(batch).shape[0] == len(TEXTS)
+    assert not amx_bf16_streams_need_two_threads("CPU", "int8+bf16")   # the INT8 IR compiles at one thread
+    monkeypatch.setattr(host, "cpu_flags", lambda *_: frozenset({"avx512_bf16"}))   # Zen 4: no AMX
+    assert not amx_bf16_streams_need_two_threads("CPU", "bf16")
+
+
 def test_threads_and_io_binding_give_the_same_outputs(tiny_embedder_folders):
     folder = tiny_embedder_folders["hub"]
     artifact = Artifact("onnx/model.onnx", "onnx", "fp32")

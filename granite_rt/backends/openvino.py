@@ -56,6 +56,19 @@ def bf16_cache_unsafe(device: str, dtype: str) -> bool:
     return "amx_bf16" in host.cpu_flags()
 
 
+def amx_bf16_streams_need_two_threads(device: str, dtype: str) -> bool:
+    """Whether this compile is the fp32 IR with the bf16 hint on a CPU with AMX-BF16, where every stream needs
+    at least two threads.
+
+    Measured 2026-12-03 on a 2-core Xeon with amx_bf16 (openvino 2026.4.1, a fresh process, no model cache):
+    compiling a ModernBERT fp32 IR (tiny embedder and reranker; the first sliding-window attention layer is where
+    a cut graph starts to fail) with the bf16 hint kills the process with SIGFPE inside the CPU plugin whenever a
+    stream gets one thread -- INFERENCE_NUM_THREADS=1, or the THROUGHPUT hint's two 1-thread streams on 2 cores --
+    and succeeds with 2 or more threads per stream. The INT8 IR with the bf16 hint (int8+bf16), and every f32-hint
+    compile, succeed at every thread count. A signal cannot be caught, so such a compile is not attempted."""
+    return device == "CPU" and dtype == "bf16" and "amx_bf16" in host.cpu_flags()
+
+
 class OpenVINO(BackendType):
     name = "openvino"
     engine = "openvino"
@@ -199,6 +212,8 @@ class OpenVINOBackend:
         self.config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[placement.dtype], **options.config}
         if self.device == "CPU":
             self.config.setdefault("INFERENCE_NUM_THREADS", threads)
+        if amx_bf16_streams_need_two_threads(self.device, placement.dtype):
+            self._give_each_stream_two_threads()
         if "CACHE_DIR" in self.config and not _writable(Path(self.config["CACHE_DIR"])):
             del self.config["CACHE_DIR"]  # a cache only saves time: an unwritable one must not stop loading
         # NPU: no dynamic shapes. One model per (batch, sequence) bucket, compiled on first use; the
@@ -225,6 +240,17 @@ class OpenVINOBackend:
         self._output_index = outputs.index(self.output_name)
         self._local = threading.local()
         self.pad_to_multiple_of = INT8_PAD_MULTIPLE if placement.dtype.startswith("int8") and not self._buckets else 0
+
+    def _give_each_stream_two_threads(self) -> None:
+        """THROUGHPUT gets one stream per two threads; one thread in all cannot be compiled (see
+        ``amx_bf16_streams_need_two_threads``) and is refused, so that another placement can be tried."""
+        threads = int(self.config["INFERENCE_NUM_THREADS"])
+        if threads < 2:
+            raise DeviceUnavailableError(
+                f"dtype='bf16' on the OpenVINO CPU with {threads} thread cannot be compiled on this AMX-BF16 CPU "
+                f"(openvino crashes the process); use threads >= 2, or dtype 'int8+bf16' or 'fp32'")
+        if self.config.get("PERFORMANCE_HINT") == "THROUGHPUT":
+            self.config.setdefault("NUM_STREAMS", threads // 2)
 
     def _read(self):
         try:

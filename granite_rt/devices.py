@@ -45,7 +45,8 @@ DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 # leads the CPU order only where its paths were the fastest: an AMD Zen 4 (AVX-512 VNNI + BF16), whose fastest path
 # was the INT8 IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with the f32
 # hint, onnxruntime INT8 and OpenVINO bf16), and CPUs with AMX (a 2-core Xeon with amx_int8/amx_bf16, bench --quick:
-# int8+bf16 1.1-1.7x onnxruntime INT8 on 512-token documents and reranker pairs; a 32-token query 10.4 vs 8.3 ms).
+# int8+bf16 1.1-1.7x onnxruntime INT8 on 512-token documents and reranker pairs; a 32-token query 10.4 vs 8.3 ms;
+# but there int8+bf16 gave wrong vectors and is refused, openvino.amx_int8_bf16_wrong: the INT8 IR runs as int8).
 # Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3 (where OpenVINO's INT8 also ran slower than
 # its fp32, so OpenVINO tries fp32 first there) and on an Intel Xeon with AVX-512 VNNI + BF16 + FP16 and no AMX
 # (granite-rt tune, 97m shape: onnxruntime INT8 0.301 s for 4 x 384 tokens and 7.0 ms per query, OpenVINO INT8
@@ -337,7 +338,7 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
             if slow_int8:
                 why += " for OpenVINO" + NO_INT8_DOT
             if lacking:
-                why += f" ({'/'.join(lacking)}: this CPU lacks the instructions)"
+                why += f" ({'/'.join(lacking)}: not on this CPU)"
         else:
             why = f"no {'/'.join(d for d in wanted[:i] if d not in lacking)} artifact for {backend}, so {dt}"
         if artifact.precision != dt:

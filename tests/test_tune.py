@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granite_rt import Embedder, Reranker, devices, tune
+from granite_rt import Embedder, Reranker, devices, host, tune
 from granite_rt.backends.base import Artifact, EngineInventory, Placement
 from granite_rt.cli import main as cli_main
 from granite_rt.model_folder import load_spec
@@ -453,7 +453,8 @@ def test_tuned_choice_goes_first_among_cpu_placements_with_the_builtin_order_aft
     assert not any(p.why.startswith("measured") for p in without_file)
 
 
-def test_cpu_candidates_are_every_backend_and_precision_this_cpu_runs():
+def test_cpu_candidates_are_every_backend_and_precision_this_cpu_runs(monkeypatch):
+    monkeypatch.setattr(host, "cpu_flags", lambda *_: frozenset({"avx512_vnni", "avx512_bf16"}))   # no AMX
     got = {(p.backend, p.dtype, p.artifact.path) for p in devices.cpu_candidates([ONNX32, ONNX8, OV32, OV8],
                                                                                 inventory=CPU_BF16)}
     assert got == {("onnx", "fp32", ONNX32.path), ("onnx", "int8", ONNX8.path), ("openvino", "fp32", OV32.path),
@@ -464,6 +465,8 @@ def test_cpu_candidates_are_every_backend_and_precision_this_cpu_runs():
     assert {p.dtype for p in devices.cpu_candidates([OV32, OV8], inventory=no_bf16)} == {"fp32", "int8"}
     mixed = next(p for p in devices.cpu_candidates([OV8], inventory=CPU_BF16) if p.dtype == "int8+bf16")
     assert mixed.options.config["INFERENCE_PRECISION_HINT"] == "bf16"
+    monkeypatch.setattr(host, "cpu_flags", lambda *_: frozenset({"avx512_vnni", "avx512_bf16", "amx_bf16"}))
+    assert "int8+bf16" not in {p.dtype for p in devices.cpu_candidates([OV8], inventory=CPU_BF16)}  # wrong on AMX
 
 
 # ---- loads that follow a stored decision (real tiny models, fake clock) --------------------------------

@@ -69,6 +69,19 @@ def amx_bf16_streams_need_two_threads(device: str, dtype: str) -> bool:
     return device == "CPU" and dtype == "bf16" and "amx_bf16" in host.cpu_flags()
 
 
+def amx_int8_bf16_wrong() -> bool:
+    """Whether OpenVINO's int8+bf16 (the INT8 IR with the bf16 hint) computes wrong vectors on this CPU: one with
+    AMX-BF16.
+
+    Measured 2026-12-03 on a 2-core Xeon with amx_bf16/amx_int8 (openvino 2026.4.1): all-MiniLM-L6-v2's INT8 IR on
+    200 Cranfield documents + 30 queries against onnxruntime fp32 gave mean cosine 0.99131, 1st percentile 0.825,
+    min 0.804 with the bf16 hint (the short queries worst), but 0.99838 / 0.99738 / 0.99374 with the f32 hint; with
+    AMX turned off in the same process (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16) the bf16 hint gave 0.99836 / 0.99742 /
+    0.99372, and on a Zen 4 (AVX-512 BF16, no AMX) 0.99861 mean. The fp32 IR with the bf16 hint stayed within
+    1e-4 (0.99999 / 0.99998) on AMX. So on AMX int8+bf16 is refused, not offered."""
+    return "amx_bf16" in host.cpu_flags()
+
+
 class OpenVINO(BackendType):
     name = "openvino"
     engine = "openvino"
@@ -110,9 +123,13 @@ class OpenVINO(BackendType):
                 + (f"; {hint}" if hint else ""))
 
     def unsupported_dtype(self, engine: EngineInventory, device: str, dtype: str) -> str | None:
-        """bf16 / fp16 on the CPU plugin need the CPU's support (OPTIMIZATION_CAPABILITIES)."""
+        """bf16 / fp16 on the CPU plugin need the CPU's support (OPTIMIZATION_CAPABILITIES); int8+bf16 is wrong on
+        AMX (``amx_int8_bf16_wrong``)."""
         if device != "cpu" or dtype not in CPU_CAPABILITY:
             return None
+        if dtype == "int8+bf16" and amx_int8_bf16_wrong():
+            return ("dtype='int8+bf16' on the OpenVINO CPU gives wrong vectors on CPUs with AMX-BF16 (OpenVINO's AMX "
+                    "kernels; measured min cosine 0.80 to fp32, against 0.994 with the f32 hint); use 'int8' or 'bf16'")
         if engine.complete or engine.version is None:
             capabilities = tuple(engine.capabilities.get("CPU", ()))
         else:  # probe() left OpenVINO unimported: ask now, only because this dtype depends on it

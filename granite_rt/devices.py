@@ -309,7 +309,7 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
         # only where OpenVINO leads (on the Xeon without AMX its bf16 ran slower than its fp32)
         wanted = tuple(dt for dt in wanted if dt not in BACKEND_MODES or (
             (device, dt) in engine.runnable and not (device == "cpu" and inv.openvino_leads_cpu is False)))
-    lacking: list[str] = []  # precisions this CPU cannot compute (the backend's unsupported_dtype)
+    lacking: dict[str, str] = {}  # precisions this CPU cannot compute -> why (the backend's unsupported_dtype)
     skipped: list[str] = []  # artifacts dtype="auto" passed over (not recommended), for why
     for i, dt in enumerate(wanted):
         precisions = engine.runnable.get((device, dt), ())
@@ -323,7 +323,7 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
         if unsupported:
             if dtype != "auto" and explicit:
                 raise DeviceUnavailableError(unsupported)
-            lacking.append(dt)
+            lacking[dt] = unsupported
             continue
         if artifact is None:
             continue
@@ -338,7 +338,7 @@ def _choose_dtype(artifacts: Sequence[Artifact], backend: str, device: str, dtyp
             if slow_int8:
                 why += " for OpenVINO" + NO_INT8_DOT
             if lacking:
-                why += f" ({'/'.join(lacking)}: not on this CPU)"
+                why += f" (passed over: {'; '.join(lacking.values())})"
         else:
             why = f"no {'/'.join(d for d in wanted[:i] if d not in lacking)} artifact for {backend}, so {dt}"
         if artifact.precision != dt:

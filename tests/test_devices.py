@@ -125,7 +125,7 @@ def test_on_an_amx_cpu_int8_bf16_is_refused_and_bf16_compiles_skip_the_openvino_
     monkeypatch.setattr(host, "cpu_flags", lambda *_: frozenset({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}))
     auto = [p for p in plan(NVIDIA, backend="openvino", device="cpu")]
     assert [(p.dtype, p.artifact) for p in auto][:1] == [("int8", OV8)]
-    assert "int8+bf16: not on this CPU" in auto[0].why
+    assert "passed over: dtype='int8+bf16' on the OpenVINO CPU gives wrong vectors" in auto[0].why
     assert "int8+bf16" not in {p.dtype for p in devices.cpu_candidates(ALL, inventory=NVIDIA)}
     with pytest.raises(DeviceUnavailableError, match="wrong vectors on CPUs with AMX-BF16"):
         plan(NVIDIA, backend="openvino", device="cpu", dtype="int8+bf16")
@@ -398,7 +398,7 @@ def test_cpu_with_int8_dot_products_and_bf16_runs_the_int8_ir_with_a_bf16_hint()
         ZEN4.engine("openvino"), capabilities={"CPU": ("FP32", "INT8")})})
     vnni_only = plan(no_bf16)[0]
     assert (vnni_only.dtype, vnni_only.options.config["INFERENCE_PRECISION_HINT"]) == ("int8", "f32")
-    assert "int8+bf16: not on this CPU" in vnni_only.why
+    assert "passed over: dtype='int8+bf16' on the OpenVINO CPU needs a CPU with BF16" in vnni_only.why
     with pytest.raises(DeviceUnavailableError, match="BF16"):
         plan(no_bf16, device="cpu", dtype="int8+bf16")
     assert plan(ZEN4, [ONNX32, ONNX8, OV32])[0].dtype == "fp32"  # no INT8 IR: OpenVINO fp32 before onnxruntime

@@ -439,9 +439,12 @@ def _no_artifact(artifacts: Sequence[Artifact], backend: str, device: str, dtype
 
 def _nothing_runs(artifacts: Sequence[Artifact], backend: str, dtype: str, inv: Inventory) -> str:
     have = ", ".join(f"{a.path} ({a.backend} {a.precision})" for a in artifacts) or "no model files"
-    reachable = [d.name + "/" + d.backend for d in available_devices(inv)] or ["none"]
+    found = available_devices(inv)
+    reachable = [d.name + "/" + d.backend for d in found] or ["none"]
+    refused = [] if dtype == "auto" else [  # a precision a backend refuses on a device here says why
+        why for d in found if (why := backends.get(d.backend).unsupported_dtype(inv.engine(d.backend), d.name, dtype))]
     return (f"no device here can run this model with backend={backend!r}, dtype={dtype!r}: devices "
-            f"{', '.join(reachable)}; model files: {have}")
+            f"{', '.join(reachable)}; model files: {have}" + "".join(f"; {why}" for why in refused))
 
 
 @dataclass(frozen=True)

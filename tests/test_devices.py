@@ -127,8 +127,9 @@ def test_on_an_amx_cpu_int8_bf16_is_refused_and_bf16_compiles_skip_the_openvino_
     assert [(p.dtype, p.artifact) for p in auto][:1] == [("int8", OV8)]
     assert "passed over: dtype='int8+bf16' on the OpenVINO CPU gives wrong vectors" in auto[0].why
     assert "int8+bf16" not in {p.dtype for p in devices.cpu_candidates(ALL, inventory=NVIDIA)}
-    with pytest.raises(DeviceUnavailableError, match="wrong vectors on CPUs with AMX-BF16"):
-        plan(NVIDIA, backend="openvino", device="cpu", dtype="int8+bf16")
+    for device in ("cpu", "auto"):   # asked for on any device: the reason, not only "no device here"
+        with pytest.raises(DeviceUnavailableError, match="wrong vectors on CPUs with AMX-BF16"):
+            plan(NVIDIA, backend="openvino", device=device, dtype="int8+bf16")
     hinted = {p.dtype: p for p in auto + plan(NVIDIA, backend="openvino", device="cpu", dtype="bf16")}
     assert hinted["bf16"].options.config["INFERENCE_PRECISION_HINT"] == "bf16"
     assert "CACHE_DIR" not in hinted["bf16"].options.config

@@ -44,16 +44,17 @@ DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 # The CPU rule, re-derived from every CPU class measured (2 cores each; docs/devices.md, bench/README.md). OpenVINO
 # leads the CPU order only where its paths were the fastest: an AMD Zen 4 (AVX-512 VNNI + BF16), whose fastest path
 # was the INT8 IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with the f32
-# hint, onnxruntime INT8 and OpenVINO bf16), and CPUs with AMX (a 2-core Xeon with amx_int8/amx_bf16, bench --quick:
-# int8+bf16 1.1-1.7x onnxruntime INT8 on 512-token documents and reranker pairs; a 32-token query 10.4 vs 8.3 ms;
-# but there int8+bf16 gave wrong vectors and is refused, openvino.amx_int8_bf16_wrong: the INT8 IR runs as int8).
-# Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3 (where OpenVINO's INT8 also ran slower than
-# its fp32, so OpenVINO tries fp32 first there) and on an Intel Xeon with AVX-512 VNNI + BF16 + FP16 and no AMX
-# (granite-rt tune, 97m shape: onnxruntime INT8 0.301 s for 4 x 384 tokens and 7.0 ms per query, OpenVINO INT8
-# 0.335 s / 9.8 ms, int8+bf16 0.367 s / 9.8 ms; OpenVINO bf16 0.762 s, slower than its fp32's 0.620 s). There
-# the bf16 hint is not tried either. A measured decision (granite_rt.tune) replaces the rule on any CPU.
+# hint, onnxruntime INT8 and OpenVINO bf16). Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3
+# (where OpenVINO's INT8 also ran slower than its fp32, so OpenVINO tries fp32 first there), on an Intel Xeon with
+# AVX-512 VNNI + BF16 + FP16 and no AMX (granite-rt tune, 97m shape: onnxruntime INT8 0.301 s for 4 x 384 tokens and
+# 7.0 ms per query, OpenVINO INT8 0.335 s / 9.8 ms, int8+bf16 0.367 s / 9.8 ms; OpenVINO bf16 0.762 s, slower than
+# its fp32's 0.620 s), and on a Xeon with AMX once int8+bf16 is refused there (wrong vectors,
+# openvino.amx_int8_bf16_wrong; two bench --quick runs of 2026-12-03, 97m shape: onnxruntime INT8 7.51 / 8.46 docs/s
+# on 4 x 512 tokens, 18.97 / 21.09 on 24 Cranfield docs, 13.7 / 14.8 ms per query; OpenVINO INT8 7.78 / 8.30,
+# 16.40 / 17.67, 25.1 / 16.9 ms). There the bf16 hint is not tried either. A measured decision (granite_rt.tune)
+# replaces the rule on any CPU (on AMX OpenVINO bf16 led 512-token documents: 12.74 docs/s in the second run).
 NO_INT8_DOT = " (this CPU has no int8 dot-product instructions: VNNI, AMX or Arm dotprod)"
-ORT_MEASURED_FASTER = (" (measured fastest on CPUs like this one: int8 dot products without AMX or a Zen 4's BF16; "
+ORT_MEASURED_FASTER = (" (measured fastest on CPUs like this one: int8 dot products without a Zen 4's BF16; "
                        "docs/devices.md)")
 PREFERRED_BECAUSE = {("openvino", "cpu", "int8+bf16"): " (the INT8 IR with its unquantized ops in bf16: this CPU has "
                                                       "int8 dot products and BF16)"}
@@ -64,8 +65,8 @@ def openvino_leads_cpu(vendor: str, flags: frozenset[str]) -> bool | None:
     the flags are unknown (no /proc/cpuinfo): the registry's order."""
     if not flags:
         return None
-    if flags & {"amx_int8", "amx_bf16"}:
-        return True
+    if flags & {"amx_int8", "amx_bf16"}:   # int8+bf16 is wrong there; OpenVINO's INT8 alone was not faster
+        return False
     return vendor == "AuthenticAMD" and "avx512_bf16" in flags and "avx512_vnni" in flags
 
 

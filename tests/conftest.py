@@ -68,7 +68,7 @@ def _offline_hub(tmp_path_factory):
 @pytest.fixture
 def vnni_cpu(monkeypatch):
     """This CPU reported with int8 dot products and OpenVINO leading its order (OpenVINO INT8 first, as on a
-    Zen 4 or a CPU with AMX), whatever CPU runs the tests."""
+    Zen 4), whatever CPU runs the tests."""
     from granite_rt import devices, host
 
     monkeypatch.setattr(host, "cpu_int8_dot", lambda: ("avx512_vnni",))

@@ -71,7 +71,7 @@ for backend in ("onnx", "openvino"):
 """)
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     # OpenVINO's INT8 IR runs as int8, or as int8+bf16 (bf16 for its unquantized ops) on CPUs with VNNI and BF16
-    # where OpenVINO leads the CPU order (a Zen 4; not a Xeon without AMX, nor one with AMX, where it is wrong)
+    # where OpenVINO leads the CPU order (a Zen 4; not a Xeon, with or without AMX)
     flags = host.cpu_flags()
     leads = devices.openvino_leads_cpu(host.cpu_vendor(), flags)
     ov_int8 = "int8+bf16" if leads and {"avx512_bf16", "avx512_vnni"} <= flags and "amx_bf16" not in flags else "int8"

@@ -265,7 +265,7 @@ class OpenVINOBackend:
         if threads < 2:
             raise DeviceUnavailableError(
                 f"dtype='bf16' on the OpenVINO CPU with {threads} thread cannot be compiled on this AMX-BF16 CPU "
-                f"(openvino crashes the process); use threads >= 2, or dtype 'int8+bf16' or 'fp32'")
+                f"(openvino crashes the process); use threads >= 2, or dtype 'int8' or 'fp32'")
         if self.config.get("PERFORMANCE_HINT") == "THROUGHPUT":
             self.config.setdefault("NUM_STREAMS", threads // 2)
 

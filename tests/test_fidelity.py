@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
+from granite_rt.backends.openvino import amx_int8_bf16_wrong   # on AMX int8+bf16 gave wrong vectors on these texts
 
 CRANFIELD = SHARED_DATA / "cranfield"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CRANFIELD.is_dir(), reason="shared Cranfield data not present")]
@@ -29,13 +30,6 @@ def cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def int8_bf16_refused() -> bool:
-    """On AMX int8+bf16 gave wrong vectors on this very test's texts (openvino.amx_int8_bf16_wrong): it is refused."""
-    from granite_rt.backends.openvino import amx_int8_bf16_wrong
-
-    return amx_int8_bf16_wrong()
-
-
 @pytest.fixture(scope="module")
 def report(exported_minilm):
     pytest.importorskip("sentence_transformers")
@@ -48,7 +42,7 @@ def test_report_covers_every_artifact(report):
     assert report.compared_to == "sentence-transformers/fp32"
     assert report.n_queries == 30 and report.n_docs == 200
     expected = ["sentence-transformers/fp32", *FP32, *INT8] + (list(BF16) if cpu_has_bf16() else [])
-    if int8_bf16_refused():
+    if amx_int8_bf16_wrong():
         expected.remove("openvino/int8+bf16")
         assert "wrong vectors on CPUs with AMX-BF16" in report.row("openvino/int8+bf16").skipped
     ran = [r.name for r in report.rows if r.skipped is None]
@@ -67,7 +61,7 @@ def test_fp32_equals_sentence_transformers(report, name):
 def test_reduced_precision_within_bounds(report, name):
     if name in BF16 and not cpu_has_bf16():
         pytest.skip("this CPU reports no BF16 in OpenVINO's OPTIMIZATION_CAPABILITIES")
-    if name == "openvino/int8+bf16" and int8_bf16_refused():
+    if name == "openvino/int8+bf16" and amx_int8_bf16_wrong():
         pytest.skip("int8+bf16 is refused on AMX (test_report_covers_every_artifact checks that it was)")
     row = report.row(name)
     fp32 = report.row(f"{row.backend}/fp32")

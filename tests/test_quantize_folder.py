@@ -74,7 +74,7 @@ for backend in ("onnx", "openvino"):
     # where OpenVINO leads the CPU order (a Zen 4; not a Xeon, with or without AMX)
     flags = host.cpu_flags()
     leads = devices.openvino_leads_cpu(host.cpu_vendor(), flags)
-    ov_int8 = "int8+bf16" if leads and {"avx512_bf16", "avx512_vnni"} <= flags and "amx_bf16" not in flags else "int8"
+    ov_int8 = "int8+bf16" if leads and {"avx512_bf16", "avx512_vnni"} <= flags else "int8"
     assert lines == [["onnx", "int8", "onnx/model_qint8.onnx"],
                      ["openvino", ov_int8, "openvino/openvino_model_qint8_quantized.xml"]]
     again = run_without_torch(f"""

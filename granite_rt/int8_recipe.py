@@ -24,7 +24,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import numpy as np
 
@@ -198,16 +198,19 @@ def _ffn_branch(graph, down, initializers: dict, producer: dict, consumers: dict
                    channels)
 
 
-def _channel_maxima(model, tensors: list[str], feeds: list[dict[str, np.ndarray]], workdir: Path) -> dict[str, np.ndarray]:
-    """Per channel (last axis), the largest |x| each of ``tensors`` reaches on ``feeds`` (fp32 onnxruntime run).
-    Writes the graph to ``workdir``, which leaves ``model``'s weights there as external data."""
+def channel_maxima(model, tensors: Collection[str], feeds: list[dict[str, np.ndarray]], workdir: Path) -> dict[str, np.ndarray]:
+    """Per channel (last axis), the largest |x| each of ``tensors`` reaches on ``feeds``: one fp32 onnxruntime
+    pass over the calibration set for all of them. ``workdir`` holds the pass's copy of ``model``."""
+    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    tensors = list(dict.fromkeys(tensors))
     extra = [helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors]
     model.graph.output.extend(extra)
-    path = save_onnx(model, workdir / "channel_maxima.onnx")
+    path = save_onnx(model, workdir / "channel_maxima.onnx")   # moves model's weights there as external data
     del model.graph.output[len(model.graph.output) - len(extra):]
+    onnx.load_external_data_for_model(model, str(workdir))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     maxima: dict[str, np.ndarray] = {}
     for feed in feeds:
@@ -228,21 +231,13 @@ def _split_initializer(graph, initializer, keep: np.ndarray, move: np.ndarray, a
     return name + OUTLIER_SUFFIX
 
 
-def split_down_projections(model, feeds: list[dict[str, np.ndarray]], workdir: Path,
-                           fraction: float = OUTLIER_CHANNELS) -> tuple[list[str], int]:
-    """Split every FFN down-projection of ``model`` (an onnx ModelProto, edited in place) by input channel.
+def down_projection_inputs(model) -> list[str]:
+    """The input tensors of the FFN down-projections ``split_down_projections`` can split (their calibrated
+    maxima pick the outlier channels)."""
+    return [branch.down.input[0] for branch in _ffn_branches(model.graph)]
 
-    The ``fraction`` of channels with the largest |x| on ``feeds`` get their own up-projection columns,
-    channelwise ops and down-projection rows (nodes named ``…OUTLIER_SUFFIX``, kept fp32); the others keep
-    the original nodes with the remaining columns and rows, and the two down-projection halves are added. In
-    fp32 the result equals the original graph up to summation order; no activation is copied (a split by
-    ``Gather`` along the channel axis cost more than the INT8 products saved). Returns (the down-projection
-    MatMuls now carrying only the INT8 channels, how many outlier channels in all). ``workdir`` holds the
-    calibration run's copy of the graph."""
-    import onnx
-    from onnx import helper
 
-    graph = model.graph
+def _ffn_branches(graph) -> list[_Branch]:
     initializers = {init.name: init for init in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list] = {}
@@ -250,11 +245,31 @@ def split_down_projections(model, feeds: list[dict[str, np.ndarray]], workdir: P
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     downs = [n for n in graph.node if n.op_type == "MatMul" and re.search(DOWN_PROJECTIONS, n.name)]
-    branches = [b for b in (_ffn_branch(graph, d, initializers, producer, consumers) for d in downs) if b is not None]
+    return [b for b in (_ffn_branch(graph, d, initializers, producer, consumers) for d in downs) if b is not None]
+
+
+def split_down_projections(model, feeds: list[dict[str, np.ndarray]], workdir: Path,
+                           fraction: float = OUTLIER_CHANNELS,
+                           maxima: Mapping[str, np.ndarray] | None = None) -> tuple[list[str], int]:
+    """Split every FFN down-projection of ``model`` (an onnx ModelProto, edited in place) by input channel.
+
+    The ``fraction`` of channels with the largest |x| on ``feeds`` get their own up-projection columns,
+    channelwise ops and down-projection rows (nodes named ``…OUTLIER_SUFFIX``, kept fp32); the others keep
+    the original nodes with the remaining columns and rows, and the two down-projection halves are added. In
+    fp32 the result equals the original graph up to summation order; no activation is copied (a split by
+    ``Gather`` along the channel axis cost more than the INT8 products saved). Returns (the down-projection
+    MatMuls now carrying only the INT8 channels, how many outlier channels in all). ``maxima``: the
+    ``channel_maxima`` of ``down_projection_inputs(model)`` where the caller calibrated them with other tensors in
+    one pass; else they are calibrated here, ``workdir`` holding the pass's copy of the graph."""
+    from onnx import helper
+
+    graph = model.graph
+    branches = _ffn_branches(graph)
     if not branches:
         return [], 0
-    maxima = _channel_maxima(model, [b.down.input[0] for b in branches], feeds, workdir)
-    onnx.load_external_data_for_model(model, str(workdir))
+    if maxima is None:
+        maxima = channel_maxima(model, [b.down.input[0] for b in branches], feeds, workdir)
+    initializers = {init.name: init for init in graph.initializer}
     changed: set[str] = set()
     outliers = 0
     for branch in branches:
@@ -297,8 +312,23 @@ def split_down_projections(model, feeds: list[dict[str, np.ndarray]], workdir: P
     return [b.down.name for b in branches], outliers
 
 
+def smoothed_inputs(model, skip: Collection[str]) -> dict[str, list]:
+    """The MatMul inputs ``smooth_quant`` smooths, each with the weighted MatMuls that read it: every weighted
+    2-D MatMul but those named in ``skip``, the outlier-channel nodes and the heads. The down-projection split
+    leaves this set as it is when ``skip`` names the down-projections (their inputs are the only ones it
+    changes), so it can be calibrated on the graph before the split."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in initializers and len(initializers[node.input[1]].dims) == 2 \
+                and node.name not in skip and not node.name.endswith(OUTLIER_SUFFIX) and not re.search(HEADS, node.name):
+            readers.setdefault(node.input[0], []).append(node)
+    return readers
+
+
 def smooth_quant(model, feeds: list[dict[str, np.ndarray]], workdir: Path, skip: Collection[str],
-                 alpha: float = SMOOTH_QUANT_ALPHA) -> int:
+                 alpha: float = SMOOTH_QUANT_ALPHA, maxima: Mapping[str, np.ndarray] | None = None) -> int:
     """SmoothQuant (Xiao et al., 2023) on ``model`` (an onnx ModelProto, edited in place), computed as NNCF
     computes it, for every weighted MatMul but those named in ``skip``, the outlier-channel nodes and the heads.
 
@@ -307,21 +337,18 @@ def smooth_quant(model, feeds: list[dict[str, np.ndarray]], workdir: Path, skip:
     is multiplied by 1/s on its way to them and their weight rows by s, so in fp32 the graph computes the same.
     NNCF sets SmoothQuant per op type only: on the split graph it also smooths the down-projections' INT8
     channels, whose outliers were split off, and that missed MiniLM's gate (p1 0.9663, docs/export.md).
-    Returns how many tensors were smoothed. ``workdir`` holds the calibration run's copy of the graph."""
-    import onnx
+    Returns how many tensors were smoothed. ``maxima``: the ``channel_maxima`` of ``smoothed_inputs(model, skip)``
+    where the caller calibrated them with other tensors in one pass; else they are calibrated here, ``workdir``
+    holding the pass's copy of the graph."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        if node.op_type == "MatMul" and node.input[1] in initializers and len(initializers[node.input[1]].dims) == 2 \
-                and node.name not in skip and not node.name.endswith(OUTLIER_SUFFIX) and not re.search(HEADS, node.name):
-            readers.setdefault(node.input[0], []).append(node)
+    readers = smoothed_inputs(model, skip)
     if not readers:
         return 0
-    maxima = _channel_maxima(model, list(readers), feeds, workdir)
-    onnx.load_external_data_for_model(model, str(workdir))
+    if maxima is None:
+        maxima = channel_maxima(model, list(readers), feeds, workdir)
+    initializers = {init.name: init for init in graph.initializer}
     eps = np.finfo(np.float32).eps
     position = {id(n): i for i, n in enumerate(graph.node)}
     smoothing = []
@@ -490,11 +517,15 @@ def quantize_openvino(source: Path, target: Path, feeds: list[dict[str, np.ndarr
     else:
         graph = onnx.load(str(source))
         if split:
+            downs = [n.name for n in graph.graph.node if n.op_type == "MatMul" and re.search(DOWN_PROJECTIONS, n.name)]
+            splittable = down_projection_inputs(graph)
             with tempfile.TemporaryDirectory(prefix=".granite-rt-int8-", dir=target.parent) as work:
-                int8_downs, outliers = split_down_projections(graph, feeds, Path(work))
-                whole = [n.name for n in graph.graph.node if n.op_type == "MatMul" and re.search(DOWN_PROJECTIONS, n.name)
-                         and n.name not in int8_downs and not n.name.endswith(OUTLIER_SUFFIX)]
-                smoothed = smooth_quant(graph, feeds, Path(work), skip=int8_downs + whole) if int8_downs else 0
+                # one calibration pass for the split and SmoothQuant (the split leaves SmoothQuant's inputs alone)
+                maxima = (channel_maxima(graph, [*splittable, *smoothed_inputs(graph, skip=downs)], feeds, Path(work))
+                          if splittable else {})
+                int8_downs, outliers = split_down_projections(graph, feeds, Path(work), maxima=maxima)
+                whole = [n for n in downs if n not in int8_downs]
+                smoothed = smooth_quant(graph, feeds, Path(work), skip=downs, maxima=maxima) if int8_downs else 0
         model, rows = _to_openvino(graph, compress_embeddings=True)
         # ModernBERT's global attention (attention.py) carries the padding bias in an extra key channel: a
         # quantizer on its inputs, calibrated on unpadded texts, would clamp the bias away, so they stay fp32.

@@ -14,9 +14,10 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from granite_rt.batching import pad_batch  # noqa: E402
+from granite_rt import int8_recipe  # noqa: E402
 from granite_rt.int8_recipe import (DOWN_PROJECTIONS, OUTLIER_CHANNELS, OUTLIER_SUFFIX, _quantizable_matmuls,  # noqa: E402
-                                    calibration_feeds, graph_inputs, load_calibration, smooth_quant,
-                                    split_down_projections)
+                                    calibration_feeds, channel_maxima, down_projection_inputs, graph_inputs,
+                                    load_calibration, smooth_quant, smoothed_inputs, split_down_projections)
 from granite_rt.model_folder import load_spec  # noqa: E402
 from granite_rt.onnx_graph import save_onnx  # noqa: E402
 from granite_rt.tokenize import Tokenizer  # noqa: E402
@@ -71,6 +72,54 @@ def test_the_split_graph_computes_what_the_fp32_graph_computes(folders, request,
     for feed in [*feeds[:3], padded]:
         np.testing.assert_allclose(smooth.run(None, feed)[0], reference.run(None, feed)[0], rtol=1e-4, atol=1e-4)
 
+
+
+@pytest.mark.parametrize("folders", ["tiny_embedder_folders", "minilm_folders"])
+def test_one_calibration_pass_splits_and_smooths_as_two_passes_do(folders, request, tmp_path):
+    """The OpenVINO recipe calibrates the split and SmoothQuant in one pass on the graph before the split: the
+    split leaves SmoothQuant's inputs as they are, so the graph it writes is the two-pass one."""
+    folder = request.getfixturevalue(folders)["export"]
+    source = folder / "onnx" / "model.onnx"
+    feeds = calibration_feeds(load_calibration(None, str(folder), 0), folder, graph_inputs(source), 8)
+    (tmp_path / "two").mkdir()
+    (tmp_path / "one").mkdir()
+    two = onnx.load(str(source))
+    downs = _downs(two)
+    before_split = set(smoothed_inputs(two, skip=downs))
+    split_down_projections(two, feeds, tmp_path / "two")
+    assert set(smoothed_inputs(two, skip=downs)) == before_split and before_split
+    smooth_quant(two, feeds, tmp_path / "two", skip=downs)
+    one = onnx.load(str(source))
+    maxima = channel_maxima(one, [*down_projection_inputs(one), *smoothed_inputs(one, skip=downs)], feeds, tmp_path / "one")
+    assert set(down_projection_inputs(one)) | before_split == set(maxima)
+    split_down_projections(one, feeds, tmp_path / "one", maxima=maxima)
+    smooth_quant(one, feeds, tmp_path / "one", skip=downs, maxima=maxima)
+    assert [(n.name, n.op_type, list(n.input)) for n in one.graph.node] == \
+        [(n.name, n.op_type, list(n.input)) for n in two.graph.node]
+    weights = {i.name: numpy_helper.to_array(i) for i in two.graph.initializer}
+    assert {i.name for i in one.graph.initializer} == set(weights)
+    for init in one.graph.initializer:
+        np.testing.assert_allclose(numpy_helper.to_array(init), weights[init.name], rtol=1e-4, atol=1e-6, err_msg=init.name)
+
+
+def test_the_openvino_recipe_calibrates_in_one_fp32_pass(tiny_embedder_folders, tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    folder = tiny_embedder_folders["export"]
+    source = folder / "onnx" / "model.onnx"
+    calibration = load_calibration(None, str(folder), 0)
+    feeds = calibration_feeds(calibration, folder, graph_inputs(source), 8)
+    passes = []
+    real = int8_recipe.channel_maxima
+
+    def counted(model, tensors, *args):
+        passes.append(list(tensors))
+        return real(model, tensors, *args)
+
+    monkeypatch.setattr(int8_recipe, "channel_maxima", counted)
+    recipe = int8_recipe.quantize_openvino(source, tmp_path / "model_int8.xml", feeds, calibration)
+    assert recipe["down_projections"].startswith(f"{len(_downs(onnx.load(str(source))))} split")
+    assert recipe["smooth_quant"].startswith("granite-rt")
+    assert len(passes) == 1, passes
 
 def _ffn_graph(*, fused_up: bool = False, leak: bool = False, channels: int = 200, hidden: int = 8):
     """x → up-projection (two MatMuls, or one of twice the width + Split) → SiLU(a) · g (+ bias) → down-projection."""

@@ -43,8 +43,8 @@ DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 
 # The CPU rule, re-derived from every CPU class measured (2 cores each; docs/devices.md, bench/README.md). OpenVINO
 # leads the CPU order only where its paths were the fastest: an AMD Zen 4 (AVX-512 VNNI + BF16), whose fastest path
-# was the INT8 IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with the f32
-# hint, onnxruntime INT8 and OpenVINO bf16). Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3
+# on batches was the INT8 IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with
+# the f32 hint, onnxruntime INT8 and OpenVINO bf16), but not for an embedder's queries (QUERY_LOADS_ORT). Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3
 # (where OpenVINO's INT8 also ran slower than its fp32, so OpenVINO tries fp32 first there), on an Intel Xeon with
 # AVX-512 VNNI + BF16 + FP16 and no AMX (granite-rt tune, 97m shape: onnxruntime INT8 0.301 s for 4 x 384 tokens and
 # 7.0 ms per query, OpenVINO INT8 0.335 s / 9.8 ms, int8+bf16 0.367 s / 9.8 ms; OpenVINO bf16 0.762 s, slower than
@@ -56,18 +56,27 @@ DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 NO_INT8_DOT = " (this CPU has no int8 dot-product instructions: VNNI, AMX or Arm dotprod)"
 ORT_MEASURED_FASTER = (" (measured fastest on CPUs like this one: int8 dot products without a Zen 4's BF16; "
                        "docs/devices.md)")
+# On the Zen 4 OpenVINO int8+bf16 leads batches, onnxruntime INT8 an embedder's queries and its cold start
+# (2026-12-04, 2 cores, 97m shape: granite-rt tune 3.7 vs 6.0 ms per 11-token query, 0.098 vs 0.093 s per
+# 2 x 384 tokens; python -m bench one 32-token query 7.4 vs 10.9 ms, import + load + first vector 0.48 s /
+# 126 MiB vs 0.67 s / 214 MiB, 8 x 512-token docs 10.95 vs 14.14 docs/s): so an embedder's workload="latency"
+# load runs onnxruntime INT8 there and workload="throughput" (embed-corpus) OpenVINO int8+bf16; a reranker
+# scores a query's candidates in one batch (20 x 256 tokens 4.01 vs 2.60 s) and keeps OpenVINO.
+QUERY_LOADS_ORT = (" (measured fastest for an embedder's queries on CPUs like this one, where OpenVINO int8+bf16 "
+                   "leads batches: workload='throughput' runs that; docs/devices.md)")
 PREFERRED_BECAUSE = {("openvino", "cpu", "int8+bf16"): " (the INT8 IR with its unquantized ops in bf16: this CPU has "
                                                       "int8 dot products and BF16)"}
 
 
-def openvino_leads_cpu(vendor: str, flags: frozenset[str]) -> bool | None:
-    """Whether OpenVINO leads the CPU order on a CPU of ``vendor`` with ``flags`` (the rule above); None when
-    the flags are unknown (no /proc/cpuinfo): the registry's order."""
+def openvino_leads_cpu(vendor: str, flags: frozenset[str], queries: bool = False) -> bool | None:
+    """Whether OpenVINO leads the CPU order on a CPU of ``vendor`` with ``flags`` (the rule above) for batches,
+    or with ``queries`` for an embedder's latency loads (one short query at a time, QUERY_LOADS_ORT); None
+    when the flags are unknown (no /proc/cpuinfo): the registry's order."""
     if not flags:
         return None
     if flags & {"amx_int8", "amx_bf16"}:   # int8+bf16 is wrong there; OpenVINO's INT8 alone was not faster
         return False
-    return vendor == "AuthenticAMD" and "avx512_bf16" in flags and "avx512_vnni" in flags
+    return vendor == "AuthenticAMD" and "avx512_bf16" in flags and "avx512_vnni" in flags and not queries
 
 
 # Compute modes that only some backends have (OpenVINO's INT8 IR with a bf16 hint).
@@ -92,6 +101,13 @@ class Inventory:
     engines: Mapping[str, EngineInventory] = field(default_factory=dict)
     cpu_int8_dot: tuple[str, ...] | None = None
     openvino_leads_cpu: bool | None = None   # ``openvino_leads_cpu``: None keeps the registry's order
+    openvino_leads_cpu_queries: bool | None = None   # the same for an embedder's latency loads; None: as above
+
+    def for_queries(self) -> Inventory:
+        """The inventory an embedder's ``workload="latency"`` load plans with: the CPU order measured for queries."""
+        if self.openvino_leads_cpu_queries is None or self.openvino_leads_cpu_queries == self.openvino_leads_cpu:
+            return self
+        return replace(self, openvino_leads_cpu=self.openvino_leads_cpu_queries)
 
     def engine(self, backend: str) -> EngineInventory:
         return self.engines.get(backend) or EngineInventory(error=f"{backend} was not probed")
@@ -108,8 +124,9 @@ class Inventory:
 def probe(full: bool = False) -> Inventory:
     """Ask every registered backend what its engine offers here (``full``: names and capabilities too,
     which may import an engine that ``auto`` would not need)."""
+    vendor, flags = host.cpu_vendor(), host.cpu_flags()
     return Inventory({b.name: b.probe(full) for b in backends.registered()}, host.cpu_int8_dot(),
-                     openvino_leads_cpu(host.cpu_vendor(), host.cpu_flags()))
+                     openvino_leads_cpu(vendor, flags), openvino_leads_cpu(vendor, flags, queries=True))
 
 
 def known_devices() -> tuple[str, ...]:
@@ -160,7 +177,7 @@ def _onnx_leads(inv: Inventory) -> bool:
 
 def select_placements(artifacts: Sequence[Artifact] | Any, backend: str = "auto", device: str | list = "auto",
                       dtype: str = "auto", *, allow_fallback: bool | None = None, cache_dir: Path | None = None,
-                      folder: Path | None = None, workload: str = "latency",
+                      folder: Path | None = None, workload: str = "latency", kind: str | None = None,
                       inventory: Inventory | None = None, tuned: Mapping[str, str] | None = None) -> list[Placement]:
     """Ordered candidates for (backend, device, dtype) over ``artifacts`` and the devices present here.
 
@@ -168,13 +185,17 @@ def select_placements(artifacts: Sequence[Artifact] | Any, backend: str = "auto"
     ``(name, options)`` tuples). An explicit device that cannot be used raises
     DeviceUnavailableError unless ``allow_fallback``; then the auto order follows it. ``tuned`` (a measured
     choice, ``granite_rt.tune.Decision.choice``) goes first among the CPU placements when dtype is "auto".
+    ``kind="embedder"`` with ``workload="latency"`` plans with the CPU order measured for queries
+    (``Inventory.for_queries``).
     """
     artifacts = getattr(artifacts, "artifacts", artifacts)  # a ModelSpec is accepted too
     _check_choice("backend", backend, ("auto",) + tuple(b.name for b in backends.registered()))
     _check_choice("dtype", dtype, DTYPES)
     _check_choice("workload", workload, WORKLOADS)
     inv = inventory or probe()
-    ctx = _Context(inv, cache_dir if cache_dir is not None else host.cache_dir(), folder, workload, tuned)
+    queries = kind == "embedder" and workload == "latency"
+    ctx = _Context(inv.for_queries() if queries else inv, cache_dir if cache_dir is not None else host.cache_dir(),
+                   folder, workload, tuned, queries_rule=queries and inv.for_queries() is not inv)
     if not isinstance(device, str):
         return _warn_conflict(inv, [_raw_placement(artifacts, backend, list(device), dtype, ctx)])
     _check_choice("device", device, ("auto",) + known_devices())
@@ -228,6 +249,7 @@ class _Context:
     folder: Path | None
     workload: str
     tuned: Mapping[str, str] | None = None   # a measured CPU choice (granite_rt.tune): backend, dtype, file, why
+    queries_rule: bool = False               # the CPU order is the queries' (Inventory.for_queries), not the batches'
 
 
 def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], dtype: str, ctx: _Context,
@@ -244,6 +266,7 @@ def _plan(artifacts: Sequence[Artifact], backend: str, devices: Sequence[str], d
                 dt, artifact, why = chosen
                 if backend == "auto" and device == "cpu" and be == "onnx" and _onnx_leads(ctx.inv):
                     why += "; onnxruntime before OpenVINO" + (NO_INT8_DOT if ctx.inv.cpu_int8_dot == ()
+                                                              else QUERY_LOADS_ORT if ctx.queries_rule
                                                               else ORT_MEASURED_FASTER)
                 out.append(_placement(be, device, dt, artifact, why, ctx))
         out[first:] = _prefer_recommended(out[first:], artifacts, device, dtype)

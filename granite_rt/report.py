@@ -41,7 +41,7 @@ def info_data(model: str | None = None) -> dict[str, Any]:
                               "inventory": dataclasses.asdict(inventory)}
     if model is not None:
         spec = load_spec(resolve_model(model))
-        placements = select_placements(spec.artifacts, folder=spec.folder, inventory=inventory)
+        placements = select_placements(spec.artifacts, folder=spec.folder, kind=spec.kind, inventory=inventory)
         report["model"] = {"folder": str(spec.folder), "kind": spec.kind, "max_length": spec.max_length,
                            "dim": spec.dim, "artifacts": [dataclasses.asdict(a) for a in spec.artifacts],
                            "auto_placements": [dataclasses.asdict(p) for p in placements]}
@@ -54,6 +54,8 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
         spec = load_spec(resolve_model(model, backend, dtype))
     except Exception as exc:  # noqa: BLE001 - the report names the problem instead of failing as a whole
         return [f"model {model}: cannot be read: {type(exc).__name__}: {one_line(exc, 300)}"]
+    if spec.kind == "embedder":   # what a default (workload="latency") load plans with
+        inv = inv.for_queries()
     lines = [f"model {spec.folder} ({spec.kind}), model files:"]
     lines += [f"  {a.path:<46} {a.backend:<9} {a.precision}" for a in spec.artifacts]
     lines.append(f"  {'device':<10} {'backend':<9} {'dtype':<9} {'file':<46} why")
@@ -76,7 +78,8 @@ def _model_lines(model: str, backend: str, dtype: str, inv: Inventory) -> list[s
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OnnxRuntimeConflictWarning)
-            placements = select_placements(spec.artifacts, backend, "auto", dtype, folder=spec.folder, inventory=inv)
+            placements = select_placements(spec.artifacts, backend, "auto", dtype, folder=spec.folder, kind=spec.kind,
+                                              inventory=inv)
     except (GraniteRTError, ValueError) as exc:
         lines.append(f"device='auto' cannot run it: {one_line(exc, 300)}")
     else:

@@ -44,7 +44,7 @@ class LoadedModel:
         try:
             self.backend, selection = devices.open_best(folder, self.spec.artifacts, backend, device, dtype,
                                                         allow_fallback=allow_fallback, threads=threads,
-                                                        workload=workload, tuned=tuned)
+                                                        workload=workload, kind=kind, tuned=tuned)
         except GraniteRTError as exc:
             explained = explain_missing(exc, self.spec, backend, dtype)  # a bundle asked for a placement it does not hold
             if explained is exc:

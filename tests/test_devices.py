@@ -345,16 +345,32 @@ def test_cpu_auto_order_follows_int8_dot_products():
 
 
 
-@pytest.mark.parametrize("vendor, flags, leads", [
-    ("AuthenticAMD", "avx2 avx512f avx512_vnni avx512_bf16", True),                 # Zen 4: int8+bf16 measured fastest
-    ("GenuineIntel", "avx2 avx512f avx512_vnni avx_vnni avx512_bf16 avx512_fp16", False),  # Xeon, no AMX: ORT int8
-    ("GenuineIntel", "avx512_vnni avx512_bf16 amx_bf16 amx_int8", False),            # AMX: ORT int8 (int8+bf16 wrong)
-    ("AuthenticAMD", "avx2 fma", False),                                            # Zen 3, AVX2 only
-    ("", "fp asimd asimddp", False),                                                # Arm
-    ("", "", None),                                                                 # unknown: the registry's order
+@pytest.mark.parametrize("vendor, flags, leads, leads_queries", [
+    ("AuthenticAMD", "avx2 avx512f avx512_vnni avx512_bf16", True, False),   # Zen 4: int8+bf16 batches, ORT int8 queries
+    ("GenuineIntel", "avx2 avx512f avx512_vnni avx_vnni avx512_bf16 avx512_fp16", False, False),  # Xeon, no AMX: ORT int8
+    ("GenuineIntel", "avx512_vnni avx512_bf16 amx_bf16 amx_int8", False, False),      # AMX: ORT int8 (int8+bf16 wrong)
+    ("AuthenticAMD", "avx2 fma", False, False),                                      # Zen 3, AVX2 only
+    ("", "fp asimd asimddp", False, False),                                          # Arm
+    ("", "", None, None),                                                            # unknown: the registry's order
 ])
-def test_openvino_leads_the_cpu_only_where_it_was_measured_fastest(vendor, flags, leads):
+def test_openvino_leads_the_cpu_only_where_it_was_measured_fastest(vendor, flags, leads, leads_queries):
     assert devices.openvino_leads_cpu(vendor, frozenset(flags.split())) is leads
+    assert devices.openvino_leads_cpu(vendor, frozenset(flags.split()), queries=True) is leads_queries
+
+
+def test_on_a_zen4_an_embedders_latency_load_runs_onnxruntime_int8_and_batch_loads_openvino_int8_bf16():
+    zen4 = dataclasses.replace(ZEN4, openvino_leads_cpu=True, openvino_leads_cpu_queries=False)
+    query = plan(zen4, kind="embedder")[0]
+    assert (query.backend, query.dtype, query.artifact) == ("onnx", "int8", ONNX8)
+    assert "measured fastest for an embedder's queries" in query.why and "workload='throughput'" in query.why
+    ov = plan(zen4, kind="embedder", backend="openvino")[0]   # the f32 hint: int8+bf16 was slower on queries too
+    assert (ov.dtype, ov.options.config["INFERENCE_PRECISION_HINT"]) == ("int8", "f32")
+    for kind, workload in (("embedder", "throughput"), ("reranker", "latency"), ("reranker", "throughput"),
+                           (None, "latency")):
+        first = plan(zen4, kind=kind, workload=workload)[0]
+        assert (first.backend, first.dtype) == ("openvino", "int8+bf16"), (kind, workload)
+    assert zen4.for_queries().openvino_leads_cpu is False and ZEN4.for_queries() is ZEN4
+    assert [d.backend for d in devices.available_devices(zen4)] == ["openvino", "onnx"]   # the batches' order
 
 
 def test_a_vnni_cpu_where_openvino_does_not_lead_runs_onnxruntime_int8_and_no_bf16_hint():

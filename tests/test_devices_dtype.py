@@ -54,6 +54,21 @@ def test_auto_dtype_on_cpu_picks_int8_openvino_first(with_int8, vnni_cpu):
         assert ((model.encode(TEXTS) * fp32).sum(axis=1) > 0.9).all()
 
 
+
+def test_where_openvino_leads_only_batches_an_embedder_query_load_runs_onnxruntime_int8(with_int8, vnni_cpu,
+                                                                                        monkeypatch):
+    """The Zen 4 rule (devices.openvino_leads_cpu): an embedder's default workload="latency" load runs
+    onnxruntime INT8, its workload="throughput" load (embed-corpus) the OpenVINO INT8 IR."""
+    from granite_rt import devices
+
+    monkeypatch.setattr(devices, "openvino_leads_cpu", lambda vendor, flags, queries=False: not queries)
+    query = Embedder(with_int8)
+    assert (query.info["backend"], query.info["dtype"]) == ("onnx", "int8")
+    assert "embedder's queries" in query.info["why"]
+    batches = Embedder(with_int8, workload="throughput")
+    assert (batches.info["backend"], batches.info["dtype"][:4]) == ("openvino", "int8")
+    np.testing.assert_allclose(query.encode(TEXTS), batches.encode(TEXTS), atol=0.05)
+
 def test_auto_on_a_cpu_without_int8_dot_products_runs_onnxruntime_int8(with_int8, avx2_cpu):
     emb = Embedder(with_int8)
     assert (emb.info["backend"], emb.info["dtype"]) == ("onnx", "int8")

@@ -254,6 +254,7 @@ class Decision:
     results: tuple[Measured, ...] = field(default_factory=tuple)
     reference: str | None = None                 # the fp32 placement fidelity was measured against
     preferred: tuple[str, ...] = ()              # the built-in rule's CPU order (labels): who wins a tie
+    preferred_throughput: tuple[str, ...] = ()   # its order for workload="throughput" loads; (): as ``preferred``
 
     def _pool(self, backend: str) -> list[Measured]:
         return [r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])]
@@ -273,9 +274,14 @@ class Decision:
         if not pool:
             return None
         fastest = min(self.cost(r, workload) for r in pool)
-        order = {name: n for n, name in enumerate(self.preferred)}
+        order = {name: n for n, name in enumerate(self.rule_order(workload))}
         tied = [r for r in pool if self.cost(r, workload) <= fastest * (1 + TIE)]
         return min(tied, key=lambda r: (order.get(r.name, len(order)), self.cost(r, workload)))
+
+    def rule_order(self, workload: str = "latency") -> tuple[str, ...]:
+        """The built-in rule's CPU order for ``workload`` (an embedder's latency loads and its throughput loads
+        can differ: devices.Inventory.for_queries)."""
+        return self.preferred_throughput if workload == "throughput" and self.preferred_throughput else self.preferred
 
     def why(self, backend: str = "auto", workload: str = "latency") -> str:
         """``info["why"]`` of a load that follows this decision."""
@@ -314,6 +320,7 @@ class Decision:
             raise ValueError("decision written by another granite-rt version")
         data["results"] = tuple(Measured(**r) for r in data["results"])
         data["preferred"] = tuple(data.get("preferred", ()))
+        data["preferred_throughput"] = tuple(data.get("preferred_throughput", ()))
         return cls(**data)
 
 
@@ -401,14 +408,15 @@ def timing_batches(tokenizer: Any, kind: str, max_length: int) -> dict[str, dict
 
 def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Opener, *, key: str,
             tokenizer: Any = None, timer: Callable[[], float] = time.perf_counter, rounds: int = 3,
-            budget_s: float = 30.0, preferred: Sequence[str] = (),
+            budget_s: float = 30.0, preferred: Sequence[str] = (), preferred_throughput: Sequence[str] = (),
             log: Callable[[str], None] | None = None) -> Decision:
     """Open, check, time and close the candidates one after another (see the module docstring); the Decision,
     not yet stored.
 
     ``opener(folder, placement)`` returns a Backend; ``timer`` is read around each timed call (tests pass
     fakes of both). The fp32 candidate (onnxruntime's first) is opened first, as the fidelity reference;
-    the rest follow ``preferred`` (labels in the built-in rule's order), which also breaks ties. Each gets
+    the rest follow ``preferred`` (labels in the built-in rule's order), which also breaks ties (those of
+    workload="throughput" choices ``preferred_throughput``, where the rule orders those loads otherwise). Each gets
     ``rounds`` rounds, or one when that already puts it more than ``CLEAR`` behind the fastest so far;
     no further rounds once ``budget_s`` (by ``timer``) has passed since the start.
     """
@@ -513,7 +521,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                             "docs": int(shapes["docs"]["input_ids"].shape[0]),
                             "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},
                     results=tuple(results), reference=label(candidates[reference]) if reference is not None else None,
-                    preferred=tuple(preferred))
+                    preferred=tuple(preferred), preferred_throughput=tuple(preferred_throughput))
 
 
 def gate_fidelity(placement: Placement) -> Fidelity | None:
@@ -575,14 +583,18 @@ def tune_folder(folder: Path, spec: Any, cache_dir: Path | None, *, inventory: A
     inventory = inventory or devices.probe()
     candidates = devices.cpu_candidates(spec, folder=folder, inventory=inventory, cache_dir=cache_dir)
     decision = measure(folder, spec, candidates, opener, key=key_for(folder, spec.artifacts), timer=timer,
-                       budget_s=budget_s, preferred=builtin_order(spec, folder, inventory, cache_dir), log=log)
+                       budget_s=budget_s, preferred=builtin_order(spec, folder, inventory, cache_dir),
+                       preferred_throughput=builtin_order(spec, folder, inventory, cache_dir, "throughput"), log=log)
     return decision, save_decision(cache_dir, decision)
 
 
-def builtin_order(spec: Any, folder: Path, inventory: Any, cache_dir: Path | None) -> tuple[str, ...]:
-    """The CPU placements a ``dtype="auto"`` load would try without a decision, first choice first (``label``s)."""
+def builtin_order(spec: Any, folder: Path, inventory: Any, cache_dir: Path | None,
+                  workload: str = "latency") -> tuple[str, ...]:
+    """The CPU placements a ``dtype="auto"`` load for ``workload`` would try without a decision, first choice first
+    (``label``s)."""
     try:
-        planned = devices.select_placements(spec, device="cpu", folder=folder, inventory=inventory, cache_dir=cache_dir)
+        planned = devices.select_placements(spec, device="cpu", folder=folder, workload=workload, kind=spec.kind,
+                                            inventory=inventory, cache_dir=cache_dir)
     except (ValueError, GraniteRTError):  # nothing the rule would run: no preference
         return ()
     return tuple(dict.fromkeys(label(p) for p in planned))
@@ -596,7 +608,9 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
     lines = [f"measured {decision.measured_at} on {decision.host['cpu']} ({decision.kind}; fidelity vs "
              f"{decision.reference or 'nothing: no fp32 file'}, bounds mean >= {MEAN_COSINE}, p1 >= {P1_COSINE}; "
              f"times: medians, relative = geometric mean vs the fastest, ties within {TIE:.0%} go to the built-in rule's "
-             f"{decision.preferred[0] if decision.preferred else 'choice'})",
+             f"{decision.preferred[0] if decision.preferred else 'choice'}"
+             + (f", for throughput {decision.rule_order('throughput')[0]}"
+                if decision.rule_order("throughput")[:1] != decision.preferred[:1] else "") + ")",
              f"  {'placement':<20} {'query (' + str(shapes['query_tokens']) + ' tok)':>16} "
              f"{str(shapes['docs']) + ' x ' + str(shapes['doc_tokens']) + ' tok':>14} {'relative':>9} "
              f"{'rounds':>6}  fidelity"]

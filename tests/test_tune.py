@@ -294,6 +294,24 @@ def test_a_tie_within_noise_goes_to_the_builtin_rule_and_a_real_gap_does_not():
     assert _measure(gap, preferred=("openvino int8+bf16", "onnx int8")).best().name == "onnx int8"
 
 
+def test_a_throughput_tie_goes_to_the_rules_order_for_throughput_loads():
+    """On a Zen 4 the rule runs an embedder's latency loads on onnxruntime INT8 and its throughput loads on
+    OpenVINO int8+bf16 (devices.Inventory.for_queries): each workload's tie goes to its own rule."""
+    close = {("onnx", "fp32"): (0.10, 1.00, 0.0), ("onnx", "int8"): (0.050, 0.505, 0.0),
+             ("openvino", "int8+bf16"): (0.050, 0.500, 0.0)}         # 1 % faster on batches than onnx int8
+    decision = replace(_measure(close, preferred=("onnx int8", "openvino int8+bf16")),
+                                   preferred_throughput=("openvino int8+bf16", "onnx int8"))
+    assert decision.best().name == "onnx int8"
+    assert decision.best(workload="throughput").name == "openvino int8+bf16"
+    again = tune.Decision.from_json(decision.to_json())
+    assert again.best(workload="throughput").name == "openvino int8+bf16"
+    assert "for throughput openvino int8+bf16" in tune.format_decision(again, None)
+    latency_rule_only = replace(decision, preferred=("openvino int8+bf16", "onnx int8"), preferred_throughput=())
+    assert latency_rule_only.best(workload="throughput").name == "openvino int8+bf16"   # (): the latency order
+    swapped = replace(decision, preferred_throughput=("onnx int8", "openvino int8+bf16"))
+    assert swapped.best(workload="throughput").name == "onnx int8"
+
+
 def test_a_placement_outside_the_bounds_is_never_timed():
     runs = []
     real = FakeBackend.run

@@ -44,7 +44,8 @@ DEFAULT_AUTO_DTYPES = ("fp32",)   # a device a registered backend adds
 # The CPU rule, re-derived from every CPU class measured (2 cores each; docs/devices.md, bench/README.md). OpenVINO
 # leads the CPU order only where its paths were the fastest: an AMD Zen 4 (AVX-512 VNNI + BF16), whose fastest path
 # on batches was the INT8 IR with a bf16 hint for the unquantized ops (int8+bf16: 1.20-1.49x faster than INT8 with
-# the f32 hint, onnxruntime INT8 and OpenVINO bf16), but not for an embedder's queries (QUERY_LOADS_ORT). Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3
+# the f32 hint, onnxruntime INT8 and OpenVINO bf16), but not for an embedder's queries (QUERY_LOADS_ORT).
+# Elsewhere onnxruntime's INT8 was the fastest: on an AVX2-only Zen 3
 # (where OpenVINO's INT8 also ran slower than its fp32, so OpenVINO tries fp32 first there), on an Intel Xeon with
 # AVX-512 VNNI + BF16 + FP16 and no AMX (granite-rt tune, 97m shape: onnxruntime INT8 0.301 s for 4 x 384 tokens and
 # 7.0 ms per query, OpenVINO INT8 0.335 s / 9.8 ms, int8+bf16 0.367 s / 9.8 ms; OpenVINO bf16 0.762 s, slower than
@@ -193,9 +194,9 @@ def select_placements(artifacts: Sequence[Artifact] | Any, backend: str = "auto"
     _check_choice("dtype", dtype, DTYPES)
     _check_choice("workload", workload, WORKLOADS)
     inv = inventory or probe()
-    queries = kind == "embedder" and workload == "latency"
-    ctx = _Context(inv.for_queries() if queries else inv, cache_dir if cache_dir is not None else host.cache_dir(),
-                   folder, workload, tuned, queries_rule=queries and inv.for_queries() is not inv)
+    planned = inv.for_queries() if kind == "embedder" and workload == "latency" else inv
+    ctx = _Context(planned, cache_dir if cache_dir is not None else host.cache_dir(), folder, workload, tuned,
+                   queries_rule=planned is not inv)
     if not isinstance(device, str):
         return _warn_conflict(inv, [_raw_placement(artifacts, backend, list(device), dtype, ctx)])
     _check_choice("device", device, ("auto",) + known_devices())

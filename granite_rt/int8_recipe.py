@@ -238,6 +238,7 @@ def down_projection_inputs(model) -> list[str]:
 
 
 def _ffn_branches(graph) -> list[_Branch]:
+    """Every down-projection's FFN branch of the shape ``_ffn_branch`` understands, in graph order."""
     initializers = {init.name: init for init in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list] = {}

@@ -25,12 +25,12 @@ from bench.data import Cutter, cranfield_docs, cranfield_queries
 from bench.harness import round_order, settle
 from bench.ibm_style import READY
 from bench.models import CACHE, IBM_STYLE, BenchModel
+from bench.stats import paired_ratio
 
 
-def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, float]:
+def paired_ratios(times: dict[str, list[float]], reference: str) -> dict[str, float | None]:
     """Median over rounds of (contender's time / reference's time in the same round)."""
-    ref = np.asarray(times[reference])
-    return {name: float(np.median(np.asarray(ts) / ref)) for name, ts in times.items()}
+    return {name: paired_ratio(ts, times[reference]) for name, ts in times.items()}
 
 
 def payload(kind: str, workload: str, size: int, tokenizer_json: Path) -> tuple:

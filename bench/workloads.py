@@ -11,9 +11,11 @@ from bench.models import BenchModel
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work one run does: the full run fits in ~20 min on 2 cores, --quick in ~3."""
+    """How much work one run does: the full run's timed part took 31 min on 2 cores (2026-12-04, (d) at 3 rounds;
+    ~4 min more at 5), --quick ~3; the one-off set-up and exports come on top on a fresh checkout."""
 
-    rounds: int = 3
+    rounds: int = 5                 # (d) and any workload without its own: 3 rounds left the reranker's ratios
+                                    # 1.10-1.16x apart between medians and same-round ratios (2026-12-04)
     docs512_rounds: int = 5         # (a) is one call per round: more rounds for a steadier median
     docs512: int = 8
     corpus: int = 64

@@ -158,8 +158,15 @@ def map_batches(encodings: Sequence, batch_size: int, pad_id: int,
     ``progress(done, total)`` is called after each batch. ``workers`` > 1 keeps that many batches in
     flight on a thread pool (the backends release the GIL while they compute). ``overhead_tokens``,
     ``buckets`` and ``pad_to_multiple_of``: see ``length_sorted_batches``.
+
+    Without ``buckets``, ``workers`` > 1 caps the batch at ``ceil(len(encodings) / workers)`` rows so
+    a call that would form one batch still feeds every stream: on Zen 4 (2 cores, avx512_vnni/bf16)
+    OpenVINO INT8+bf16 in THROUGHPUT mode ran 8×512 tokens in 0.920 s as one batch on one stream
+    and 0.517 s as two batches of 4. Fixed shape buckets keep their batch sizes.
     """
     out: np.ndarray | None = None
+    if workers > 1 and buckets is None:
+        batch_size = min(batch_size, max(1, -(-len(encodings) // workers)))
     batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, overhead_tokens=overhead_tokens,
                                     buckets=buckets, pad_to_multiple_of=pad_to_multiple_of)
 

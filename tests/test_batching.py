@@ -130,3 +130,21 @@ def test_every_artifact_is_batch_invariant_on_minilm(exported_minilm, backend, d
     assert cosines.min() >= 0.99999, (backend, dtype, float(cosines.min()))
     if dtype == "int8":  # static scales and fixed padded widths: the same bits
         assert np.array_equal(together, alone), float(np.abs(together - alone).max())
+
+
+@pytest.mark.parametrize("workers, buckets, expected", [
+    (2, None, [4, 4]),                            # one batch's rows split so both streams run
+    (1, None, [8]),                               # a single stream keeps the whole batch
+    (2, ShapeBuckets.geometric(512, 32), [8]),     # fixed shapes keep their batch sizes
+])
+def test_workers_split_a_call_that_would_form_one_batch(workers, buckets, expected):
+    encodings = [Enc(512, i) for i in range(8)]
+    rows = []
+
+    def masked_sum(batch):
+        rows.append(len(batch["input_ids"]))
+        return (batch["input_ids"] * batch["attention_mask"]).sum(axis=1, keepdims=True)
+
+    out = map_batches(encodings, 32, pad_id=0, run=masked_sum, workers=workers, buckets=buckets)
+    assert sorted(rows) == expected
+    np.testing.assert_array_equal(out[:, 0], [sum(e.ids) for e in encodings])

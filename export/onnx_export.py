@@ -8,7 +8,8 @@ the sliding window and padded rows. ModernBERT is traced with the memory-bounded
 blocks), so a 32k-token input needs memory linear in its length; its rotary embedding and GLU are traced
 as fused ops (``fusions.py``). BERT/XLM-R keep eager attention.
 Every ONNX file is written by ``save_onnx``: weights in a page-aligned ``<file>_data`` beside the graph,
-which onnxruntime memory-maps instead of copying.
+which onnxruntime memory-maps instead of copying. The traced graph's per-layer shape arithmetic is then
+computed once per forward pass (``shapes.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from granite_rt.onnx_graph import EXTERNAL_DATA_ALIGNMENT, save_onnx  # noqa: F4
 from .attention import MS_DOMAIN, blocked_attention
 from .first_position import first_position_forward
 from .fusions import fused_layers
+from .shapes import share_shape_arithmetic
 
 OPSET = 18
 
@@ -86,4 +88,7 @@ def export_onnx(
             custom_opsets={MS_DOMAIN: 1} if blocked or fused else None,
         )
         save_onnx(onnx.load(str(traced)), out_path)
+    graph = onnx.load(str(out_path), load_external_data=False)  # the graph alone: its weights stay in the _data file
+    if share_shape_arithmetic(graph):
+        onnx.save(graph, str(out_path))
     return out_path

@@ -127,7 +127,8 @@ class RuntimeModel:
     """What Embedder and Reranker share: loading by (model, backend, device, dtype), spec, tokenizer, info.
 
     ``workload="latency"`` (default) runs one batch at a time on all cores; ``"throughput"`` asks OpenVINO
-    for its THROUGHPUT hint and keeps as many batches in flight as it has infer requests (bulk encoding).
+    for its THROUGHPUT hint, and onnxruntime on the CPU for one thread per run, and keeps as many batches in flight
+    as there are streams (bulk encoding).
     ``tune=True`` measures this folder's CPU placements once per machine (granite_rt.tune, seconds to a
     minute) unless a decision is stored; any ``dtype="auto"`` load follows a stored decision.
     ``threads=N`` caps the CPU threads it computes on (backend and tokenizer) at N.

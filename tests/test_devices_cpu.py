@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import replace
 
@@ -163,6 +164,22 @@ def test_throughput_workload_keeps_openvino_streams_busy_with_the_same_results(f
     compiled = bulk._model.backend.compiled
     assert bulk.info["parallel_requests"] == int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) >= 1
     np.testing.assert_allclose(bulk.encode(texts, batch_size=8), latency.encode(texts, batch_size=8), atol=1e-5)
-    assert Embedder(folder, backend="onnx", dtype="fp32", workload="throughput").info["parallel_requests"] == 1
     with pytest.raises(ValueError, match="workload"):
         Embedder(folder, workload="bulk")
+
+
+def test_throughput_workload_runs_onnxruntime_batches_side_by_side_with_the_same_bits(folder):
+    """workload="throughput" on onnxruntime: one thread per run and as many runs at once as threads, each batch's
+    rows bitwise those of the threaded session (a call of several rows is split across the runs)."""
+    texts = [f"text number {i} " + "word " * (i % 17) for i in range(70)]
+    latency = Embedder(folder, backend="onnx", dtype="fp32", threads=2)
+    bulk = Embedder(folder, backend="onnx", dtype="fp32", threads=2, workload="throughput")
+    assert latency.info["parallel_requests"] == 1 and bulk.info["parallel_requests"] == 2
+    assert latency._model.backend.session.get_session_options().intra_op_num_threads == 2
+    assert bulk._model.backend.session.get_session_options().intra_op_num_threads == 1
+    seen = []
+    run = bulk._model.backend.run
+    bulk._model.backend.run = lambda batch: seen.append(threading.current_thread().name) or run(batch)
+    np.testing.assert_array_equal(bulk.encode(texts, batch_size=8), latency.encode(texts, batch_size=8))
+    assert len(seen) > 1 and all(name.startswith("granite-rt") for name in seen)  # on the pool's threads
+    assert Embedder(folder, backend="onnx", dtype="fp32", threads=1, workload="throughput").info["parallel_requests"] == 1

@@ -12,14 +12,21 @@ a text gives the same bits alone and in any batch (rows of equal width do not in
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from granite_rt.arguments import is_int
+from granite_rt.backends.base import SideBySide
 
 
+# How far above an even share the busiest of the side-by-side workers may be before a call runs its batches one
+# after another on every thread instead (balanced_batches): one-thread runs side by side took 0.74-0.91x the time of
+# threaded runs on evenly cut calls, and 1.4-1.8x where one worker held most of the work (onnxruntime INT8, 97m shape,
+# Zen 4, 2 cores, 2026-12-07; docs/runtime.md).
+SIDE_BY_SIDE_SLACK = 0.1
 # Token budget: padded tokens (rows × longest) per batch, so long texts go in small batches (a longer one alone).
 MAX_BATCH_TOKENS = 16_384
 # Attention budget: rows × longest² (attention scores per head and layer grow with the square of the length),
@@ -86,6 +93,13 @@ def padded_width(length: int, pad_to_multiple_of: int) -> int:
     return -(-max(int(length), 1) // pad_to_multiple_of) * pad_to_multiple_of
 
 
+def row_widths(lengths: Sequence[int], buckets: ShapeBuckets | None = None, pad_to_multiple_of: int = 0) -> np.ndarray:
+    """The width each row is padded to at least: its length rounded up to ``pad_to_multiple_of``, then to its
+    bucket."""
+    widths = [padded_width(n, pad_to_multiple_of) for n in lengths]
+    return np.asarray([buckets.width(w) for w in widths] if buckets is not None else widths, dtype=np.int64)
+
+
 def _row_limit(width: int, max_tokens: int) -> int:
     return min(max_tokens // width, MAX_BATCH_ATTENTION // width ** 2)
 
@@ -106,8 +120,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: i
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     lengths = np.asarray(lengths, dtype=np.int64)
     if pad_to_multiple_of:
-        lengths = np.asarray([buckets.width(padded_width(n, pad_to_multiple_of)) if buckets is not None
-                              else padded_width(n, pad_to_multiple_of) for n in lengths], dtype=np.int64)
+        lengths = row_widths(lengths, buckets, pad_to_multiple_of)
     order = np.argsort(-lengths, kind="stable")
     longest = np.maximum(lengths[order], 1)
     n = len(order)
@@ -148,16 +161,47 @@ def pad_batch(encodings: Sequence, pad_id: int, buckets: ShapeBuckets | None = N
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
+def balanced_batches(lengths: Sequence[int], batch_size: int, workers: int, *,
+                     overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: ShapeBuckets | None = None,
+                     pad_to_multiple_of: int = 0) -> list[np.ndarray] | None:
+    """Batches for ``workers`` runs side by side (``SideBySide``), costliest first, or None when no cut keeps
+    every worker busy to within ``SIDE_BY_SIDE_SLACK`` of an even share.
+
+    A batch is capped at an even share of the call's rows and padded tokens, so a few long texts are split
+    instead of one worker running them alone; the batches go to the workers in order of cost (rows × width),
+    each to whichever frees first. When one row outweighs an even share (a long text among short ones) there
+    is no such cut and the call runs as one threaded batch after another.
+    """
+    rows = max(1, -(-len(lengths) // workers))
+    widths = row_widths(lengths, buckets, pad_to_multiple_of)
+    share = -(-int(widths.sum()) // workers)
+    batches = length_sorted_batches(lengths, min(batch_size, rows), max_tokens=min(MAX_BATCH_TOKENS, share),
+                                    overhead_tokens=overhead_tokens, buckets=buckets,
+                                    pad_to_multiple_of=pad_to_multiple_of)
+    costs = np.asarray([len(b) * int(widths[b].max()) for b in batches], dtype=np.float64)
+    order = np.argsort(-costs, kind="stable")
+    loads = np.zeros(workers)
+    for i in order:  # each batch to the worker that frees first, as a thread pool hands them out
+        loads[np.argmin(loads)] += costs[i]
+    if loads.max() > (1 + SIDE_BY_SIDE_SLACK) * costs.sum() / workers:
+        return None
+    return [batches[i] for i in order]
+
+
 def map_batches(encodings: Sequence, batch_size: int, pad_id: int,
                 run: Callable[[Mapping[str, np.ndarray]], np.ndarray],
                 progress: Callable[[int, int], None] | None = None, workers: int = 1,
                 overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: ShapeBuckets | None = None,
-                pad_to_multiple_of: int = 0) -> np.ndarray:
+                pad_to_multiple_of: int = 0, side_by_side: SideBySide | None = None,
+                pool: Executor | None = None) -> np.ndarray:
     """Apply ``run`` (padded batch → one row per input) over length-sorted batches; rows in input order.
 
     ``progress(done, total)`` is called after each batch. ``workers`` > 1 keeps that many batches in
     flight on a thread pool (the backends release the GIL while they compute). ``overhead_tokens``,
-    ``buckets`` and ``pad_to_multiple_of``: see ``length_sorted_batches``.
+    ``buckets`` and ``pad_to_multiple_of``: see ``length_sorted_batches``. ``side_by_side``: a second way
+    to run batches, used only when the call forms more than one batch (``SideBySide``). ``pool``: the threads
+    batches in flight run on (a model keeps one set for its lifetime), at least ``workers`` of them; None: a pool
+    for this call.
 
     Without ``buckets``, ``workers`` > 1 caps the batch at ``ceil(len(encodings) / workers)`` rows so
     a call that would form one batch still feeds every stream: on Zen 4 (2 cores, avx512_vnni/bf16)
@@ -165,21 +209,30 @@ def map_batches(encodings: Sequence, batch_size: int, pad_id: int,
     and 0.517 s as two batches of 4. Fixed shape buckets keep their batch sizes.
     """
     out: np.ndarray | None = None
+    lengths = [len(e.ids) for e in encodings]
     if workers > 1 and buckets is None:
         batch_size = min(batch_size, max(1, -(-len(encodings) // workers)))
-    batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, overhead_tokens=overhead_tokens,
+    batches = length_sorted_batches(lengths, batch_size, overhead_tokens=overhead_tokens, buckets=buckets,
+                                    pad_to_multiple_of=pad_to_multiple_of)
+    if side_by_side is not None and len(batches) > 1:
+        balanced = balanced_batches(lengths, batch_size, side_by_side.workers, overhead_tokens=overhead_tokens,
                                     buckets=buckets, pad_to_multiple_of=pad_to_multiple_of)
+        if balanced is not None:
+            run, workers, batches = side_by_side.run, side_by_side.workers, balanced
 
     def run_batch(index: np.ndarray) -> np.ndarray:
         return run(pad_batch([encodings[i] for i in index], pad_id, buckets, pad_to_multiple_of))
 
+    own_pool, futures = None, []
     if workers > 1 and len(batches) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(min(workers, len(batches)), thread_name_prefix="granite-rt")
-        results = pool.map(run_batch, batches)  # in order; at most `workers` batches run at once
+            pool = own_pool = ThreadPoolExecutor(min(workers, len(batches)), thread_name_prefix="granite-rt")
+        futures = [pool.submit(run_batch, batch) for batch in batches]  # at most the pool's threads at once
+        results: Iterator[np.ndarray] = (future.result() for future in futures)  # in order
     else:
-        pool, results = None, map(run_batch, batches)
+        results = map(run_batch, batches)
     try:
         for done, (index, rows) in enumerate(zip(batches, results), 1):
             if out is None:
@@ -188,8 +241,10 @@ def map_batches(encodings: Sequence, batch_size: int, pad_id: int,
             if progress is not None:
                 progress(done, len(batches))
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        for future in futures:  # after an error or a cancel: the batches not yet started never run
+            future.cancel()
+        if own_pool is not None:
+            own_pool.shutdown()
     if out is None:
         raise ValueError("map_batches needs at least one input")
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -13,6 +15,7 @@ from granite_rt import devices, host
 from granite_rt import tune as tuning
 from granite_rt.arguments import is_int
 from granite_rt.background import Cancellable, Progress, Worker, check_cancel, check_progress, raise_if_cancelled
+from granite_rt.backends.base import SideBySide
 from granite_rt.batching import ShapeBuckets, batch_overhead_tokens, map_batches
 from granite_rt.bundle import check_complete, explain_missing
 from granite_rt.errors import GraniteRTError, ModelClosedError, WrongKindError
@@ -56,11 +59,26 @@ class LoadedModel:
             "verified": verification(folder, selection.placement.artifact),
             "max_length": self.spec.max_length, "workload": workload,
             "parallel_requests": self.backend.parallel_requests,
+            # runs a call of several batches at once on one thread each (0: one batch after another)
+            "side_by_side": side.workers if (side := getattr(self.backend, "side_by_side", None)) else 0,
         }
         # Per-batch cost (tokens) that batching weighs against padding when it cuts length-sorted batches.
         self.batch_overhead_tokens = batch_overhead_tokens(selection.placement.device)
         # None: batches as long as their longest input; else padded to a fixed set of shapes (bounded memory).
         self.shape_buckets: ShapeBuckets | None = None
+        # The threads batches in flight run on (throughput streams, side-by-side runs): one set for the model's
+        # life, opened by the first call that has several batches to run at once.
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def pool(self) -> ThreadPoolExecutor:
+        """The model's batch threads: as many as it ever runs batches at once."""
+        with self._pool_lock:
+            if self._pool is None:
+                side = getattr(self.backend, "side_by_side", None)
+                self._pool = ThreadPoolExecutor(max(self.backend.parallel_requests, side.workers if side else 1),
+                                                thread_name_prefix="granite-rt")
+            return self._pool
 
     def run(self, encodings: Sequence, batch_size: int,
             fn: Callable[[np.ndarray, Mapping[str, np.ndarray]], np.ndarray],
@@ -79,16 +97,23 @@ class LoadedModel:
             for r in reports:
                 r(finished, total)
 
-        def run_batch(batch: Mapping[str, np.ndarray]) -> np.ndarray:
-            raise_if_cancelled(cancel, *done)
-            return fn(backend.run(batch), batch)
+        def runner(run: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+            def run_batch(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+                raise_if_cancelled(cancel, *done)
+                return fn(run(batch), batch)
+            return run_batch
 
-        return map_batches(encodings, batch_size, self.tokenizer.pad_id, run_batch, progress=report,
+        side = getattr(backend, "side_by_side", None)
+        return map_batches(encodings, batch_size, self.tokenizer.pad_id, runner(backend.run), progress=report,
                            workers=backend.parallel_requests, overhead_tokens=self.batch_overhead_tokens,
-                           buckets=self.shape_buckets, pad_to_multiple_of=getattr(backend, "pad_to_multiple_of", 0))
+                           buckets=self.shape_buckets, pad_to_multiple_of=getattr(backend, "pad_to_multiple_of", 0),
+                           side_by_side=None if side is None else SideBySide(runner(side.run), side.workers),
+                           pool=self.pool() if backend.parallel_requests > 1 or side is not None else None)
 
     def close(self) -> None:
-        """Drop the session and tokenizer, and hand the freed heap back to the OS."""
+        """Stop the batch threads, drop the session and tokenizer, and hand the freed heap back to the OS."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
         self.backend = self.tokenizer = None  # type: ignore[assignment]
         gc.collect()
         host.trim_heap()

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from granite_rt.batching import (MAX_BATCH_TOKENS, ShapeBuckets, length_sorted_batches, map_batches,
-                                 padded_width)
+from granite_rt.backends.base import SideBySide
+from granite_rt.batching import (MAX_BATCH_TOKENS, SIDE_BY_SIDE_SLACK, ShapeBuckets, balanced_batches,
+                                 length_sorted_batches, map_batches, padded_width)
 
 
 class Enc:
@@ -98,6 +99,58 @@ def test_map_batches_pads_each_batch_to_its_rows_multiple():
                 lambda b: (widths.append(b["input_ids"].shape[1]), np.zeros((len(b["input_ids"]), 1)))[1],
                 pad_to_multiple_of=16)
     assert sorted(widths) == [16, 32, 48]
+
+
+def test_balanced_batches_share_the_work_evenly_costliest_first():
+    """Eight long texts among short ones: capped at an even share, the long ones split across both workers."""
+    lengths = [400] * 8 + [24] * 24
+    batches = balanced_batches(lengths, 32, 2)
+    assert batches is not None
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))     # every row once
+    costs = [len(b) * max(lengths[i] for i in b) for b in batches]
+    assert costs == sorted(costs, reverse=True)                                       # costliest first
+    share = sum(lengths) / 2
+    assert max(costs) <= share
+    loads = [0, 0]
+    for cost in costs:                                                                # as the pool hands them out
+        loads[loads.index(min(loads))] += cost
+    assert max(loads) <= (1 + SIDE_BY_SIDE_SLACK) * sum(costs) / 2
+    # the plain cut at 16 rows puts all eight long rows in one batch: more than an even share
+    plain = length_sorted_batches(lengths, 16)
+    assert max(len(b) * max(lengths[i] for i in b) for b in plain) > share
+
+
+def test_balanced_batches_refuse_a_row_that_outweighs_an_even_share():
+    assert balanced_batches([1500] + [30] * 10, 32, 2) is None       # one worker would run the long text alone
+    assert balanced_batches([1500] * 2 + [30] * 10, 32, 2) is not None
+
+
+def test_map_batches_runs_several_batches_side_by_side_and_a_single_batch_on_its_own_run():
+    import threading
+
+    calls = []
+
+    def runner(name):
+        def run(batch):
+            calls.append((name, threading.current_thread().name))
+            return batch["input_ids"][:, :1].astype(np.float64)   # each row's first id: order is checkable
+        return run
+
+    side = SideBySide(runner("side"), 2)
+
+    def first_ids(encodings):
+        calls.clear()
+        return map_batches(encodings, 8, 0, runner("own"), side_by_side=side)[:, 0].tolist()
+
+    many = [Enc(5 + i % 13, seed=i) for i in range(40)]
+    assert first_ids(many) == [e.ids[0] for e in many]                 # rows back in input order
+    assert len(calls) > 1 and {name for name, _ in calls} == {"side"}
+    assert all(thread.startswith("granite-rt") for _, thread in calls)
+    one = [Enc(5, seed=1), Enc(7, seed=2)]
+    assert first_ids(one) == [e.ids[0] for e in one] and [name for name, _ in calls] == ["own"]
+    lopsided = [Enc(1500, seed=0)] + [Enc(30, seed=i) for i in range(10)]   # no even cut: one batch after another
+    assert first_ids(lopsided) == [e.ids[0] for e in lopsided]
+    assert len(calls) > 1 and {name for name, _ in calls} == {"own"}
 
 
 def varied_texts(count: int = 120, seed: int = 0) -> list[str]:

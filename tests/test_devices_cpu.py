@@ -183,3 +183,29 @@ def test_throughput_workload_runs_onnxruntime_batches_side_by_side_with_the_same
     np.testing.assert_array_equal(bulk.encode(texts, batch_size=8), latency.encode(texts, batch_size=8))
     assert len(seen) > 1 and all(name.startswith("granite-rt") for name in seen)  # on the pool's threads
     assert Embedder(folder, backend="onnx", dtype="fp32", threads=1, workload="throughput").info["parallel_requests"] == 1
+
+
+def test_a_latency_load_runs_a_call_of_several_batches_side_by_side_with_the_same_bits(folder):
+    """workload="latency" on onnxruntime: a call that forms one batch runs on every thread; a call of several runs
+    them on a one-thread sibling session, side by side, opened on the first such call; the same bits either way."""
+    texts = [f"text number {i} " + "word " * (i % 17) for i in range(70)]
+    model = Embedder(folder, backend="onnx", dtype="fp32", threads=2)
+    backend = model._model.backend
+    assert model.info["side_by_side"] == backend.side_by_side.workers == 2 and backend._sibling is None
+    query = model.encode(["one query"])
+    assert backend._sibling is None                                   # one batch: the threaded session alone
+    together = model.encode(texts, batch_size=8)
+    assert backend._sibling.session.get_session_options().intra_op_num_threads == 1
+    assert backend._sibling.parallel_requests == 2
+    seen, sibling_run = set(), backend._sibling.run
+    backend._sibling.run = lambda batch: seen.add(threading.current_thread()) or sibling_run(batch)
+    for _ in range(3):
+        model.encode(texts, batch_size=8)
+    assert 1 <= len(seen) <= 2 and threading.current_thread() not in seen   # the model's own threads, every call
+    in_turn = Embedder(folder, backend="onnx", dtype="fp32", threads=2)
+    in_turn._model.backend.side_by_side = None                        # one batch after another on both threads
+    np.testing.assert_array_equal(together, in_turn.encode(texts, batch_size=8))
+    np.testing.assert_array_equal(query, in_turn.encode(["one query"]))
+    assert Embedder(folder, backend="onnx", dtype="fp32", threads=1).info["side_by_side"] == 0
+    assert Embedder(folder, backend="onnx", dtype="fp32", threads=2, workload="throughput").info["side_by_side"] == 0
+    assert Embedder(folder, backend="openvino", dtype="fp32", threads=2).info["side_by_side"] == 0

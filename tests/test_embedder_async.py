@@ -33,6 +33,8 @@ def reranker(tiny_reranker_folders):
 class CountingBackend:
     """Wraps a model's backend: counts batches, the most in flight at once, and can sleep per batch."""
 
+    side_by_side = None  # every batch through ``run`` (a latency onnxruntime session would run several on its sibling)
+
     def __init__(self, model, delay: float = 0.0) -> None:
         self.inner, self.delay = model._loaded.backend, delay
         self.calls, self.in_flight, self.most = 0, 0, 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -80,6 +80,19 @@ class PlanContext:
     workload: str                  # latency | throughput
 
 
+@dataclass(frozen=True)
+class SideBySide:
+    """How a backend runs a call of several batches when that differs from how it runs one: ``workers`` batches
+    at once through ``run`` (onnxruntime on the CPU: one-thread runs side by side, ``OnnxRuntimeBackend``; batching.map_batches).
+
+    A call that forms one batch keeps the backend's own ``run``, so a query still gets every thread; a call of
+    several is cut as for ``workers`` streams (at most ``ceil(n / workers)`` rows a batch, so no thread idles on
+    a short last batch)."""
+
+    run: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    workers: int
+
+
 class Backend(Protocol):
     """A compiled model: named int64 inputs in, the model's one output out. Thread-safe."""
 
@@ -90,6 +103,9 @@ class Backend(Protocol):
     # only to its own length rounded up to a multiple of k, and batched with rows of that width (batching.py).
     # A backend without the attribute counts as 0.
     pad_to_multiple_of: int
+    # None: a call of several batches runs them as it runs one; else how it runs them (SideBySide). A backend
+    # without the attribute counts as None.
+    side_by_side: SideBySide | None
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Run one batch; ``inputs`` holds int64 arrays of shape (batch, sequence)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import platform
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from granite_rt import host
 from granite_rt.backends.base import (KNOWN_INPUTS, Artifact, BackendType, EngineInventory, PlanContext, Placement,
-                                      pick_output, stored_precision)
+                                      SideBySide, pick_output, stored_precision)
 from granite_rt.errors import DeviceUnavailableError, ModelFileError, UnsupportedModelError
 
 # Python distributions that each ship the `onnxruntime` import package (installing two breaks it).
@@ -206,7 +207,10 @@ class OnnxRuntimeBackend:
     5-9 interleaved rounds, medians of the same-round ratios, three runs): 97m 8 x 512 tokens 0.87-0.96x the time
     of one 2-thread batch, 64 Cranfield abstracts 0.75-0.94x; reranker 20 x 256 / 20 x 512 / 4 x 256-token pairs
     0.95x / 0.95-0.96x / 0.94-0.97x. A single row cannot be split, and one thread runs a 32-token query 1.41x
-    slower than two, so latency loads keep the threaded runs.
+    slower than two, so latency loads keep the threaded runs for a call of one batch; a call of several runs them
+    on a one-thread sibling session side by side (``side_by_side``, opened on the first such call, ~40 MiB for the
+    97m INT8 file): 64 Cranfield abstracts 0.73x the time, 200 abstracts 0.81x, 40 x 256 tokens 0.93x (same
+    machine, one process, interleaved; docs/runtime.md).
     """
 
     pad_to_multiple_of = 0  # static INT8 and fp32 rows are bitwise the same however far they are padded
@@ -246,6 +250,13 @@ class OnnxRuntimeBackend:
         self.output_name = pick_output([o.name for o in self.session.get_outputs()])
         first = providers[0] if providers else "CPUExecutionProvider"
         self._device_type = "cuda" if (first if isinstance(first, str) else first[0]) in _CUDA_PROVIDERS else "cpu"
+        # A latency session on several CPU threads runs a call of several batches on a one-thread sibling, side by
+        # side (see the class docstring); the sibling opens on the first such call.
+        self._folder, self._threads, self._files = folder, threads, files
+        self._sibling: OnnxRuntimeBackend | None = None
+        self._sibling_lock = threading.Lock()
+        self.side_by_side = (SideBySide(self._run_side_by_side, threads) if placement.device == "cpu" and threads > 1
+                             and self.parallel_requests == 1 else None)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One batch through the session (onnxruntime's run is safe to call from several threads)."""
@@ -258,6 +269,16 @@ class OnnxRuntimeBackend:
         binding.bind_output(self.output_name, self._device_type)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+    def _run_side_by_side(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One batch of a several-batch call, on the one-thread sibling session (opened on the first call)."""
+        if self._sibling is None:
+            with self._sibling_lock:
+                if self._sibling is None:
+                    self._sibling = OnnxRuntimeBackend(
+                        self._folder, replace(self.placement, options=replace(self.options, parallel_batches=True)),
+                        self._threads, self._files)
+        return self._sibling.run(inputs)
 
     def describe(self) -> dict[str, Any]:
         """Backend, device, providers actually in use, precision and file."""

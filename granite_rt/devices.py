@@ -304,11 +304,14 @@ def _tuned_first(planned: list[Placement], artifacts: Sequence[Artifact], backen
 
 
 def cpu_candidates(artifacts: Sequence[Artifact] | Any, *, folder: Path | None = None,
-                   inventory: Inventory | None = None, cache_dir: Path | None = None) -> list[Placement]:
-    """Every CPU placement the folder allows here (each installed backend × CPU_DTYPES), for granite_rt.tune."""
+                   inventory: Inventory | None = None, cache_dir: Path | None = None,
+                   workload: str = "latency") -> list[Placement]:
+    """Every CPU placement the folder allows here (each installed backend × CPU_DTYPES), for granite_rt.tune,
+    with the options of a ``workload`` load (the same placements in the same order for either workload)."""
+    _check_choice("workload", workload, WORKLOADS)
     artifacts = getattr(artifacts, "artifacts", artifacts)
     inv = inventory or probe()
-    ctx = _Context(inv, cache_dir if cache_dir is not None else host.cache_dir(), folder, "latency")
+    ctx = _Context(inv, cache_dir if cache_dir is not None else host.cache_dir(), folder, workload)
     out = []
     for be in backends_for("cpu", "auto", inv):
         if not inv.present(be, "cpu"):

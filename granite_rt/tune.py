@@ -17,11 +17,16 @@ hint for its unquantized ops was (bench/README.md). ``granite-rt tune MODEL`` an
    took 1.55 s for the 4 × 384-token batch in rounds alternating with an open OpenVINO model, 0.58 s
    alone). A placement more than ``CLEAR`` (15 %, widened by the spread the load put on the round's
    query calls) slower than the fastest so far after one round stops there; the others get ``rounds``;
-4. for an embedder the placement with the lowest geometric mean of its two median times wins (with
-   ``workload="throughput"``, as embed-corpus loads, the lowest batch time: the two differ where one placement
-   is fastest on queries and another on batches, as onnxruntime INT8 and OpenVINO INT8+bf16 were on a Zen 4 and
-   on a Xeon); for a reranker, whose call is a query's candidates, the lowest batch time; within ``TIE`` (3 %) the
-   built-in rule's choice wins. The decision is stored in ``<cache>/tune/<key>.json``, keyed by CPU
+   then each timed placement is opened again as a ``workload="throughput"`` load opens it (OpenVINO's THROUGHPUT
+   streams, onnxruntime's one-thread runs side by side) and its long rows are timed spread over its parallel
+   requests, as embed-corpus runs them (the batch's rows, at least one per request, split evenly and run at
+   once; ranked by seconds per row): the two modes rank differently (OpenVINO int8+bf16
+   took 0.70x its latency mode's time on 8 x 512 tokens, onnxruntime INT8 0.87-0.96x; Zen 4, 2 cores);
+4. for an embedder the placement with the lowest geometric mean of its two median times wins; for a reranker,
+   whose call is a query's candidates, the lowest batch time; for a ``workload="throughput"`` load of either (as
+   embed-corpus loads) the lowest time per long row as a throughput load (the choices differ where one placement is
+   fastest on queries and another on batches, as onnxruntime INT8 and OpenVINO INT8+bf16 were on a Zen 4 and on a
+   Xeon); within ``TIE`` (3 %) the built-in rule's choice wins. The decision is stored in ``<cache>/tune/<key>.json``, keyed by CPU
    model + flags, library versions and the model files.
 
 ``dtype="auto"`` loads use a stored decision (``info["why"]`` says "measured on this machine …"),
@@ -39,6 +44,7 @@ import math
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +60,7 @@ from granite_rt.eval.metrics import MIN_LOGIT_SPREAD
 from granite_rt.pooling import l2_normalize, pool
 from granite_rt.tokenize import Tokenizer
 
-DECISION_VERSION = 2
+DECISION_VERSION = 3
 # Where an INT8 file's fidelity at dtype="int8" comes from when its manifest has the INT8 gate's figures: the
 # same placement (the INT8 file with the f32 hint) against that backend's fp32 file, on 284 probe texts.
 GATE = "the export's INT8 gate"
@@ -231,6 +237,10 @@ class Measured:
     relative: float | None = None
     rounds: int = 0                              # timed rounds it ran
     checked_by: str = ""                         # "": the probe set against the reference; else GATE
+    # opened as a workload="throughput" load: median seconds per long row, the rows spread over its parallel
+    # requests; None: not timed that way (it failed to open so, or the measurement did not ask)
+    row_s: float | None = None
+    throughput_error: str | None = None          # why it could not be opened or run as a throughput load
 
     @property
     def name(self) -> str:
@@ -259,18 +269,23 @@ class Decision:
     def _pool(self, backend: str) -> list[Measured]:
         return [r for r in self.results if r.eligible and backend in ("auto", r.placement["backend"])]
 
-    @staticmethod
-    def cost(result: Measured, workload: str = "latency") -> float:
+    def cost(self, result: Measured, workload: str = "latency") -> float:
         """What ``best`` ranks by (only ratios between results count): for ``workload="latency"`` (loads that serve
         queries and batches alike) ``relative`` (an embedder's geometric mean of the two shapes' times, a
-        reranker's batch time: RANKED_SHAPES); for ``"throughput"`` (embed-corpus, batches only) the batch's time."""
-        return result.docs_s if workload == "throughput" else result.relative
+        reranker's batch time: RANKED_SHAPES); for ``"throughput"`` (embed-corpus, batches only) the time per long
+        row in throughput mode (``row_s``): a result without one cannot be ranked there when others have one,
+        and where none has (a measurement that did not time that mode) the latency batch's time stands in."""
+        if workload != "throughput":
+            return result.relative
+        if result.row_s is not None:
+            return result.row_s
+        return math.inf if any(r.row_s is not None for r in self.results) else result.docs_s
 
     def best(self, backend: str = "auto", workload: str = "latency") -> Measured | None:
         """The eligible result with the lowest ``cost`` for ``workload``; results within ``TIE`` of it are a tie,
         won by the one the built-in rule puts first (``preferred``), so a decision differs from the rule only when
         the measurements do."""
-        pool = self._pool(backend)
+        pool = [r for r in self._pool(backend) if math.isfinite(self.cost(r, workload))]
         if not pool:
             return None
         fastest = min(self.cost(r, workload) for r in pool)
@@ -297,12 +312,16 @@ class Decision:
         fastest = min(self._pool(backend), key=lambda r: self.cost(r, workload))
         tie = (f" (within {TIE:.0%} of {fastest.name}: a tie, so the built-in rule's choice)"
                if fastest is not best else "")
-        ranked = ("the long-document batch's time (workload='throughput')" if workload == "throughput"
+        per_row = workload == "throughput" and best.row_s is not None
+        ranked = ("the time per long row run as a throughput load (workload='throughput')" if per_row
+                  else "the long-document batch's time (workload='throughput')" if workload == "throughput"
                   else "the candidate batch's time (a reranker scores a query's candidates in one call)"
                   if self.kind == "reranker" else "the geometric mean of both shapes' times")
+        rows = (f", {best.row_s * 1e3:.1f} ms per {self.shapes['doc_tokens']}-token row as a throughput load"
+                if best.row_s is not None else "")
         return (f"measured on this machine {self.measured_at} (granite-rt tune): fastest of {len(self.results)} CPU "
                 f"placements within the fidelity bounds by {ranked}{tie}: query {best.query_s * 1e3:.1f} ms, "
-                f"{self.shapes['docs']} × {self.shapes['doc_tokens']}-token batch {best.docs_s:.3f} s, {checked}"
+                f"{self.shapes['docs']} × {self.shapes['doc_tokens']}-token batch {best.docs_s:.3f} s{rows}, {checked}"
                 + (f"; others: {'; '.join(_brief(r) for r in others)}" if others else ""))
 
     def choice(self, backend: str = "auto", workload: str = "latency") -> dict[str, str] | None:
@@ -345,7 +364,8 @@ def _brief(r: Measured) -> str:
         return f"{r.name} failed ({r.error[:80]})"
     if r.relative is None:
         return f"{r.name} outside the fidelity bounds ({describe_fidelity(r.fidelity)})"
-    return f"{r.name} {r.query_s * 1e3:.1f} ms / {r.docs_s:.3f} s ({r.relative:.2f}x)"
+    rows = f", {r.row_s * 1e3:.1f} ms per row as a throughput load" if r.row_s is not None else ""
+    return f"{r.name} {r.query_s * 1e3:.1f} ms / {r.docs_s:.3f} s ({r.relative:.2f}x{rows})"
 
 
 def decision_path(cache_dir: Path, key: str) -> Path:
@@ -409,7 +429,7 @@ def timing_batches(tokenizer: Any, kind: str, max_length: int) -> dict[str, dict
 def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Opener, *, key: str,
             tokenizer: Any = None, timer: Callable[[], float] = time.perf_counter, rounds: int = 3,
             budget_s: float = 30.0, preferred: Sequence[str] = (), preferred_throughput: Sequence[str] = (),
-            log: Callable[[str], None] | None = None) -> Decision:
+            throughput: Sequence[Placement] = (), log: Callable[[str], None] | None = None) -> Decision:
     """Open, check, time and close the candidates one after another (see the module docstring); the Decision,
     not yet stored.
 
@@ -418,8 +438,12 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     the rest follow ``preferred`` (labels in the built-in rule's order), which also breaks ties (those of
     workload="throughput" choices ``preferred_throughput``, where the rule orders those loads otherwise). Each gets
     ``rounds`` rounds, or one when that already puts it more than ``CLEAR`` behind the fastest so far;
-    no further rounds once ``budget_s`` (by ``timer``) has passed since the start.
+    no further rounds once ``budget_s`` (by ``timer``) has passed since the start. ``throughput``: the same
+    placements as a workload="throughput" load plans them (index for index); each one timed above is then opened
+    that way and its long rows timed as many rounds, spread over its parallel requests (``row_s``).
     """
+    if throughput and len(throughput) != len(candidates):
+        raise ValueError(f"{len(throughput)} throughput placements for {len(candidates)} candidates: one each")
     if not candidates:
         raise ValueError("no CPU placement to measure: the folder has no model file that runs on this CPU")
     if tokenizer is None:
@@ -437,6 +461,23 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
         logits = np.concatenate([o.reshape(len(o), -1)[:, 0] for o in outs]).reshape(len(PROBE_QUERIES), -1)
         return logits - logits.mean(axis=1, keepdims=True)  # per query: the order and spacing of its scores
 
+    def timed_rows(i: int) -> list[float]:
+        """Open candidate i as a throughput load, warm it, time its long rows (seconds per row, one per round)."""
+        backend = backend_of[i] = opener(folder, throughput[i])
+        workers = max(1, int(getattr(backend, "parallel_requests", 1)))
+        rows = max(len(shapes["docs"]["input_ids"]), workers)
+        chunks = [{name: np.repeat(array[:1], len(part), axis=0) for name, array in shapes["docs"].items()}
+                  for part in np.array_split(np.arange(rows), workers)]
+        with ThreadPoolExecutor(workers, thread_name_prefix="granite-rt-tune") as pool:
+            for _ in range(WARMUP_RUNS):
+                list(pool.map(backend.run, chunks))
+            times = []
+            for _ in samples[i]:
+                before = timer()
+                list(pool.map(backend.run, chunks))
+                times.append((timer() - before) / rows)
+        return times
+
     def timed_round(i: int) -> None:
         sample: dict[str, list[float]] = {"query": [], "docs": []}
         for shape, batch in shapes.items():
@@ -451,6 +492,8 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     checks: dict[int, Fidelity] = {}
     checked_by: dict[int, str] = {}
     errors: dict[int, str] = {}
+    row_times: dict[int, list[float]] = {}      # per placement, seconds per long row as a throughput load
+    throughput_errors: dict[int, str] = {}
     reference: int | None = None
     reference_rows: np.ndarray | None = None
     ranked: np.ndarray | None = None             # rerankers: the probe queries fp32 separates (ranked_rows)
@@ -494,6 +537,14 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
             say(f"timed {label(placement)} ({placement.artifact.path}): {len(samples[i])} round(s)"
                 + (f", {_ratio(samples[i], samples[best], ranked_by):.3f}x the time of {label(candidates[best])}"
                    if best != i else ", the fastest so far"))
+            if throughput:
+                _close(backend_of, i)
+                try:
+                    row_times[i] = timed_rows(i)
+                    say(f"timed {label(placement)} as a throughput load: {np.median(row_times[i]) * 1e3:.1f} ms per row")
+                except Exception as exc:  # noqa: BLE001 - this mode alone cannot run: not ranked for it
+                    throughput_errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                    say(f"{label(placement)} as a throughput load failed: {throughput_errors[i]}")
         except Exception as exc:  # noqa: BLE001 - a placement that cannot run here is reported, not fatal
             errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             samples.pop(i, None)  # (a reference that fails later keeps its probe outputs: they were computed)
@@ -514,12 +565,14 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
         else:
             results.append(Measured(identity(placement), _median(samples[i], "query"), _median(samples[i], "docs"),
                                     fid, passed=check is None or check.passed, relative=relative[i] / fastest,
-                                    rounds=len(samples[i]), checked_by=by))
+                                    rounds=len(samples[i]), checked_by=by,
+                                    row_s=float(np.median(row_times[i])) if i in row_times else None,
+                                    throughput_error=throughput_errors.get(i)))
     return Decision(key=key, kind=spec.kind, measured_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                     host=host_facts(), libraries=library_versions(),
                     shapes={"query_tokens": int(shapes["query"]["input_ids"].shape[1]),
                             "docs": int(shapes["docs"]["input_ids"].shape[0]),
-                            "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},
+                            "doc_tokens": int(shapes["docs"]["input_ids"].shape[1]),},
                     results=tuple(results), reference=label(candidates[reference]) if reference is not None else None,
                     preferred=tuple(preferred), preferred_throughput=tuple(preferred_throughput))
 
@@ -582,9 +635,12 @@ def tune_folder(folder: Path, spec: Any, cache_dir: Path | None, *, inventory: A
             return devices.open_verified(path, placement, threads=threads)
     inventory = inventory or devices.probe()
     candidates = devices.cpu_candidates(spec, folder=folder, inventory=inventory, cache_dir=cache_dir)
+    throughput = devices.cpu_candidates(spec, folder=folder, inventory=inventory, cache_dir=cache_dir,
+                                        workload="throughput")
     decision = measure(folder, spec, candidates, opener, key=key_for(folder, spec.artifacts), timer=timer,
                        budget_s=budget_s, preferred=builtin_order(spec, folder, inventory, cache_dir),
-                       preferred_throughput=builtin_order(spec, folder, inventory, cache_dir, "throughput"), log=log)
+                       preferred_throughput=builtin_order(spec, folder, inventory, cache_dir, "throughput"),
+                       throughput=throughput, log=log)
     return decision, save_decision(cache_dir, decision)
 
 
@@ -613,7 +669,7 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
                 if decision.rule_order("throughput")[:1] != decision.preferred[:1] else "") + ")",
              f"  {'placement':<20} {'query (' + str(shapes['query_tokens']) + ' tok)':>16} "
              f"{str(shapes['docs']) + ' x ' + str(shapes['doc_tokens']) + ' tok':>14} {'relative':>9} "
-             f"{'rounds':>6}  fidelity"]
+             f"{'throughput load':>16} {'rounds':>6}  fidelity"]
     for r in decision.results:
         if r.error:
             lines.append(f"  {r.name:<20} failed: {r.error}")
@@ -621,13 +677,16 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
         fid = (describe_fidelity(r.fidelity, precise=True) if r.fidelity else "reference"
                if decision.reference == r.name else "not checked") + (f" ({GATE})" if r.checked_by else "")
         if r.relative is None:
-            lines.append(f"  {r.name:<20} {'not timed':>16} {'':>14} {'':>9} {'':>6}  {fid}  (outside the bounds: "
-                         "never chosen)")
+            lines.append(f"  {r.name:<20} {'not timed':>16} {'':>14} {'':>9} {'':>16} {'':>6}  {fid}  (outside the "
+                         "bounds: never chosen)")
             continue
         mark = ("  <- chosen" + (" (workload='latency')" if batches is not best else "") if r is best
                 else "  <- chosen for workload='throughput'" if r is batches else "")
+        per_row = (f"{r.row_s * 1e3:9.1f} ms/row" if r.row_s is not None
+                   else f"{'failed' if r.throughput_error else 'not timed':>16}")
         lines.append(f"  {r.name:<20} {r.query_s * 1e3:13.1f} ms {r.docs_s:12.3f} s {r.relative:8.2f}x "
-                     f"{r.rounds:>6}  {fid}{mark}")
+                     f"{per_row} {r.rounds:>6}  {fid}{mark}"
+                     + (f"\n  {'':<20} as a throughput load: {r.throughput_error}" if r.throughput_error else ""))
     lines.append(f"decision stored in {saved}" if saved else
                  "decision not stored (GRANITE_RT_CACHE=off or the cache is not writable)")
     return "\n".join(lines)

@@ -72,6 +72,21 @@ class FakeBackend:
         return {}
 
 
+class ThroughputFake:
+    """A placement opened as a throughput load: ``parallel_requests`` runs at once, each advancing the clock by
+    its rows × seconds per row over the requests (the runs overlap), and recording the rows it got."""
+
+    def __init__(self, clock: Clock, per_row: float, workers: int) -> None:
+        self.clock, self.per_row, self.parallel_requests = clock, per_row, workers
+        self.rows: list[int] = []
+
+    def run(self, inputs):
+        rows = len(inputs["input_ids"])
+        self.rows.append(rows)
+        self.clock.now += rows * self.per_row / self.parallel_requests
+        return _hidden(inputs["input_ids"])
+
+
 @dataclass
 class FakeEncoding:
     ids: list
@@ -102,11 +117,14 @@ def _placement(artifact: Artifact, dtype: str | None = None) -> Placement:
 
 def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: tuple = (), preferred: tuple = (),
              live: list | None = None, jitter: float = 0.0, seed: int = 0, budget_s: float = 60.0,
-             cold_docs_runs: int = 0) -> tune.Decision:
+             cold_docs_runs: int = 0, throughput: dict[tuple[str, str], tuple[float, int]] | None = None
+             ) -> tune.Decision:
     """Run ``tune.measure`` over fake backends: (backend, dtype) -> (query s, docs s, noise), in that order.
 
     ``live`` collects how many fake backends are alive (not yet garbage) each time one opens; ``jitter``
-    scales each run's seconds by a random factor within ±jitter (a machine whose load moves)."""
+    scales each run's seconds by a random factor within ±jitter (a machine whose load moves). ``throughput``:
+    (backend, dtype) -> (seconds per row, parallel requests) of the placement opened as a throughput load
+    (absent: it fails to open so); None: the measurement does not time that mode."""
     clock = Clock()
     artifacts = {"onnx": {"fp32": ONNX32, "int8": ONNX8}, "openvino": {"fp32": OV32, "bf16": OV32, "int8": OV8,
                                                                        "int8+bf16": OV8}}
@@ -117,6 +135,11 @@ def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: t
     def opener(folder, placement):
         if (placement.backend, placement.dtype) in fail:
             raise RuntimeError("plugin refused the model")
+        if placement.options == "throughput":
+            if (placement.backend, placement.dtype) not in throughput:
+                raise RuntimeError("no streams for this one")
+            per_row, workers = throughput[placement.backend, placement.dtype]
+            return ThroughputFake(clock, per_row, workers)
         q, d, noise = scripts[placement.backend, placement.dtype]
         backend = FakeBackend(placement, clock, q, d, noise, jitter=jitter, rng=rng, cold_docs_runs=cold_docs_runs)
         alive.add(backend)
@@ -124,8 +147,9 @@ def _measure(scripts: dict[tuple[str, str], tuple[float, float, float]], fail: t
             live.append(len(alive))
         return backend
 
+    twins = [replace(c, options="throughput") for c in candidates] if throughput is not None else ()
     decision = tune.measure(Path("/models/x"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
-                            timer=clock, preferred=preferred, budget_s=budget_s)
+                            timer=clock, preferred=preferred, budget_s=budget_s, throughput=twins)
     if live is not None:
         live.append(len(alive))  # after measuring: nothing left open
     return decision
@@ -310,6 +334,48 @@ def test_a_throughput_tie_goes_to_the_rules_order_for_throughput_loads():
     assert latency_rule_only.best(workload="throughput").name == "openvino int8+bf16"   # (): the latency order
     swapped = replace(decision, preferred_throughput=("onnx int8", "openvino int8+bf16"))
     assert swapped.best(workload="throughput").name == "onnx int8"
+
+
+def test_throughput_loads_are_ranked_by_each_placement_timed_as_a_throughput_load():
+    """onnxruntime INT8 is faster on the latency mode's batch, OpenVINO int8+bf16 per row once its streams run
+    side by side (as on a Zen 4: 0.70x its latency time there): the throughput choice follows the second timing."""
+    scripts = {("onnx", "fp32"): (0.10, 1.00, 0.0), ("onnx", "int8"): (0.040, 0.400, 0.0),
+               ("openvino", "int8+bf16"): (0.060, 0.440, 0.0), ("openvino", "fp32"): (0.09, 0.9, 0.0)}
+    per_row = {("onnx", "fp32"): (0.45, 2), ("onnx", "int8"): (0.19, 2), ("openvino", "int8+bf16"): (0.15, 2)}
+    decision = _measure(scripts, throughput=per_row)                 # openvino fp32: no throughput mode here
+    assert decision.best().name == "onnx int8"
+    assert decision.best(workload="throughput").name == "openvino int8+bf16"
+    got = {r.name: r for r in decision.results}
+    assert got["openvino int8+bf16"].row_s == pytest.approx(0.075)  # 2 rows of 0.15 s on 2 requests at once
+    assert got["openvino fp32"].row_s is None and "no streams" in got["openvino fp32"].throughput_error
+    assert decision.cost(got["openvino fp32"], "throughput") == float("inf")   # never the throughput choice
+    assert "per long row run as a throughput load" in decision.why(workload="throughput")
+    assert "75.0 ms per 384-token row as a throughput load" in decision.why(workload="throughput")
+    table = tune.format_decision(decision, None)
+    assert "75.0 ms/row" in table and "as a throughput load: RuntimeError: no streams" in table
+    again = tune.Decision.from_json(decision.to_json())
+    assert again.best(workload="throughput").name == "openvino int8+bf16" and again.best().name == "onnx int8"
+    without = _measure(scripts)                                      # not timed that way: the batch's time
+    assert without.best(workload="throughput").name == "onnx int8"
+
+
+def test_a_throughput_load_spreads_at_least_one_row_over_each_parallel_request():
+    clock, opened = Clock(), []
+
+    def opener(folder, placement):
+        if placement.options == "throughput":
+            opened.append(ThroughputFake(clock, 0.1, 4))
+            return opened[-1]
+        return FakeBackend(placement, clock, 0.01, 0.1)
+
+    candidates = [_placement(ONNX32)]
+    decision = tune.measure(Path("/m"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(),
+                            timer=clock, throughput=[replace(candidates[0], options="throughput")])
+    assert opened and set(opened[0].rows) == {1}              # 2 batch rows, 4 requests: 4 rows of one each
+    assert decision.results[0].row_s == pytest.approx(0.1 / 4)
+    with pytest.raises(ValueError, match="one each"):
+        tune.measure(Path("/m"), FakeSpec(), candidates, opener, key="k", tokenizer=FakeTokenizer(), timer=clock,
+                     throughput=candidates * 2)
 
 
 def test_a_placement_outside_the_bounds_is_never_timed():
@@ -551,7 +617,7 @@ def test_a_throughput_load_follows_the_placement_fastest_on_batches(hub_copy, ca
     corpus = Embedder(hub_copy, workload="throughput")                 # as embed-corpus loads
     assert (served.info["backend"], served.info["dtype"]) == ("onnx", "fp32")
     assert (corpus.info["backend"], corpus.info["dtype"]) == ("openvino", "fp32")
-    assert "by the long-document batch's time (workload='throughput')" in corpus.info["why"]
+    assert "by the time per long row run as a throughput load (workload='throughput')" in corpus.info["why"]
     assert "by the geometric mean of both shapes' times" in served.info["why"]
 
 

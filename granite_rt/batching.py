@@ -23,7 +23,7 @@ from granite_rt.backends.base import SideBySide
 
 
 # How far above an even share the busiest of the side-by-side workers may be before a call runs its batches one
-# after another on every thread instead (balanced_batches): one-thread runs side by side took 0.74-0.91x the time of
+# after another on every thread instead (balanced_batches): one-thread runs side by side took 0.73-0.97x the time of
 # threaded runs on evenly cut calls, and 1.4-1.8x where one worker held most of the work (onnxruntime INT8, 97m shape,
 # Zen 4, 2 cores, 2026-12-07; docs/runtime.md).
 SIDE_BY_SIDE_SLACK = 0.1

@@ -83,11 +83,11 @@ class PlanContext:
 @dataclass(frozen=True)
 class SideBySide:
     """How a backend runs a call of several batches when that differs from how it runs one: ``workers`` batches
-    at once through ``run`` (onnxruntime on the CPU: one-thread runs side by side, ``OnnxRuntimeBackend``; batching.map_batches).
+    at once through ``run`` (onnxruntime on the CPU: one-thread runs side by side, ``OnnxRuntimeBackend``).
 
     A call that forms one batch keeps the backend's own ``run``, so a query still gets every thread; a call of
-    several is cut as for ``workers`` streams (at most ``ceil(n / workers)`` rows a batch, so no thread idles on
-    a short last batch)."""
+    several is cut so that each of the ``workers`` gets an even share (``batching.balanced_batches``), and where
+    no cut can do that (one text outweighs a share) it runs on the backend's own ``run`` too."""
 
     run: Callable[[Mapping[str, np.ndarray]], np.ndarray]
     workers: int

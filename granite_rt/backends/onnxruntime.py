@@ -208,9 +208,10 @@ class OnnxRuntimeBackend:
     of one 2-thread batch, 64 Cranfield abstracts 0.75-0.94x; reranker 20 x 256 / 20 x 512 / 4 x 256-token pairs
     0.95x / 0.95-0.96x / 0.94-0.97x. A single row cannot be split, and one thread runs a 32-token query 1.41x
     slower than two, so latency loads keep the threaded runs for a call of one batch; a call of several runs them
-    on a one-thread sibling session side by side (``side_by_side``, opened on the first such call, ~40 MiB for the
-    97m INT8 file): 64 Cranfield abstracts 0.73x the time, 200 abstracts 0.81x, 40 x 256 tokens 0.93x (same
-    machine, one process, interleaved; docs/runtime.md).
+    on a one-thread sibling session side by side (``side_by_side``, opened on the first such call): 64 Cranfield
+    abstracts 0.73x the time, 200 abstracts 0.81x, 40 x 256 tokens 0.93x (same machine, one process, interleaved),
+    at a memory cost: the 97m INT8 file's peak RSS over three calls of 64 / 200 abstracts 204 -> 309 / 247 -> 455 MiB
+    (docs/runtime.md).
     """
 
     pad_to_multiple_of = 0  # static INT8 and fp32 rows are bitwise the same however far they are padded

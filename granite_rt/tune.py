@@ -55,7 +55,7 @@ import numpy as np
 from granite_rt import devices, host
 from granite_rt.backends.base import Backend, Placement
 from granite_rt.batching import pad_batch
-from granite_rt.errors import GraniteRTError
+from granite_rt.errors import GraniteRTError, one_line
 from granite_rt.eval.metrics import MIN_LOGIT_SPREAD
 from granite_rt.pooling import l2_normalize, pool
 from granite_rt.tokenize import Tokenizer
@@ -543,10 +543,10 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                     row_times[i] = timed_rows(i)
                     say(f"timed {label(placement)} as a throughput load: {np.median(row_times[i]) * 1e3:.1f} ms per row")
                 except Exception as exc:  # noqa: BLE001 - this mode alone cannot run: not ranked for it
-                    throughput_errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                    throughput_errors[i] = f"{type(exc).__name__}: {one_line(exc, 300)}"
                     say(f"{label(placement)} as a throughput load failed: {throughput_errors[i]}")
         except Exception as exc:  # noqa: BLE001 - a placement that cannot run here is reported, not fatal
-            errors[i] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            errors[i] = f"{type(exc).__name__}: {one_line(exc, 300)}"
             samples.pop(i, None)  # (a reference that fails later keeps its probe outputs: they were computed)
             say(f"{label(placement)} failed: {errors[i]}")
         finally:
@@ -572,7 +572,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                     host=host_facts(), libraries=library_versions(),
                     shapes={"query_tokens": int(shapes["query"]["input_ids"].shape[1]),
                             "docs": int(shapes["docs"]["input_ids"].shape[0]),
-                            "doc_tokens": int(shapes["docs"]["input_ids"].shape[1]),},
+                            "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},
                     results=tuple(results), reference=label(candidates[reference]) if reference is not None else None,
                     preferred=tuple(preferred), preferred_throughput=tuple(preferred_throughput))
 

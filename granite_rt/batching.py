@@ -165,17 +165,27 @@ def balanced_batches(lengths: Sequence[int], batch_size: int, workers: int, *,
                      overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: ShapeBuckets | None = None,
                      pad_to_multiple_of: int = 0) -> list[np.ndarray] | None:
     """Batches for ``workers`` runs side by side (``SideBySide``), costliest first, or None when no cut keeps
-    every worker busy to within ``SIDE_BY_SIDE_SLACK`` of an even share.
+    every worker busy to within ``SIDE_BY_SIDE_SLACK`` of an even share, or keeps the batches in flight within
+    the padded tokens of one batch (``MAX_BATCH_TOKENS``).
 
     A batch is capped at an even share of the call's rows and padded tokens, so a few long texts are split
     instead of one worker running them alone; the batches go to the workers in order of cost (rows × width),
     each to whichever frees first. When one row outweighs an even share (a long text among short ones) there
     is no such cut and the call runs as one threaded batch after another.
+
+    A batch is also capped at ``MAX_BATCH_TOKENS / workers`` padded tokens, and a row wider than that runs the
+    threaded way: ``workers`` batches at once then hold no more padded tokens than one threaded batch, however
+    many threads. 400 Cranfield abstracts on 8 one-thread runs peaked at 700 MiB RSS uncapped, 603 capped, 300
+    one batch after another (97m INT8; 2-core Zen 4 standing in for 8 cores, 2026-12-07; docs/runtime.md); on 2
+    threads the cap changes only calls of over 16,384 tokens (200 abstracts: 0.994x the time uncapped).
     """
     rows = max(1, -(-len(lengths) // workers))
     widths = row_widths(lengths, buckets, pad_to_multiple_of)
+    in_flight = MAX_BATCH_TOKENS // workers
+    if int(widths.max()) > in_flight:
+        return None
     share = -(-int(widths.sum()) // workers)
-    batches = length_sorted_batches(lengths, min(batch_size, rows), max_tokens=min(MAX_BATCH_TOKENS, share),
+    batches = length_sorted_batches(lengths, min(batch_size, rows), max_tokens=min(in_flight, share),
                                     overhead_tokens=overhead_tokens, buckets=buckets,
                                     pad_to_multiple_of=pad_to_multiple_of)
     costs = np.asarray([len(b) * int(widths[b].max()) for b in batches], dtype=np.float64)

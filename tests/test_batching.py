@@ -125,6 +125,18 @@ def test_balanced_batches_refuse_a_row_that_outweighs_an_even_share():
     assert balanced_batches([1500] * 2 + [30] * 10, 32, 2) is not None
 
 
+@pytest.mark.parametrize("workers", [2, 8])
+def test_balanced_batches_hold_in_flight_no_more_tokens_than_one_batch(workers):
+    """However many workers, the batches running at once hold at most MAX_BATCH_TOKENS padded tokens: each is capped
+    at its part, and a row wider than that part runs the threaded way."""
+    part = MAX_BATCH_TOKENS // workers
+    lengths = [part] * (4 * workers) + [part // 3] * (6 * workers)
+    batches = balanced_batches(lengths, 32, workers)
+    assert batches is not None and sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert max(len(b) * max(lengths[i] for i in b) for b in batches) <= part
+    assert balanced_batches([part + 1] * (4 * workers), 32, workers) is None
+
+
 def test_map_batches_runs_several_batches_side_by_side_and_a_single_batch_on_its_own_run():
     import threading
 

@@ -197,6 +197,9 @@ def test_a_latency_load_runs_a_call_of_several_batches_side_by_side_with_the_sam
     together = model.encode(texts, batch_size=8)
     assert backend._sibling.session.get_session_options().intra_op_num_threads == 1
     assert backend._sibling.parallel_requests == 2
+    # no memory pattern per run in flight on the sibling (its peak RSS), the threaded session keeps its own
+    assert not backend._sibling.session.get_session_options().enable_mem_pattern
+    assert backend.session.get_session_options().enable_mem_pattern
     seen, sibling_run = set(), backend._sibling.run
     backend._sibling.run = lambda batch: seen.add(threading.current_thread()) or sibling_run(batch)
     for _ in range(3):

@@ -29,6 +29,11 @@ TENSORRT_LIBRARY = {"Windows": "nvinfer_10.dll", "Linux": "libnvinfer.so.10"}
 _CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 # Messages onnxruntime gives for a file it cannot parse (truncated, not ONNX, missing or short external data).
+# The one-thread sibling that runs a latency load's batches side by side plans no memory pattern: onnxruntime
+# keeps a pattern block per input shape for each run in flight, and without it 200 Cranfield abstracts peaked at
+# 349 MiB RSS instead of 412 (64: 257 / 308, 16: 211 / 243; 97m INT8, Zen 4, 2 threads), the time unchanged
+# (same-round 0.999x / 1.008x / 1.029x at 64 / 200 / 16 abstracts, 40 x 256 tokens 1.009x; 2026-12-07).
+_SIBLING_SESSION_OPTIONS = {"enable_mem_pattern": False}
 _FILE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "no_suchfile", "load model from",
                 "model_path", "external data", "invalid model", "deserialize tensor", "getextdatafromtensorproto")
 _DEVICE_HINTS = {
@@ -210,7 +215,9 @@ class OnnxRuntimeBackend:
     slower than two, so latency loads keep the threaded runs for a call of one batch; a call of several runs them
     on a one-thread sibling session side by side (``side_by_side``, opened on the first such call): 64 Cranfield
     abstracts 0.73x the time, 200 abstracts 0.81x, 40 x 256 tokens 0.93x (same machine, one process, interleaved),
-    at a memory cost: the 97m INT8 file's peak RSS over three calls of 64 / 200 abstracts 204 -> 309 / 247 -> 455 MiB
+    at a memory cost: the 97m INT8 file's peak RSS over three calls of 64 / 200 abstracts 197 -> 257 / 243 -> 331 MiB
+    (the sibling plans no memory pattern, and the batches in flight hold at most one batch's tokens in all; before
+    either, 309 / 455 MiB, and 1110 MiB on 8 threads against 300 one batch after another; now 603. docs/runtime.md).
     (docs/runtime.md).
     """
 
@@ -277,7 +284,9 @@ class OnnxRuntimeBackend:
             with self._sibling_lock:
                 if self._sibling is None:
                     self._sibling = OnnxRuntimeBackend(
-                        self._folder, replace(self.placement, options=replace(self.options, parallel_batches=True)),
+                        self._folder, replace(self.placement, options=replace(
+                            self.options, parallel_batches=True,
+                            session_options={**self.options.session_options, **_SIBLING_SESSION_OPTIONS})),
                         self._threads, self._files)
         return self._sibling.run(inputs)
 

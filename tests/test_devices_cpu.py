@@ -177,6 +177,9 @@ def test_throughput_workload_runs_onnxruntime_batches_side_by_side_with_the_same
     assert latency.info["parallel_requests"] == 1 and bulk.info["parallel_requests"] == 2
     assert latency._model.backend.session.get_session_options().intra_op_num_threads == 2
     assert bulk._model.backend.session.get_session_options().intra_op_num_threads == 1
+    # runs in flight at once plan no memory pattern each (peak RSS); one run at a time keeps it
+    assert not bulk._model.backend.session.get_session_options().enable_mem_pattern
+    assert latency._model.backend.session.get_session_options().enable_mem_pattern
     seen = []
     run = bulk._model.backend.run
     bulk._model.backend.run = lambda batch: seen.append(threading.current_thread().name) or run(batch)
@@ -197,9 +200,7 @@ def test_a_latency_load_runs_a_call_of_several_batches_side_by_side_with_the_sam
     together = model.encode(texts, batch_size=8)
     assert backend._sibling.session.get_session_options().intra_op_num_threads == 1
     assert backend._sibling.parallel_requests == 2
-    # no memory pattern per run in flight on the sibling (its peak RSS), the threaded session keeps its own
-    assert not backend._sibling.session.get_session_options().enable_mem_pattern
-    assert backend.session.get_session_options().enable_mem_pattern
+    assert not backend._sibling.session.get_session_options().enable_mem_pattern   # runs in flight: no pattern each
     seen, sibling_run = set(), backend._sibling.run
     backend._sibling.run = lambda batch: seen.add(threading.current_thread()) or sibling_run(batch)
     for _ in range(3):

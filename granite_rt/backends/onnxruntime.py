@@ -28,12 +28,14 @@ ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "
 TENSORRT_LIBRARY = {"Windows": "nvinfer_10.dll", "Linux": "libnvinfer.so.10"}
 _CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+# A session whose runs go side by side (parallel_batches: workload="throughput", and a latency load's sibling) plans
+# no memory pattern: onnxruntime keeps a pattern block per input shape for each run in flight. Without it (97m INT8,
+# Zen 4, peak RSS): a latency load's sibling, 200 Cranfield abstracts 412 -> 349 MiB (64: 308 -> 257, 16: 243 -> 211),
+# the time unchanged (same-round 0.999x / 1.008x / 1.029x at 64 / 200 / 16 abstracts, 40 x 256 tokens 1.009x); a
+# throughput load, 200 abstracts 332 -> 292 MiB on 2 threads, 400 abstracts 808 -> 517 MiB on 8, the time unchanged
+# (0.993x / 0.98x at 64 / 200 abstracts, 1.026x at 8 x 512 tokens; 2026-12-07).
+_SIDE_BY_SIDE_SESSION_OPTIONS = {"enable_mem_pattern": False}
 # Messages onnxruntime gives for a file it cannot parse (truncated, not ONNX, missing or short external data).
-# The one-thread sibling that runs a latency load's batches side by side plans no memory pattern: onnxruntime
-# keeps a pattern block per input shape for each run in flight, and without it 200 Cranfield abstracts peaked at
-# 349 MiB RSS instead of 412 (64: 257 / 308, 16: 211 / 243; 97m INT8, Zen 4, 2 threads), the time unchanged
-# (same-round 0.999x / 1.008x / 1.029x at 64 / 200 / 16 abstracts, 40 x 256 tokens 1.009x; 2026-12-07).
-_SIBLING_SESSION_OPTIONS = {"enable_mem_pattern": False}
 _FILE_ERRORS = ("protobuf parsing failed", "invalid_protobuf", "no_suchfile", "load model from",
                 "model_path", "external data", "invalid model", "deserialize tensor", "getextdatafromtensorproto")
 _DEVICE_HINTS = {
@@ -236,7 +238,9 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        for key, value in self.options.session_options.items():  # device-specific (DirectML: no mem pattern, ...)
+        session_options = {**(_SIDE_BY_SIDE_SESSION_OPTIONS if self.options.parallel_batches else {}),
+                           **self.options.session_options}
+        for key, value in session_options.items():  # device-specific (DirectML: no mem pattern, ...)
             current = getattr(options, key)
             setattr(options, key, getattr(type(current), value) if isinstance(value, str) and
                     not isinstance(current, str) else value)
@@ -284,9 +288,7 @@ class OnnxRuntimeBackend:
             with self._sibling_lock:
                 if self._sibling is None:
                     self._sibling = OnnxRuntimeBackend(
-                        self._folder, replace(self.placement, options=replace(
-                            self.options, parallel_batches=True,
-                            session_options={**self.options.session_options, **_SIBLING_SESSION_OPTIONS})),
+                        self._folder, replace(self.placement, options=replace(self.options, parallel_batches=True)),
                         self._threads, self._files)
         return self._sibling.run(inputs)
 

@@ -175,8 +175,8 @@ def balanced_batches(lengths: Sequence[int], batch_size: int, workers: int, *,
 
     A batch is also capped at ``MAX_BATCH_TOKENS / workers`` padded tokens, and a row wider than that runs the
     threaded way: ``workers`` batches at once then hold no more padded tokens than one threaded batch, however
-    many threads. 400 Cranfield abstracts on 8 one-thread runs peaked at 700 MiB RSS uncapped, 603 capped, 300
-    one batch after another (97m INT8; 2-core Zen 4 standing in for 8 cores, 2026-12-07; docs/runtime.md); on 2
+    many threads. 400 Cranfield abstracts on 8 one-thread runs peaked at 630-705 MiB RSS uncapped, 600-620 capped,
+    300 one batch after another (97m INT8; 2-core Zen 4 standing in for 8 cores, 2026-12-07; docs/runtime.md); on 2
     threads the cap changes only calls of over 16,384 tokens (200 abstracts: 0.994x the time uncapped).
     """
     rows = max(1, -(-len(lengths) // workers))

@@ -219,8 +219,8 @@ class OnnxRuntimeBackend:
     abstracts 0.73x the time, 200 abstracts 0.81x, 40 x 256 tokens 0.93x (same machine, one process, interleaved),
     at a memory cost: the 97m INT8 file's peak RSS over three calls of 64 / 200 abstracts 197 -> 257 / 243 -> 331 MiB
     (the sibling plans no memory pattern, and the batches in flight hold at most one batch's tokens in all; before
-    either, 309 / 455 MiB, and 1110 MiB on 8 threads against 300 one batch after another; now 603. docs/runtime.md).
-    (docs/runtime.md).
+    either, 309 / 455 MiB, and 1110 MiB on 8 threads against 300 one batch after another, now 587-620;
+    docs/runtime.md).
     """
 
     pad_to_multiple_of = 0  # static INT8 and fp32 rows are bitwise the same however far they are padded

@@ -299,7 +299,8 @@ def _tuned_first(planned: list[Placement], artifacts: Sequence[Artifact], backen
     artifact = next((a for a in artifacts if a.path == tuned.get("file") and a.backend == tuned.get("backend")), None)
     if artifact is None or backend not in ("auto", artifact.backend) or not ctx.inv.present(artifact.backend, "cpu"):
         return planned
-    chosen = _placement(artifact.backend, "cpu", tuned["dtype"], artifact, tuned.get("why", "measured"), ctx)
+    chosen = _placement(artifact.backend, "cpu", tuned["dtype"], artifact, tuned.get("why", "measured"), ctx,
+                        side_by_side=tuned.get("side_by_side") != "off")
     return [chosen] + [p for p in planned if p != chosen]
 
 
@@ -390,10 +391,11 @@ def _pick_artifact(artifacts: Sequence[Artifact], backend: str, precisions: Sequ
     return None
 
 
-def _placement(backend: str, device: str, dtype: str, artifact: Artifact, why: str, ctx: _Context) -> Placement:
-    """One candidate with its backend's own settings for it."""
+def _placement(backend: str, device: str, dtype: str, artifact: Artifact, why: str, ctx: _Context, *,
+               side_by_side: bool = True) -> Placement:
+    """One candidate with its backend's own settings for it (``side_by_side``: see PlanContext)."""
     key = artifact_key(artifact, ctx.folder) if ctx.cache_dir is not None else None
-    plan = PlanContext(ctx.inv.engine(backend), key, ctx.cache_dir, ctx.workload)
+    plan = PlanContext(ctx.inv.engine(backend), key, ctx.cache_dir, ctx.workload, side_by_side)
     options = backends.get(backend).options(device, dtype, artifact, plan)
     return Placement(backend=backend, device=device, dtype=dtype, artifact=artifact, options=options, why=why)
 

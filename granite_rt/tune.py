@@ -27,7 +27,12 @@ hint for its unquantized ops was (bench/README.md). ``granite-rt tune MODEL`` an
    embed-corpus loads) the lowest time per long row as a throughput load (the choices differ where one placement is
    fastest on queries and another on batches, as onnxruntime INT8 and OpenVINO INT8+bf16 were on a Zen 4 and on a
    Xeon); within ``TIE`` (3 %) the built-in rule's choice wins. The decision is stored in ``<cache>/tune/<key>.json``, keyed by CPU
-   model + flags, library versions and the model files.
+   model + flags, library versions and the model files;
+5. where the latency choice among onnxruntime's placements runs a call of several batches side by side
+   (``SideBySide``: one-thread runs at once, measured only on a 2-core Zen 4: 0.73-0.97x the time of one threaded
+   batch after another), it is opened once more and a call of ``SIDE_BY_SIDE_BATCHES`` per thread long-document
+   batches is timed both ways, alternating, as many rounds as it had; more than ``TIE`` slower side by side, the
+   decision turns it off for loads that follow it (``Measured.side_by_side``).
 
 ``dtype="auto"`` loads use a stored decision (``info["why"]`` says "measured on this machine …"),
 else the built-in rules; a plain load never measures. ``GRANITE_RT_CACHE=off`` keeps decisions off
@@ -45,7 +50,7 @@ import os
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -60,7 +65,7 @@ from granite_rt.eval.metrics import MIN_LOGIT_SPREAD
 from granite_rt.pooling import l2_normalize, pool
 from granite_rt.tokenize import Tokenizer
 
-DECISION_VERSION = 3
+DECISION_VERSION = 4
 # Where an INT8 file's fidelity at dtype="int8" comes from when its manifest has the INT8 gate's figures: the
 # same placement (the INT8 file with the f32 hint) against that backend's fp32 file, on 284 probe texts.
 GATE = "the export's INT8 gate"
@@ -91,6 +96,9 @@ WARMUP_RUNS = 1
 # load moved the rounds' query calls, ``_spread``) stops; the others get ``rounds``. Within TIE the built-in
 # rule's choice wins.
 CLEAR, TIE = 0.15, 0.03
+# Batches per thread in the several-batch call that times side-by-side runs against one threaded batch after another:
+# one (two took the reranker shape's tune from 58 to 68 s, its 4 x 256-token batches 0.5 s each; Zen 4, 2 cores).
+SIDE_BY_SIDE_BATCHES = 1
 LIBRARIES = ("granite_rt", "onnxruntime", "openvino", "tokenizers", "numpy")           # import names
 DISTRIBUTIONS = ("granite-rt", "onnxruntime", "openvino", "tokenizers", "numpy")        # and what pip calls them
 
@@ -241,6 +249,9 @@ class Measured:
     # requests; None: not timed that way (it failed to open so, or the measurement did not ask)
     row_s: float | None = None
     throughput_error: str | None = None          # why it could not be opened or run as a throughput load
+    # a call of several batches side by side over one threaded batch after another, median of same-round ratios;
+    # None: not timed (only the latency choice among onnxruntime's placements, where it runs side by side, is)
+    side_by_side: float | None = None
 
     @property
     def name(self) -> str:
@@ -249,6 +260,11 @@ class Measured:
     @property
     def eligible(self) -> bool:
         return self.error is None and self.passed and self.relative is not None
+
+    @property
+    def one_batch_at_a_time(self) -> bool:
+        """Its several batches ran more than ``TIE`` slower side by side: loads that follow it run them in turn."""
+        return self.side_by_side is not None and self.side_by_side > 1 + TIE
 
 
 @dataclass(frozen=True)
@@ -319,15 +335,22 @@ class Decision:
                   if self.kind == "reranker" else "the geometric mean of both shapes' times")
         rows = (f", {best.row_s * 1e3:.1f} ms per {self.shapes['doc_tokens']}-token row as a throughput load"
                 if best.row_s is not None else "")
+        if workload == "latency" and best.side_by_side is not None:
+            rows += (f", a call of several batches side by side {best.side_by_side:.2f}x the time of one after another"
+                     + (" (so one after another)" if best.one_batch_at_a_time else ""))
         return (f"measured on this machine {self.measured_at} (granite-rt tune): fastest of {len(self.results)} CPU "
                 f"placements within the fidelity bounds by {ranked}{tie}: query {best.query_s * 1e3:.1f} ms, "
                 f"{self.shapes['docs']} × {self.shapes['doc_tokens']}-token batch {best.docs_s:.3f} s{rows}, {checked}"
                 + (f"; others: {'; '.join(_brief(r) for r in others)}" if others else ""))
 
     def choice(self, backend: str = "auto", workload: str = "latency") -> dict[str, str] | None:
-        """The best placement for ``devices.select_placements(tuned=...)``: backend, dtype, file and why."""
+        """The best placement for ``devices.select_placements(tuned=...)``: backend, dtype, file and why, and
+        side_by_side "off" where a latency load's several batches ran more than ``TIE`` slower side by side."""
         best = self.best(backend, workload)
-        return None if best is None else {**best.placement, "why": self.why(backend, workload)}
+        if best is None:
+            return None
+        off = workload == "latency" and best.one_batch_at_a_time
+        return {**best.placement, "why": self.why(backend, workload), **({"side_by_side": "off"} if off else {})}
 
     def to_json(self) -> str:
         return json.dumps({"version": DECISION_VERSION, **asdict(self)}, indent=1)
@@ -365,6 +388,7 @@ def _brief(r: Measured) -> str:
     if r.relative is None:
         return f"{r.name} outside the fidelity bounds ({describe_fidelity(r.fidelity)})"
     rows = f", {r.row_s * 1e3:.1f} ms per row as a throughput load" if r.row_s is not None else ""
+    rows += f", several batches side by side {r.side_by_side:.2f}x" if r.side_by_side is not None else ""
     return f"{r.name} {r.query_s * 1e3:.1f} ms / {r.docs_s:.3f} s ({r.relative:.2f}x{rows})"
 
 
@@ -478,6 +502,33 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 times.append((timer() - before) / rows)
         return times
 
+    def timed_side_by_side(i: int, rounds_: int) -> list[float]:
+        """Open candidate i again; a call of several long-document batches side by side over one threaded batch
+        after another, per round (which goes first alternates)."""
+        backend = backend_of[i] = opener(folder, candidates[i])
+        side = backend.side_by_side
+        batches = [shapes["docs"]] * (SIDE_BY_SIDE_BATCHES * side.workers)
+        with ThreadPoolExecutor(side.workers, thread_name_prefix="granite-rt-tune") as pool:
+            def in_turn() -> None:
+                for batch in batches:
+                    backend.run(batch)
+
+            def beside() -> None:
+                list(pool.map(side.run, batches))
+
+            for _ in range(WARMUP_RUNS):  # the first side-by-side run opens the one-thread sibling
+                backend.run(shapes["docs"])
+                list(pool.map(side.run, batches[:side.workers]))
+            ratios = []
+            for n in range(rounds_):
+                seconds = {}
+                for way in (in_turn, beside) if n % 2 == 0 else (beside, in_turn):
+                    before = timer()
+                    way()
+                    seconds[way] = timer() - before
+                ratios.append(seconds[beside] / seconds[in_turn])
+        return ratios
+
     def timed_round(i: int) -> None:
         sample: dict[str, list[float]] = {"query": [], "docs": []}
         for shape, batch in shapes.items():
@@ -493,6 +544,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     checked_by: dict[int, str] = {}
     errors: dict[int, str] = {}
     row_times: dict[int, list[float]] = {}      # per placement, seconds per long row as a throughput load
+    side_by_side: set[int] = set()               # placements that run a call of several batches side by side
     throughput_errors: dict[int, str] = {}
     reference: int | None = None
     reference_rows: np.ndarray | None = None
@@ -532,6 +584,8 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                     best is not None and math.log(_ratio(samples[i], samples[best], ranked_by))
                     > math.log(1 + CLEAR) + _spread(samples[i]) + _spread(samples[best])):
                 timed_round(i)
+            if getattr(backend_of[i], "side_by_side", None) is not None:
+                side_by_side.add(i)
             if best is None or _ratio(samples[i], samples[best], ranked_by) < 1:
                 best = i
             say(f"timed {label(placement)} ({placement.artifact.path}): {len(samples[i])} round(s)"
@@ -568,13 +622,30 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                                     rounds=len(samples[i]), checked_by=by,
                                     row_s=float(np.median(row_times[i])) if i in row_times else None,
                                     throughput_error=throughput_errors.get(i)))
-    return Decision(key=key, kind=spec.kind, measured_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                    host=host_facts(), libraries=library_versions(),
-                    shapes={"query_tokens": int(shapes["query"]["input_ids"].shape[1]),
-                            "docs": int(shapes["docs"]["input_ids"].shape[0]),
-                            "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},
-                    results=tuple(results), reference=label(candidates[reference]) if reference is not None else None,
-                    preferred=tuple(preferred), preferred_throughput=tuple(preferred_throughput))
+    decision = Decision(key=key, kind=spec.kind,
+                        measured_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                        host=host_facts(), libraries=library_versions(),
+                        shapes={"query_tokens": int(shapes["query"]["input_ids"].shape[1]),
+                                "docs": int(shapes["docs"]["input_ids"].shape[0]),
+                                "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},
+                        results=tuple(results),
+                        reference=label(candidates[reference]) if reference is not None else None,
+                        preferred=tuple(preferred), preferred_throughput=tuple(preferred_throughput))
+    onnx = decision.best("onnx")  # the latency choice among onnxruntime's placements: does side by side pay here?
+    i = next((j for j, r in enumerate(results) if r is onnx), None)
+    if i not in side_by_side:
+        return decision
+    try:
+        ratios = timed_side_by_side(i, len(samples[i]))
+    except Exception as exc:  # noqa: BLE001 - it stays on, as the built-in rule has it
+        say(f"{label(candidates[i])}: a call of several batches side by side failed: {one_line(exc, 300)}")
+        return decision
+    finally:
+        _close(backend_of, i)
+    results[i] = replace(onnx, side_by_side=float(np.median(ratios)))
+    say(f"timed {label(candidates[i])} with a call of several batches side by side: {results[i].side_by_side:.3f}x "
+        "the time of one after another")
+    return replace(decision, results=tuple(results))
 
 
 def gate_fidelity(placement: Placement) -> Fidelity | None:
@@ -686,7 +757,10 @@ def format_decision(decision: Decision, saved: Path | None) -> str:
                    else f"{'failed' if r.throughput_error else 'not timed':>16}")
         lines.append(f"  {r.name:<20} {r.query_s * 1e3:13.1f} ms {r.docs_s:12.3f} s {r.relative:8.2f}x "
                      f"{per_row} {r.rounds:>6}  {fid}{mark}"
-                     + (f"\n  {'':<20} as a throughput load: {r.throughput_error}" if r.throughput_error else ""))
+                     + (f"\n  {'':<20} as a throughput load: {r.throughput_error}" if r.throughput_error else "")
+                     + (f"\n  {'':<20} a call of several batches side by side: {r.side_by_side:.2f}x the time of one "
+                        f"after another" + (f" (more than {TIE:.0%} slower: off)" if r.one_batch_at_a_time else "")
+                        if r.side_by_side is not None else ""))
     lines.append(f"decision stored in {saved}" if saved else
                  "decision not stored (GRANITE_RT_CACHE=off or the cache is not writable)")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ seconds scripted for its placement, so every choice checked here follows from kn
 from __future__ import annotations
 
 import itertools
+import threading
 import json
 import shutil
 import weakref
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from granite_rt import Embedder, Reranker, devices, host, tune
-from granite_rt.backends.base import Artifact, EngineInventory, Placement
+from granite_rt.backends.base import Artifact, EngineInventory, Placement, SideBySide
 from granite_rt.cli import main as cli_main
 from granite_rt.model_folder import load_spec
 
@@ -239,6 +240,58 @@ def test_a_placement_that_fails_to_open_is_reported_and_never_chosen():
 SIX = {("onnx", "fp32"): (0.120, 5.2, 0.0), ("onnx", "int8"): (0.080, 3.7, 0.01),
        ("openvino", "fp32"): (0.270, 5.6, 0.0), ("openvino", "bf16"): (0.190, 3.3, 0.001),
        ("openvino", "int8"): (0.125, 3.7, 0.01), ("openvino", "int8+bf16"): (0.110, 2.0, 0.01)}
+
+
+class SideBySideFake(FakeBackend):
+    """A placement that runs a call of several batches side by side, each such batch advancing the clock by
+    ``side_s`` (the runs overlap: their seconds add up as the wall time of the call)."""
+
+    side_s = 0.0
+    lock = threading.Lock()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.side_runs = 0
+        self.side_by_side = SideBySide(self._beside, 2)
+
+    def _beside(self, inputs):
+        with self.lock:
+            self.side_runs += 1
+            self.clock.now += self.side_s
+        return _hidden(inputs["input_ids"])
+
+
+@pytest.mark.parametrize("side_s,off", [(2.6, False), (4.4, True)])
+def test_the_onnxruntime_choice_times_a_call_of_several_batches_side_by_side_and_turns_it_off_when_slower(
+        monkeypatch, side_s, off):
+    """onnx int8 (3.7 s a batch) is the latency choice among onnxruntime's placements: only it is timed with a
+    call of several batches side by side (same-round ratio); more than TIE slower, its choice turns that off."""
+    opened = []
+
+    class Fake(SideBySideFake):
+        def __init__(self, placement, *args, **kwargs):
+            super().__init__(placement, *args, **kwargs)
+            self.side_s = side_s
+            opened.append((placement.backend, placement.dtype, self))
+
+    monkeypatch.setitem(globals(), "FakeBackend", Fake)       # what _measure's opener opens
+    decision = _measure(SIX)
+    measured = {r.name: r.side_by_side for r in decision.results}
+    assert measured.pop("onnx int8") == pytest.approx(side_s / 3.7)
+    assert set(measured.values()) == {None}                    # no other placement is timed so
+    timed = [fake for be, dt, fake in opened if fake.side_runs]
+    assert [(be, dt) for be, dt, fake in opened if fake.side_runs] == [("onnx", "int8")] and len(timed) == 1
+    assert len(opened) == 7                                    # six, then the onnxruntime choice once more
+    onnx = decision.choice("onnx")
+    assert onnx["dtype"] == "int8" and (onnx.get("side_by_side") == "off") is off
+    assert f"side by side {side_s / 3.7:.2f}x the time of one after another" in onnx["why"]
+    assert ("(so one after another)" in onnx["why"]) is off
+    table = tune.format_decision(decision, None)
+    assert f"a call of several batches side by side: {side_s / 3.7:.2f}x" in table
+    assert ("more than 3% slower: off" in table) is off
+    assert "side_by_side" not in decision.choice("onnx", "throughput")   # throughput loads: always side by side
+    assert "side_by_side" not in decision.choice()             # openvino int8+bf16: nothing to turn off
+    assert tune.Decision.from_json(decision.to_json()) == decision
 
 
 def test_placements_are_opened_one_after_another_each_closed_before_the_next():
@@ -619,6 +672,44 @@ def test_a_throughput_load_follows_the_placement_fastest_on_batches(hub_copy, ca
     assert (corpus.info["backend"], corpus.info["dtype"]) == ("openvino", "fp32")
     assert "by the time per long row run as a throughput load (workload='throughput')" in corpus.info["why"]
     assert "by the geometric mean of both shapes' times" in served.info["why"]
+
+
+@pytest.mark.parametrize("beside_s,workers", [(0.4, 2), (0.6, 0)])
+def test_a_load_follows_the_measured_side_by_side_choice(hub_copy, cache, beside_s, workers):
+    """Real two-thread onnxruntime placements whose side-by-side batches the fake clock scripts at 0.4 or 0.6 s a
+    batch against 0.5 s in turn: the load that follows the decision runs a call's batches side by side (two
+    workers) or one after another (none), with the same vectors."""
+    clock = Clock()
+
+    class Timed:
+        def __init__(self, backend):
+            self.backend, self.input_names = backend, backend.input_names
+            side = backend.side_by_side
+            self.side_by_side = side and SideBySide(self._beside, side.workers)
+
+        def run(self, inputs):
+            clock.now += 0.5 if len(inputs["input_ids"]) > 1 else (0.01 if self.backend.placement.dtype == "fp32"
+                                                                    else 0.02)
+            return self.backend.run(inputs)
+
+        def _beside(self, inputs):
+            with SideBySideFake.lock:
+                clock.now += beside_s
+            return self.backend.side_by_side.run(inputs)
+
+    def opener(folder, placement):
+        return Timed(devices.open_verified(folder, placement, threads=2))
+
+    decision, _ = tune.tune_folder(hub_copy, load_spec(hub_copy), cache, timer=clock, opener=opener)
+    onnx = decision.best("onnx")
+    assert onnx.name == "onnx fp32" and onnx.side_by_side == pytest.approx(beside_s / 0.5)
+    texts = [f"text {i} " + "word " * (i % 13) for i in range(40)]
+    model = Embedder(hub_copy, backend="onnx", threads=2)
+    assert model.info["why"].startswith("measured on this machine") and model.info["side_by_side"] == workers
+    assert ("(so one after another)" in model.info["why"]) is (workers == 0)
+    plain = Embedder(hub_copy, backend="onnx", dtype="fp32", threads=2)        # no decision: the built-in way
+    assert plain.info["side_by_side"] == 2
+    np.testing.assert_array_equal(model.encode(texts, batch_size=8), plain.encode(texts, batch_size=8))
 
 
 def test_a_changed_model_file_invalidates_the_decision(hub_copy, cache):

@@ -78,6 +78,9 @@ class PlanContext:
     cache_key: str | None          # per model file (None: on-disk caches off); see devices.artifact_key
     cache_dir: Path | None
     workload: str                  # latency | throughput
+    # a latency load may run a call of several batches side by side (SideBySide); False where granite_rt.tune
+    # measured that slower on this machine
+    side_by_side: bool = True
 
 
 @dataclass(frozen=True)

@@ -53,13 +53,16 @@ class OnnxRuntimeConflictWarning(UserWarning):
 class OrtOptions:
     """How a session is created: providers in priority order (a name or (name, options)), SessionOptions
     attributes to set (enums by name, e.g. execution_mode="ORT_SEQUENTIAL"), whether inputs and the
-    output are bound on the device with IOBinding (CUDA, TensorRT) instead of host copies, and whether
-    batches run side by side, one intra-op thread each (``parallel_batches``: the CPU's workload="throughput")."""
+    output are bound on the device with IOBinding (CUDA, TensorRT) instead of host copies, whether
+    batches run side by side, one intra-op thread each (``parallel_batches``: the CPU's workload="throughput"), and
+    whether a latency load on several CPU threads runs a call of several batches so (``side_by_side``; off where
+    ``granite-rt tune`` measured it slower here)."""
 
     providers: tuple[str | tuple[str, Mapping[str, Any]], ...] = ()
     session_options: Mapping[str, Any] = field(default_factory=dict)
     io_binding: bool = False
     parallel_batches: bool = False
+    side_by_side: bool = True
 
 
 class OnnxRuntime(BackendType):
@@ -178,7 +181,8 @@ class OnnxRuntime(BackendType):
             providers = ("CPUExecutionProvider",)
         session = {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"} if device == "directml" else {}
         return OrtOptions(providers, session, io_binding=device in ("cuda", "tensorrt"),
-                          parallel_batches=device == "cpu" and ctx.workload == "throughput")
+                          parallel_batches=device == "cpu" and ctx.workload == "throughput",
+                          side_by_side=ctx.side_by_side)
 
     def open(self, folder: Path, placement: Placement, threads: int) -> "OnnxRuntimeBackend":
         return OnnxRuntimeBackend(folder, placement, threads, self.files(folder, placement.artifact))
@@ -268,7 +272,7 @@ class OnnxRuntimeBackend:
         self._sibling: OnnxRuntimeBackend | None = None
         self._sibling_lock = threading.Lock()
         self.side_by_side = (SideBySide(self._run_side_by_side, threads) if placement.device == "cpu" and threads > 1
-                             and self.parallel_requests == 1 else None)
+                             and self.parallel_requests == 1 and self.options.side_by_side else None)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One batch through the session (onnxruntime's run is safe to call from several threads)."""

@@ -301,7 +301,8 @@ def _tuned_first(planned: list[Placement], artifacts: Sequence[Artifact], backen
         return planned
     chosen = _placement(artifact.backend, "cpu", tuned["dtype"], artifact, tuned.get("why", "measured"), ctx,
                         side_by_side=tuned.get("side_by_side") != "off")
-    return [chosen] + [p for p in planned if p != chosen]
+    return [chosen] + [p for p in planned if (p.backend, p.dtype, p.artifact) != (chosen.backend, chosen.dtype,
+                                                                              chosen.artifact)]
 
 
 def cpu_candidates(artifacts: Sequence[Artifact] | Any, *, folder: Path | None = None,

@@ -579,6 +579,10 @@ def test_tuned_choice_goes_first_among_cpu_placements_with_the_builtin_order_aft
                                      tuned=tuned)
     assert (plan[0].backend, plan[0].dtype, plan[0].why) == ("onnx", "int8", tuned["why"])
     assert len(plan) == len({(p.backend, p.dtype) for p in plan}) and plan[1].backend == "openvino"
+    assert plan[0].options.side_by_side
+    one_by_one = devices.select_placements([ONNX32, ONNX8, OV32, OV8], inventory=CPU_BF16, cache_dir=Path("/c"),
+                                           tuned={**tuned, "side_by_side": "off"})   # measured slower side by side
+    assert not one_by_one[0].options.side_by_side and one_by_one[1:] == plan[1:]      # the same placement once
     # an explicit dtype, a backend the choice is not on, or a file no longer there: the built-in rules
     assert devices.select_placements([ONNX32, ONNX8, OV32, OV8], dtype="int8", inventory=CPU_BF16,
                                      cache_dir=Path("/c"), tuned=tuned)[0].backend == "openvino"

@@ -534,9 +534,9 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 times.append((timer() - before) / rows)
         return times
 
-    def timed_side_by_side(i: int, rounds_: int) -> list[float]:
+    def timed_side_by_side(i: int) -> list[float]:
         """Open candidate i again; a call of several long-document batches side by side over one threaded batch
-        after another, per round (which goes first alternates)."""
+        after another, per round (``SIDE_BY_SIDE_ROUNDS``; which goes first alternates)."""
         backend = backend_of[i] = opener(folder, candidates[i])
         side = backend.side_by_side
         batches = [shapes["docs"]] * (SIDE_BY_SIDE_BATCHES * side.workers)
@@ -552,7 +552,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 backend.run(shapes["docs"])
                 list(pool.map(side.run, batches[:side.workers]))
             ratios = []
-            for n in range(rounds_):
+            for n in range(SIDE_BY_SIDE_ROUNDS):
                 seconds = {}
                 for way in (in_turn, beside) if n % 2 == 0 else (beside, in_turn):
                     before = timer()
@@ -654,7 +654,8 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
         except Exception as exc:  # noqa: BLE001 - failed while timed, as in the loop above: reported, not chosen
             errors[first] = f"{type(exc).__name__}: {one_line(exc, 300)}"
             del samples[first]
-            best = min(samples, key=lambda j: math.prod(_median(samples[j], shape) for shape in ranked_by))
+            anyone = samples[next(iter(samples))]
+            best = min(samples, key=lambda j: _ratio(samples[j], anyone, ranked_by))
             say(f"{label(candidates[first])} failed when opened again: {errors[first]}")
         finally:
             _close(backend_of, first)
@@ -705,7 +706,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
     if i not in side_by_side or onnx is not decision.best():
         return decision
     try:
-        ratios = timed_side_by_side(i, SIDE_BY_SIDE_ROUNDS)
+        ratios = timed_side_by_side(i)
     except Exception as exc:  # noqa: BLE001 - it stays on, as the built-in rule has it
         say(f"{label(candidates[i])}: a call of several batches side by side failed: {one_line(exc, 300)}")
         return decision

@@ -245,32 +245,42 @@ SIX = {("onnx", "fp32"): (0.120, 5.2, 0.0), ("onnx", "int8"): (0.080, 3.7, 0.01)
 class SideBySideFake(FakeBackend):
     """A placement that runs a call of several batches side by side, each such batch advancing the clock by its
     round's entry of ``side_s`` (the runs overlap: their seconds add up as the wall time of the call; the two
-    warm-up batches take the first round's)."""
+    warm-up batches take the first round's), and by ``switch_s`` more in the first such call after threaded runs
+    (``switched`` counts those batches)."""
 
     side_s: tuple = (0.0,)
+    switch_s = 0.0
     lock = threading.Lock()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.side_runs = 0
+        self.side_runs = self.switched = self.after_threaded = 0
         self.side_by_side = SideBySide(self._beside, 2)
+
+    def run(self, inputs):
+        self.after_threaded = self.side_by_side.workers   # the next side-by-side call's batches pay the switch
+        return super().run(inputs)
 
     def _beside(self, inputs):
         with self.lock:
-            round_ = max(0, (self.side_runs - 2) // 2)
+            round_ = max(0, (self.side_runs - 2) // 4)   # two runs to warm up, then four a round (two untimed)
             self.side_runs += 1
             self.clock.now += self.side_s[round_ % len(self.side_s)]
+            if self.after_threaded:
+                self.after_threaded -= 1
+                self.switched += 1
+                self.clock.now += self.switch_s
         return _hidden(inputs["input_ids"])
 
 
-def _side_by_side_fakes(monkeypatch, side_s: tuple) -> list:
+def _side_by_side_fakes(monkeypatch, side_s: tuple, switch_s: float = 0.0) -> list:
     """Let _measure open SideBySideFakes with these per-round seconds; the list of (backend, dtype, fake) opened."""
     opened = []
 
     class Fake(SideBySideFake):
         def __init__(self, placement, *args, **kwargs):
             super().__init__(placement, *args, **kwargs)
-            self.side_s = side_s
+            self.side_s, self.switch_s = side_s, switch_s
             opened.append((placement.backend, placement.dtype, self))
 
     monkeypatch.setitem(globals(), "FakeBackend", Fake)       # what _measure's opener opens
@@ -281,29 +291,32 @@ def _side_by_side_fakes(monkeypatch, side_s: tuple) -> list:
 ONNX_FIRST = {**SIX, ("openvino", "int8+bf16"): (0.110, 4.0, 0.01)}
 
 
-@pytest.mark.parametrize("side_s,slower,off", [
-    ((2.6,), 0, False),                        # 0.70x in every round: kept on
-    ((4.4,), 5, True),                         # 1.19x in every round: off
-    ((4.4, 3.0, 4.4, 3.0, 4.4), 3, False),     # median 1.19x, but faster in two rounds of five: noise, kept on
-    ((4.4, 4.4, 3.0, 4.4, 4.4), 4, True),      # slower in four of five: off
+@pytest.mark.parametrize("side_s,slower,rounds,off", [
+    ((2.6,), 0, 5, False),                        # 0.70x in every round: kept on
+    ((4.4,), 10, 10, True),                       # 1.19x in every round, looked at twice: off
+    ((4.4, 3.0, 4.4, 3.0, 4.4), 3, 5, False),     # median 1.19x, but faster in two rounds of five: noise, kept on
+    ((4.4, 4.4, 3.0, 4.4, 4.4), 8, 10, True),     # slower in four of five, and in eight of all ten: off
+    ((4.4, 4.4, 3.0, 4.4, 4.4) + (3.0,) * 5, 4, 10, False),  # four of five, but the second look is faster: kept on
 ])
 def test_the_latency_choice_times_a_call_of_several_batches_side_by_side_and_turns_it_off_when_slower(
-        monkeypatch, side_s, slower, off):
+        monkeypatch, side_s, slower, rounds, off):
     """onnx int8 is the latency choice and runs side by side: it alone is opened again and timed with a call of
-    several batches, SIDE_BY_SIDE_ROUNDS same-round ratios; a median more than TIE slower in at least three rounds of
-    four turns it off for the loads that follow."""
+    several batches, SIDE_BY_SIDE_ROUNDS same-round ratios; where their median is more than TIE slower in at least
+    three rounds of four it gets as many rounds again, and only if all of them together still say so is it turned
+    off for the loads that follow."""
     opened = _side_by_side_fakes(monkeypatch, side_s)
     decision = _measure(ONNX_FIRST)
     assert decision.best().name == "onnx int8"
-    ratio = float(np.median([side_s[n % len(side_s)] / 3.7 for n in range(tune.SIDE_BY_SIDE_ROUNDS)]))
+    ratio = float(np.median([side_s[n % len(side_s)] / 3.7 for n in range(rounds)]))
     results = {r.name: r for r in decision.results}
     timed = results.pop("onnx int8")
     assert timed.side_by_side == pytest.approx(ratio)
-    assert (timed.side_by_side_slower, timed.side_by_side_rounds) == (slower, tune.SIDE_BY_SIDE_ROUNDS) == (slower, 5)
+    assert (timed.side_by_side_slower, timed.side_by_side_rounds) == (slower, rounds)
+    assert (tune.SIDE_BY_SIDE_ROUNDS, tune.SIDE_BY_SIDE_LOOKS) == (5, 2)   # what the cases above are written for
     assert all(r.side_by_side is None for r in results.values())   # no other placement is timed so
     assert [(be, dt) for be, dt, fake in opened if fake.side_runs] == [("onnx", "int8")]
     assert len(opened) == 7                                    # six, then the latency choice once more
-    note = f"{ratio:.2f}x the time of one after another, slower in {slower} of 5 rounds"
+    note = f"{ratio:.2f}x the time of one after another, slower in {slower} of {rounds} rounds"
     for choice in (decision.choice(), decision.choice("onnx")):
         assert choice["dtype"] == "int8" and (choice.get("side_by_side") == "off") is off
         assert f"side by side {note}" in choice["why"] and ("(so one after another)" in choice["why"]) is off
@@ -312,6 +325,20 @@ def test_the_latency_choice_times_a_call_of_several_batches_side_by_side_and_tur
     assert ("more than 3% slower: off" in table) is off
     assert "side_by_side" not in decision.choice("onnx", "throughput")   # throughput loads: always side by side
     assert tune.Decision.from_json(decision.to_json()) == decision
+
+
+def test_each_way_is_timed_after_an_untimed_run_of_itself(monkeypatch):
+    """The first side-by-side call after threaded runs pays for the switch (here 3 s more a batch: 1.51x where the
+    steady way takes 0.70x); the tuner times each way after an untimed run of itself, so it records the steady
+    ratio in every round."""
+    opened = _side_by_side_fakes(monkeypatch, (2.6,), switch_s=3.0)
+    decision = _measure(ONNX_FIRST)
+    timed = next(r for r in decision.results if r.name == "onnx int8")
+    assert timed.side_by_side == pytest.approx(2.6 / 3.7)
+    assert (timed.side_by_side_slower, timed.side_by_side_rounds) == (0, tune.SIDE_BY_SIDE_ROUNDS)
+    assert "side_by_side" not in decision.choice()
+    fake = next(f for _, _, f in opened if f.side_runs)
+    assert fake.switched >= 2 * 3          # the switch was paid (warm-up, then the rounds that time threaded first)
 
 
 def test_side_by_side_is_not_timed_when_the_latency_choice_is_not_onnxruntimes(monkeypatch):

@@ -33,8 +33,8 @@ hint for its unquantized ops was (bench/README.md). ``granite-rt tune MODEL`` an
 5. where the latency choice is onnxruntime's and runs a call of several batches side by side (``SideBySide``:
    one-thread runs at once, measured only on a 2-core Zen 4: 0.73-0.97x the time of one threaded batch after
    another), it is opened once more and a call of ``SIDE_BY_SIDE_BATCHES`` per thread long-document batches is
-   timed both ways, alternating, ``SIDE_BY_SIDE_ROUNDS`` rounds, each way after an untimed run of itself (the
-   first side-by-side call after threaded runs pays for the switch); more than ``TIE`` slower side by side by the
+   timed both ways, alternating, ``SIDE_BY_SIDE_ROUNDS`` rounds, each way after an untimed run of itself (so that
+   a switch from one way to the other is not counted); more than ``TIE`` slower side by side by the
    median and in at least three rounds of four, it gets as many rounds again, and only if all the rounds together still
    say so does the decision turn it off for loads that follow it (``Measured.side_by_side``).
 
@@ -572,12 +572,12 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 for n in range(len(ratios), len(ratios) + SIDE_BY_SIDE_ROUNDS):
                     seconds = {}
                     for way in (in_turn, beside) if n % 2 == 0 else (beside, in_turn):
-                        # Untimed first: a side-by-side call right after threaded runs is slower than the next (97m
-                        # INT8, two batches a call, 8 of each, Zen 4, 2026-12-08 00:00 UTC: 4 x 192 tokens 0.251 s
-                        # after threaded runs, 0.206 s after side-by-side ones; 2 x 384 0.223 vs 0.188 s; threaded
-                        # runs alike after either). Rounds timing it right after the threaded way measured 1.04-1.20x
-                        # on 8 x 128, 4 x 192 and 16 x 64 tokens, the others 0.84-1.03x, and three tunes at
-                        # 23:55-00:00 turned it off at 1.07-1.15x.
+                        # Untimed first, so each way is timed as it runs call after call: a side-by-side call right
+                        # after threaded runs was slower than the next while onnxruntime's workers spun ~40 ms after
+                        # each run (97m INT8, two batches a call, Zen 4, 2026-12-08 00:00 UTC: 4 x 192 tokens 0.251
+                        # vs 0.206 s, 2 x 384 0.223 vs 0.188 s), and three tunes at 23:55-00:00 turned side by side
+                        # off at 1.07-1.16x for it. The backend now stops them (backends/onnxruntime.py); the untimed
+                        # run keeps any such switch cost out of the ratio.
                         way()
                         before = timer()
                         way()

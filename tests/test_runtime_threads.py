@@ -59,3 +59,26 @@ def test_threads_caps_cpu_time_and_working_threads(minilm_folders, backend, fold
     assert m["cpu"] > 0.5  # a long batch: long enough for the 10 ms CPU clock
     assert m["cpu"] <= m["wall"] * threads * 1.1 + 0.05
     assert len(working) == threads, m
+
+
+AT_REST = """
+import json, time
+from granite_rt import Embedder
+
+model = Embedder(FOLDER, backend="onnx", dtype="fp32", threads=2)
+burned = []
+for _ in range(3):
+    model.encode(["the boundary layer of a flat plate in supersonic flow"])
+    before = time.process_time()
+    time.sleep(0.2)
+    burned.append(time.process_time() - before)
+print(json.dumps({"burned": burned}))
+"""
+
+
+def test_a_model_at_rest_burns_no_cpu_after_a_call(minilm_folders):
+    """onnxruntime's intra-op workers stop spinning when a run ends: left spinning, they burned ~40 ms of a core
+    after every call (granite_rt/backends/onnxruntime.py), taken from whatever the process ran next."""
+    code = AT_REST.replace("FOLDER", repr(str(minilm_folders["export"])))
+    burned = json.loads(run_without_torch(code).stdout.strip().splitlines()[-1])["burned"]
+    assert max(burned) < 0.01, burned   # CPU seconds in the 0.2 s after each call

@@ -567,8 +567,10 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 backend.run(shapes["docs"])
                 list(pool.map(side.run, batches[:side.workers]))
             ratios: list[float] = []
-            while not ratios or (len(ratios) < SIDE_BY_SIDE_LOOKS * SIDE_BY_SIDE_ROUNDS and loses_side_by_side(
-                    float(np.median(ratios)), sum(r > 1 for r in ratios), len(ratios))):
+            for _ in range(SIDE_BY_SIDE_LOOKS):
+                if ratios and not loses_side_by_side(float(np.median(ratios)), sum(r > 1 for r in ratios),
+                                                     len(ratios)):
+                    break
                 for n in range(len(ratios), len(ratios) + SIDE_BY_SIDE_ROUNDS):
                     seconds = {}
                     for way in (in_turn, beside) if n % 2 == 0 else (beside, in_turn):

@@ -134,6 +134,12 @@ def loses_side_by_side(median: float, slower: int, rounds: int) -> bool:
     return median > 1 + TIE and slower >= SIDE_BY_SIDE_SLOWER_SHARE * rounds
 
 
+def side_by_side_summary(ratios: Sequence[float]) -> tuple[float, int, int]:
+    """Same-round ratios (side by side over one after another) → their median, in how many side by side was the
+    slower, and how many there were: what ``loses_side_by_side`` and ``Measured`` take."""
+    return float(np.median(ratios)), sum(r > 1 for r in ratios), len(ratios)
+
+
 # Probe set: retrieval-like text in a few languages and scripts, short and long (the export's gate uses
 # its own, larger set; this one only has to separate a faithful placement from a broken one).
 PROBE_QUERIES = (
@@ -568,8 +574,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                 list(pool.map(side.run, batches[:side.workers]))
             ratios: list[float] = []
             for _ in range(SIDE_BY_SIDE_LOOKS):
-                if ratios and not loses_side_by_side(float(np.median(ratios)), sum(r > 1 for r in ratios),
-                                                     len(ratios)):
+                if ratios and not loses_side_by_side(*side_by_side_summary(ratios)):
                     break
                 for n in range(len(ratios), len(ratios) + SIDE_BY_SIDE_ROUNDS):
                     seconds = {}
@@ -738,8 +743,8 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
         return decision
     finally:
         _close(backend_of, i)
-    results[i] = replace(onnx, side_by_side=float(np.median(ratios)), side_by_side_slower=sum(r > 1 for r in ratios),
-                         side_by_side_rounds=len(ratios))
+    median, slower, rounds_ = side_by_side_summary(ratios)
+    results[i] = replace(onnx, side_by_side=median, side_by_side_slower=slower, side_by_side_rounds=rounds_)
     say(f"timed {label(candidates[i])} with a call of several batches side by side: {results[i].side_by_side_note}")
     return replace(decision, results=tuple(results))
 

@@ -86,8 +86,8 @@ class Cutter:
         return " ".join(words)
 
 
-def token_lengths(tokenizer_json: Path, texts: list[str]) -> list[int]:
-    """Token count of each text (with special tokens, untruncated)."""
+def token_lengths(tokenizer_json: Path, texts: list[str] | list[tuple[str, str]]) -> list[int]:
+    """Token count of each text or (query, passage) pair (with special tokens, untruncated)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))

@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+PROBE = Path(__file__).with_name("peak_probe.c")
+PROBE_SECONDS = 0.3   # each probe process's run: long enough for the clock to settle under an all-core load
 
 
 def machine_info() -> dict:
@@ -29,14 +35,67 @@ def machine_info() -> dict:
         "physical_cores": cores or host.physical_cores(),
         "mhz": float(mhz.group(1)) if mhz else None,
         "flags": {f: f in flags for f in FLAGS},
+        **measured_peaks({f: f in flags for f in FLAGS}, cores or host.physical_cores()),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
+def probe_kinds(flags: dict[str, bool]) -> dict[str, str]:
+    """The peak_probe kind measured for each precision: the widest instruction this CPU has for it."""
+    kinds = {}
+    if flags.get("avx512f") or flags.get("avx2"):
+        kinds["fp32"] = "fp32-zmm" if flags.get("avx512f") else "fp32-ymm"
+    if flags.get("avx512_bf16"):
+        kinds["bf16"] = "bf16-zmm"
+    if flags.get("avx512_vnni"):
+        kinds["int8"] = "int8-zmm"
+    elif flags.get("avx2"):  # AVX-VNNI alone (VEX vpdpbusd) is counted by the AVX2 sequence, a lower bound
+        kinds["int8"] = "int8-avx2"
+    return kinds
+
+
+def measured_peaks(flags: dict[str, bool], cores: int) -> dict:
+    """The arithmetic peak measured on this machine: ``bench/peak_probe.c``, one copy per physical core at once.
+
+    Why measured: under a hypervisor /proc/cpuinfo's "cpu MHz" is the TSC's rate, not the clock. On the 2-core
+    AMD EPYC Zen 4 VM of 2026-12-08 it read 2596 MHz while the cores ran at 3.52-3.57 GHz with both busy (3.63
+    alone), so peaks from it understated the real ones by 1.37x. Keys: ``measured_mhz`` (the all-core clock) and
+    ``measured_peaks_gops`` per precision; both absent (the nominal formula of ``peak_gops`` applies) where there is
+    no C compiler, no x86 vector unit, or the probe fails.
+    """
+    kinds = probe_kinds(flags)
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not kinds or not compiler or platform.machine() not in ("x86_64", "AMD64"):
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "peak_probe"
+        built = subprocess.run([compiler, "-O2", "-o", str(probe), str(PROBE)], capture_output=True, text=True)
+        if built.returncode != 0:
+            return {}
+        try:
+            clock = _all_cores(probe, "clock", cores)
+            peaks = {precision: _all_cores(probe, kind, cores) / 1e9 for precision, kind in kinds.items()}
+        except (OSError, ValueError, subprocess.CalledProcessError):
+            return {}
+    return {"measured_mhz": clock / cores / 1e6, "measured_peaks_gops": peaks}
+
+
+def _all_cores(probe: Path, kind: str, cores: int) -> float:
+    """Ops per second of ``kind`` summed over ``cores`` copies run at once, each PROBE_SECONDS long."""
+    def one(_: int) -> float:
+        return float(subprocess.run([str(probe), kind, str(PROBE_SECONDS)], capture_output=True, text=True,
+                                    check=True).stdout)
+
+    with ThreadPoolExecutor(cores) as pool:
+        return sum(pool.map(one, range(cores)))
+
+
 def peak_gops(info: dict) -> dict[str, float]:
-    """Theoretical peak per precision: what one core executes per cycle, times cores and clock.
+    """Peak per precision: as measured (``measured_peaks``) where it was, else the nominal one below.
+
+    Nominal: what one core executes per cycle, times cores and clock.
 
     AVX-512 with 512-bit units (Intel Xeon, AMD Zen 5): two FMA ports, fp32 2 × 16 lanes × 2 (FMA) = 64,
     bf16 (vdpbf16ps) 128, INT8 (VNNI vpdpbusd) 256 ops/cycle. AMD Zen 4 runs each 512-bit op on a pair of
@@ -44,6 +103,8 @@ def peak_gops(info: dict) -> dict[str, float]:
     added). AVX2 only: fp32 2 × 8 × 2 = 32; INT8 2 × 32 × 2 / 2 = 64 (vpmaddubsw then vpmaddwd: two
     instructions per 32 multiply-adds). An upper bound: turbo, port counts and the hypervisor may differ.
     """
+    if info.get("measured_peaks_gops"):
+        return dict(info["measured_peaks_gops"])
     if not info["mhz"] or not (info["flags"].get("avx512f") or info["flags"].get("avx2")):
         return {}
     cycles = info["physical_cores"] * info["mhz"] * 1e6

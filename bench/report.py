@@ -137,26 +137,77 @@ def runs_export(name: str) -> bool:
     return contender.files == "granite-rt" and contender.family != "llama.cpp" and contender.options.get("backend") != "torch"
 
 
-def efficiency(results: dict, config: dict, machine: dict, first_position: bool = False) -> dict:
-    """Achieved GOP/s of each contender on (a) against the CPU's peak for its precision. ``first_position``:
-    granite-rt's export is the first-position-only graph; the contenders running it are counted by its ops."""
-    wl = results["workloads"].get("a_docs512")
-    if not wl:
-        return {}
-    seq = wl["tokens"]["per_doc"]
-    full = encoder_gop_per_doc(config, seq)
-    pruned = encoder_gop_per_doc(config, seq, first_position=True) if first_position else full
+def call_lengths(wl: dict) -> list[int]:
+    """Tokens of each item of one call: recorded since 2026-12-08; earlier results give one length for every item
+    of a uniform workload ((a), (c), (d)) and none for (b)'s mixed lengths (nothing to count then)."""
+    if wl.get("lengths"):
+        return list(wl["lengths"])
+    tokens = wl.get("tokens", {})
+    uniform = tokens.get("per_doc", tokens.get("pair"))
+    return [uniform] * wl["items"] if uniform else []
+
+
+def efficiency(results: dict, configs: dict[str, dict], machine: dict,
+               first_position: dict[str, bool] | None = None) -> dict:
+    """Achieved GOP/s of each contender on every workload against the CPU's peak for its precision.
+
+    ``configs``: the model config of each kind (embedder, reranker) whose workloads are counted.
+    ``first_position[kind]``: granite-rt's export of that kind is the first-position-only graph; the contenders
+    running it are counted by its ops, the others (checkpoint, IBM-style files, GGUF) by the full model's.
+    """
     peaks = peak_gops(machine)
-    out = {"gop_per_doc": full, "gop_per_doc_export": pruned, "peaks_gops": peaks, "contenders": {}}
-    for name, s in wl["seconds"].items():
-        precision = contender_precision(name, wl.get("precision", {}).get(name), machine)
-        per_doc = pruned if runs_export(name) else full
-        gops = per_doc * wl["items"] / s["median"]
-        unit = (precision or "").split("+")[0]  # int8+bf16: its quantized MatMuls, the bulk of the work, are int8
-        peak = {"fp16": "fp32"}.get(unit, unit)  # fp16 weights (llama.cpp F16): ggml's CPU dot products run in fp32
-        out["contenders"][name] = {"gops": gops, "gop_per_doc": per_doc, "precision": precision, "peak": peak,
-                                   "fraction_of_peak": gops / peaks[peak] if peak in peaks else None}
+    out: dict = {"peaks_gops": peaks, "peaks_measured": bool(machine.get("measured_peaks_gops")), "workloads": {}}
+    for key, wl in results["workloads"].items():
+        kind = wl.get("kind", "embedder")
+        lengths = call_lengths(wl)
+        if kind not in configs or not lengths:
+            continue
+        full = sum(encoder_gop_per_doc(configs[kind], n) for n in lengths)
+        pruned = (sum(encoder_gop_per_doc(configs[kind], n, first_position=True) for n in lengths)
+                  if (first_position or {}).get(kind) else full)
+        contenders = {}
+        for name, s in wl["seconds"].items():
+            precision = contender_precision(name, wl.get("precision", {}).get(name), machine)
+            per_call = pruned if runs_export(name) else full
+            gops = per_call / s["median"]
+            unit = (precision or "").split("+")[0]  # int8+bf16: its quantized MatMuls, the bulk of the work, are int8
+            peak = {"fp16": "fp32"}.get(unit, unit)  # fp16 weights (llama.cpp F16): ggml's CPU dot products run in fp32
+            contenders[name] = {"gops": gops, "gop_per_call": per_call, "precision": precision, "peak": peak,
+                                "fraction_of_peak": gops / peaks[peak] if peak in peaks else None}
+        out["workloads"][key] = {"gop_per_call": full, "gop_per_call_export": pruned, "contenders": contenders}
     return out
+
+
+def _efficiency_lines(eff: dict) -> list[str]:
+    """One row per contender, one column per workload: GOP/s and its share of the peak of its precision."""
+    workloads = eff.get("workloads", {})
+    if not workloads:
+        return []
+    names = list(dict.fromkeys(n for w in workloads.values() for n in w["contenders"]))
+    counted = "; ".join(
+        f"{key} {w['gop_per_call']:.1f}" + ("" if w["gop_per_call_export"] == w["gop_per_call"]
+                                             else f" ({w['gop_per_call_export']:.1f} in granite-rt's export)")
+        for key, w in workloads.items())
+    lines = ["", "### Efficiency: arithmetic per second against this CPU's peak", "",
+             ("peak, measured on this machine (bench/peak_probe.c, every core at once): " if eff.get("peaks_measured")
+              else "peak, nominal (cpuinfo's clock × ops per cycle, bench.machine.peak_gops): ")
+             + ", ".join(f"{k} {v:.0f} GOP/s" for k, v in eff["peaks_gops"].items()),
+             "", f"GOP per call, counted from the shape and each item's tokens: {counted} (granite-rt's "
+             "first-position-only export counted for the contenders running it).", "",
+             "| contender |" + "".join(f" {key} |" for key in workloads), "|---|" + "---:|" * len(workloads)]
+    for name in names:
+        cells = []
+        for w in workloads.values():
+            e = w["contenders"].get(name)
+            if e is None:
+                cells.append(" – |")
+                continue
+            same = e.get("peak") in (None, (e["precision"] or "").split("+")[0])
+            of = e["precision"] if same else f"{e['peak']} ({e['precision']} weights)"
+            frac = "" if e["fraction_of_peak"] is None else f", {e['fraction_of_peak']:.0%} of {of}"
+            cells.append(f" {e['gops']:.0f}{frac} |")
+        lines.append(f"| {name} |" + "".join(cells))
+    return lines
 
 
 def _fmt_rate(wl: dict, s: dict) -> str:
@@ -176,8 +227,10 @@ def markdown(results: dict) -> str:
     """The tables: per workload, medians and same-run ratios; then the targets."""
     m = results["machine"]
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
+    clock = f"{m['mhz']} MHz" + (f" (cpuinfo; {m['measured_mhz']:.0f} MHz measured with every core busy)"
+                                 if m.get("measured_mhz") else "")
     lines = [f"Measured {m['date']} on {m['cpu']}, {m['physical_cores']} cores ({m['logical_cpus']} logical), "
-             f"{m['mhz']} MHz, {m['memory_gib']} GiB; {flags}. "
+             f"{clock}, {m['memory_gib']} GiB; {flags}. "
              f"{'QUICK smoke run — not a measurement. ' if results['quick'] else ''}"
              f"{results['sizes']['rounds']} interleaved rounds ((a): {results['sizes'].get('docs512_rounds', '?')}, "
              f"(b): {results['sizes'].get('corpus_rounds', results['sizes']['rounds'])}, "
@@ -228,19 +281,7 @@ def markdown(results: dict) -> str:
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t.get('issue', '')} | {t['workload']} | {t['peer']} | {what} {sign} {t['bound']} | {got} | "
                      f"{paired} | {met} |")
-    eff = results.get("efficiency")
-    if eff and eff.get("contenders"):
-        pruned = eff.get("gop_per_doc_export", eff["gop_per_doc"])
-        counted = ("" if pruned == eff["gop_per_doc"] else
-                   f" ({pruned:.1f} in granite-rt's first-position-only export, counted for the contenders running it)")
-        lines += ["", f"### Efficiency on (a): {eff['gop_per_doc']:.1f} GOP per 512-token document{counted}",
-                  "", "peak (2 FMA ports/core assumed): " + ", ".join(f"{k} {v:.0f} GOP/s" for k, v in eff["peaks_gops"].items()),
-                  "", "| contender | achieved GOP/s | of peak |", "|---|---:|---:|"]
-        for name, e in eff["contenders"].items():
-            same = e.get("peak") in (None, (e["precision"] or "").split("+")[0])
-            of = e["precision"] if same else f"{e['peak']} ({e['precision']} weights)"
-            frac = "—" if e["fraction_of_peak"] is None else f"{e['fraction_of_peak']:.1%} of {of}"
-            lines.append(f"| {name} | {e['gops']:.0f} | {frac} |")
+    lines += _efficiency_lines(results.get("efficiency") or {})
     return "\n".join(lines) + "\n"
 
 
@@ -252,11 +293,11 @@ def write_report(results: dict, models: dict, out: Path, pythons: dict[str, str]
     results["models"].update({f"{k} (IBM files)": str(v.ibm_style) for k, v in models.items() if v.ibm_style})
     results["ratios"] = {k: time_ratios(medians(w)) for k, w in results["workloads"].items()}
     results["targets"] = check_targets(results)
-    if "embedder" in models:
-        config = json.loads((models["embedder"].checkpoint / "config.json").read_text())
-        manifest = models["embedder"].exported / MANIFEST
-        first_position = manifest.exists() and json.loads(manifest.read_text()).get("first_position_only", False)
-        results["efficiency"] = efficiency(results, config, results["machine"], first_position)
+    configs = {kind: json.loads((m.checkpoint / "config.json").read_text()) for kind, m in models.items()}
+    first_position = {kind: (m.exported / MANIFEST).exists()
+                      and json.loads((m.exported / MANIFEST).read_text()).get("first_position_only", False)
+                      for kind, m in models.items()}
+    results["efficiency"] = efficiency(results, configs, results["machine"], first_position)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     subprocess.run([pythons["bench"], "-m", "bench.chart", str(out / "results.json"), str(out / "results.png")],

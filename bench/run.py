@@ -139,6 +139,7 @@ def _run_group(kind: str, contenders: list[Contender], workloads: list[Workload]
             ok = [w for w in ok if w.name in times]
             results[wl.key] = {
                 "title": wl.title, "kind": kind, "unit": wl.unit, "items": wl.items, "tokens": wl.tokens,
+                "lengths": list(wl.lengths),
                 "calls_per_round": wl.calls_per_round,
                 "skipped": list(wl.skip), "failed": {**failed, **wl_failed},
                 "load_s": {w.name: w.load_s for w in ok},

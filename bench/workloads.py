@@ -45,6 +45,7 @@ class Workload:
     warmup: dict | None = None      # untimed first call (default: the payload itself)
     skip: tuple[str, ...] = ()      # contenders too slow to run it within the time budget
     tokens: dict = field(default_factory=dict)
+    lengths: tuple[int, ...] = ()   # tokens of each item of one call (specials in, untruncated): the efficiency's ops
 
 
 def build_workloads(sizes: Sizes, models: dict[str, BenchModel]) -> list[Workload]:
@@ -64,18 +65,19 @@ def _embedder_workloads(sizes: Sizes, emb_tok) -> list[Workload]:
     corpus = corpus[: sizes.corpus]
     lengths = token_lengths(emb_tok, corpus)
     query = Cutter(emb_tok).pieces(1, 32, seed=2)
+    doc_lengths, query_lengths = token_lengths(emb_tok, docs), token_lengths(emb_tok, query)
     return [
         Workload("a_docs512", f"(a) embedder, {len(docs)} docs × 512 tokens", "embedder",
                  {"texts": docs}, len(docs), "docs/s", rounds=sizes.docs512_rounds, warmup={"texts": docs[:2]},
-                 tokens={"per_doc": token_lengths(emb_tok, docs)[0]}),
+                 tokens={"per_doc": doc_lengths[0]}, lengths=tuple(doc_lengths)),
         Workload("b_cranfield", f"(b) embedder, Cranfield corpus ({len(corpus)} docs, mixed lengths)",
                  "embedder", {"texts": corpus}, len(corpus), "docs/s", rounds=sizes.corpus_rounds,
                  warmup={"texts": corpus[:8]}, skip=("ST torch",),
                  tokens={"total": sum(lengths), "min": min(lengths), "max": max(lengths),
-                         "mean": round(sum(lengths) / len(lengths), 1)}),
+                         "mean": round(sum(lengths) / len(lengths), 1)}, lengths=tuple(lengths)),
         Workload("c_query", "(c) embedder, one 32-token query: latency", "embedder",
                  {"texts": query}, 1, "ms", calls_per_round=sizes.query_calls, rounds=sizes.query_rounds,
-                 tokens={"per_doc": token_lengths(emb_tok, query)[0]}),
+                 tokens={"per_doc": query_lengths[0]}, lengths=tuple(query_lengths)),
     ]
 
 
@@ -87,5 +89,6 @@ def _reranker_workloads(sizes: Sizes, rr_tok) -> list[Workload]:
         out.append(Workload(f"d_rerank{length}", f"(d) reranker, 1 query × {len(passages)} passages of {length} tokens",
                             "reranker", {"query": rr_query, "passages": passages}, len(passages), "s",
                             warmup={"query": rr_query, "passages": passages[:2]}, skip=("ST torch",),
-                            tokens={"per_passage": length, "pair": token_lengths(rr_tok, [rr_query])[0] + length - 1}))
+                            tokens={"per_passage": length, "pair": token_lengths(rr_tok, [rr_query])[0] + length - 1},
+                            lengths=tuple(token_lengths(rr_tok, [(rr_query, p) for p in passages]))))
     return out

@@ -7,6 +7,8 @@ from known inputs.
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 import statistics
 from pathlib import Path
 
@@ -251,6 +253,40 @@ def test_peak_rates_follow_the_widest_vector_unit():
     assert peak_gops({**zen4, "vendor": "GenuineIntel"})["int8"] == 1280.0
 
 
+def test_measured_peaks_replace_the_nominal_ones_and_name_the_instruction_per_precision(monkeypatch):
+    from bench import machine
+
+    nominal = {"physical_cores": 2, "mhz": 2500.0, "flags": {"avx2": True, "avx512f": True, "avx512_vnni": True}}
+    assert machine.peak_gops(nominal) == {"fp32": 320.0, "int8": 1280.0}
+    measured = {**nominal, "measured_peaks_gops": {"fp32": 233.0, "int8": 929.0}}
+    assert machine.peak_gops(measured) == {"fp32": 233.0, "int8": 929.0}
+    assert machine.probe_kinds({"avx2": True}) == {"fp32": "fp32-ymm", "int8": "int8-avx2"}
+    assert machine.probe_kinds({"avx2": True, "avx512f": True, "avx512_vnni": True, "avx512_bf16": True}) == {
+        "fp32": "fp32-zmm", "bf16": "bf16-zmm", "int8": "int8-zmm"}
+    assert machine.probe_kinds({}) == {}                     # no x86 vector unit: nothing measured
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setattr(machine.shutil, "which", lambda name: None)
+    assert machine.measured_peaks({"avx2": True}, 2) == {}  # no compiler: the nominal peak stays
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")) or platform.machine() != "x86_64",
+                    reason="needs a C compiler on x86-64")
+def test_the_probe_counts_what_a_core_executes_per_cycle():
+    """fp32 FMAs per cycle and core are 32 on AVX2 and on Zen 4's halved AVX-512, 64 on full-width AVX-512; a probe
+    that miscounted its ops (or ran something else) lands outside both."""
+    from bench import machine
+    from granite_rt import host
+
+    flags = {f: f in host.cpu_flags() for f in machine.FLAGS}
+    cores = host.physical_cores()
+    got = machine.measured_peaks(flags, cores)
+    assert 200 < got["measured_mhz"] < 10_000, got
+    per_cycle = got["measured_peaks_gops"]["fp32"] * 1e9 / (got["measured_mhz"] * 1e6 * cores)
+    assert min(abs(per_cycle / 32 - 1), abs(per_cycle / 64 - 1)) < 0.25, got
+    fp32 = got["measured_peaks_gops"].pop("fp32")
+    assert all(1.5 < rate / fp32 < 5 for rate in got["measured_peaks_gops"].values()), got  # bf16, int8: 2-4x fp32
+
+
 GRANITE_97M_SHAPE = {"num_hidden_layers": 12, "hidden_size": 384, "intermediate_size": 1536, "local_attention": 128,
                      "global_attn_every_n_layers": 3}
 
@@ -277,15 +313,60 @@ def test_efficiency_counts_the_graph_each_contender_runs():
 
     intel = {"flags": {"avx512f": True, "avx512_vnni": True, "avx512_bf16": True}, "mhz": 2000.0, "physical_cores": 2}
     names = ("ST torch", "ST openvino INT8 IR", "granite-rt defaults (auto)", "ST onnx (IBM files)")
-    workload = {"tokens": {"per_doc": 512}, "items": 8, "precision": {}, "seconds": {n: {"median": 1.0} for n in names}}
-    eff = efficiency({"workloads": {"a_docs512": workload}}, GRANITE_97M_SHAPE, intel, first_position=True)
+    workload = {"kind": "embedder", "tokens": {"per_doc": 512}, "lengths": [512] * 8, "items": 8, "precision": {},
+                "seconds": {n: {"median": 1.0} for n in names}}
+    results = {"workloads": {"a_docs512": workload}}
+    eff = efficiency(results, {"embedder": GRANITE_97M_SHAPE}, intel, first_position={"embedder": True})
     full, pruned = encoder_gop_per_doc(GRANITE_97M_SHAPE, 512), encoder_gop_per_doc(GRANITE_97M_SHAPE, 512, True)
-    counted = {n: e["gop_per_doc"] for n, e in eff["contenders"].items()}
-    assert counted == {"ST torch": full, "ST openvino INT8 IR": pruned, "granite-rt defaults (auto)": pruned,
-                       "ST onnx (IBM files)": full}
-    assert eff["contenders"]["granite-rt defaults (auto)"]["gops"] == pytest.approx(8 * pruned)
-    plain = efficiency({"workloads": {"a_docs512": workload}}, GRANITE_97M_SHAPE, intel)   # a full-graph export
-    assert {e["gop_per_doc"] for e in plain["contenders"].values()} == {full}
+    counted = {n: e["gop_per_call"] for n, e in eff["workloads"]["a_docs512"]["contenders"].items()}
+    assert counted == {"ST torch": 8 * full, "ST openvino INT8 IR": 8 * pruned, "granite-rt defaults (auto)": 8 * pruned,
+                       "ST onnx (IBM files)": 8 * full}
+    assert eff["workloads"]["a_docs512"]["contenders"]["granite-rt defaults (auto)"]["gops"] == pytest.approx(8 * pruned)
+    plain = efficiency(results, {"embedder": GRANITE_97M_SHAPE}, intel)   # a full-graph export
+    assert {e["gop_per_call"] for e in plain["workloads"]["a_docs512"]["contenders"].values()} == {8 * full}
+
+
+GRANITE_RERANKER_SHAPE = {"num_hidden_layers": 22, "hidden_size": 768, "intermediate_size": 1152,
+                          "local_attention": 128, "global_attn_every_n_layers": 3}
+
+
+def test_efficiency_counts_every_workload_by_its_own_lengths_and_model():
+    from bench.machine import encoder_gop_per_doc
+    from bench.report import efficiency, markdown
+
+    zen4 = {"flags": {"avx512f": True, "avx512_vnni": True, "avx512_bf16": True, "avx_vnni": False},
+            "mhz": 2500.0, "physical_cores": 2, "vendor": "AuthenticAMD"}
+    auto = "granite-rt defaults (auto)"
+    mixed = [55, 130, 604, 197]
+    workloads = {
+        "b_cranfield": {"kind": "embedder", "items": 4, "lengths": mixed, "tokens": {"total": sum(mixed)},
+                        "precision": {auto: "int8"}, "seconds": {auto: {"median": 0.5}, "ST torch": {"median": 2.0}}},
+        "d_rerank256": {"kind": "reranker", "items": 20, "lengths": [274] * 20, "tokens": {"pair": 274},
+                        "precision": {auto: "int8+bf16"}, "seconds": {auto: {"median": 2.5}}},
+        # results written before lengths were recorded: a uniform workload still counts, (b) does not
+        "c_query": {"kind": "embedder", "items": 1, "tokens": {"per_doc": 32}, "precision": {auto: "int8"},
+                    "seconds": {auto: {"median": 0.007}}},
+    }
+    old_b = {**workloads["b_cranfield"], "lengths": None}
+    eff = efficiency({"workloads": {**workloads, "b_old": old_b}},
+                     {"embedder": GRANITE_97M_SHAPE, "reranker": GRANITE_RERANKER_SHAPE}, zen4,
+                     first_position={"embedder": True, "reranker": False})
+    assert set(eff["workloads"]) == {"b_cranfield", "d_rerank256", "c_query"}
+    b = eff["workloads"]["b_cranfield"]
+    assert b["gop_per_call_export"] == pytest.approx(sum(encoder_gop_per_doc(GRANITE_97M_SHAPE, n, True) for n in mixed))
+    assert b["contenders"]["ST torch"]["gop_per_call"] == pytest.approx(
+        sum(encoder_gop_per_doc(GRANITE_97M_SHAPE, n) for n in mixed))
+    assert b["contenders"][auto]["gops"] == pytest.approx(b["gop_per_call_export"] / 0.5)
+    d = eff["workloads"]["d_rerank256"]["contenders"][auto]
+    assert d["gop_per_call"] == pytest.approx(20 * encoder_gop_per_doc(GRANITE_RERANKER_SHAPE, 274))   # full graph
+    assert (d["peak"], d["fraction_of_peak"]) == ("int8", pytest.approx(d["gops"] / 640.0))
+    assert eff["workloads"]["c_query"]["contenders"][auto]["gop_per_call"] == pytest.approx(
+        encoder_gop_per_doc(GRANITE_97M_SHAPE, 32, True))
+    table = markdown({"machine": {"date": "d", "cpu": "c", "physical_cores": 2, "logical_cpus": 2, "mhz": 2500.0,
+                                  "memory_gib": 1, "flags": {}}, "quick": False, "sizes": {"rounds": 5},
+                      "workloads": {}, "targets": [], "efficiency": eff})
+    row = next(line for line in table.splitlines() if line.startswith(f"| {auto} |"))
+    assert row.count("|") == 5 and f"{d['gops']:.0f}, {d['fraction_of_peak']:.0%} of int8+bf16" in row, row
 
 
 def _folder_with_tokenizer_class(root: Path, tokenizer_class: str) -> Path:

@@ -51,7 +51,9 @@ def probe_kinds(flags: dict[str, bool]) -> dict[str, str]:
         kinds["bf16"] = "bf16-zmm"
     if flags.get("avx512_vnni"):
         kinds["int8"] = "int8-zmm"
-    elif flags.get("avx2"):  # AVX-VNNI alone (VEX vpdpbusd) is counted by the AVX2 sequence, a lower bound
+    elif flags.get("avx_vnni"):
+        kinds["int8"] = "int8-vex"
+    elif flags.get("avx2"):
         kinds["int8"] = "int8-avx2"
     return kinds
 
@@ -100,8 +102,9 @@ def peak_gops(info: dict) -> dict[str, float]:
     AVX-512 with 512-bit units (Intel Xeon, AMD Zen 5): two FMA ports, fp32 2 × 16 lanes × 2 (FMA) = 64,
     bf16 (vdpbf16ps) 128, INT8 (VNNI vpdpbusd) 256 ops/cycle. AMD Zen 4 runs each 512-bit op on a pair of
     its 256-bit units, one per cycle: fp32 32, bf16 64, INT8 128 (told from Zen 5 by AVX-VNNI, which Zen 5
-    added). AVX2 only: fp32 2 × 8 × 2 = 32; INT8 2 × 32 × 2 / 2 = 64 (vpmaddubsw then vpmaddwd: two
-    instructions per 32 multiply-adds). An upper bound: turbo, port counts and the hypervisor may differ.
+    added). AVX2: fp32 2 × 8 × 2 = 32; INT8 with AVX-VNNI (VEX vpdpbusd on 256 bits) 2 × 32 × 2 = 128, without it
+    64 (vpmaddubsw then vpmaddwd: two instructions per 32 multiply-adds). The clock is cpuinfo's, which under a
+    hypervisor is the TSC's rate and which turbo exceeds: a lower bound there (``measured_peaks``' reason).
     """
     if info.get("measured_peaks_gops"):
         return dict(info["measured_peaks_gops"])
@@ -109,7 +112,7 @@ def peak_gops(info: dict) -> dict[str, float]:
         return {}
     cycles = info["physical_cores"] * info["mhz"] * 1e6
     if not info["flags"].get("avx512f"):
-        return {"fp32": cycles * 32 / 1e9, "int8": cycles * 64 / 1e9}
+        return {"fp32": cycles * 32 / 1e9, "int8": cycles * (128 if info["flags"].get("avx_vnni") else 64) / 1e9}
     halved = 2 if info.get("vendor") == "AuthenticAMD" and not info["flags"].get("avx_vnni") else 1  # Zen 4
     peaks = {"fp32": cycles * 64 / halved / 1e9}
     if info["flags"].get("avx512_bf16"):

@@ -5,7 +5,8 @@
  * real width (Zen 4 runs a 512-bit op on two 256-bit halves) and the hypervisor are all in the figure.
  *
  * KIND: clock (1 dependent add per cycle: prints cycles per second), fp32 / bf16 / int8 with the suffix zmm or
- * ymm (vfmadd231ps, vdpbf16ps, vpdpbusd), and int8-avx2 (vpmaddubsw + vpmaddwd + vpaddd: 32 multiply-adds per
+ * ymm (vfmadd231ps, vdpbf16ps, vpdpbusd), int8-vex (AVX-VNNI's VEX-encoded vpdpbusd on ymm, the CPUs with AVX-VNNI
+ * but no AVX-512), and int8-avx2 (vpmaddubsw + vpmaddwd + vpaddd: 32 multiply-adds per
  * three instructions, the AVX2 int8 dot product without VNNI).
  */
 #include <stdio.h>
@@ -45,6 +46,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void bf16_zmm(long n) { LOO
 __attribute__((target("avx512f,avx512vl,avx512bf16"))) static void bf16_ymm(long n) { LOOP(ZERO_Y, REP12("vdpbf16ps", "ymm", "ymm"), Y); }
 __attribute__((target("avx512f,avx512vnni"))) static void int8_zmm(long n) { LOOP(ZERO_Z, REP12("vpdpbusd", "zmm", "zmm"), Z); }
 __attribute__((target("avx512f,avx512vl,avx512vnni"))) static void int8_ymm(long n) { LOOP(ZERO_Y, REP12("vpdpbusd", "ymm", "ymm"), Y); }
+__attribute__((target("avxvnni"))) static void int8_vex(long n) { LOOP(ZERO_Y, REP12("%{vex%} vpdpbusd", "ymm", "ymm"), Y); }
 
 /* Four independent accumulators (ymm0, 3, 4, 5), each: ymm6 = maddubs(ymm1, ymm2); ymm6 = madd(ymm6, ymm7); acc += ymm6. */
 #define AVX2_DOT(acc, t)                                                                       \
@@ -71,7 +73,7 @@ static const struct kind KINDS[] = {
     {"fp32-zmm", fp32_zmm, 12 * 16 * 2}, {"fp32-ymm", fp32_ymm, 12 * 8 * 2},
     {"bf16-zmm", bf16_zmm, 12 * 16 * 2 * 2}, {"bf16-ymm", bf16_ymm, 12 * 8 * 2 * 2},
     {"int8-zmm", int8_zmm, 12 * 64 * 2}, {"int8-ymm", int8_ymm, 12 * 32 * 2},
-    {"int8-avx2", int8_avx2, 4 * 32 * 2},
+    {"int8-vex", int8_vex, 12 * 32 * 2}, {"int8-avx2", int8_avx2, 4 * 32 * 2},
 };
 
 static double now(void) {
@@ -95,6 +97,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     fprintf(stderr, "usage: peak_probe KIND SECONDS (KIND: clock, fp32-zmm, fp32-ymm, bf16-zmm, bf16-ymm, int8-zmm, "
-                    "int8-ymm, int8-avx2; SECONDS > 0)\n");
+                    "int8-ymm, int8-vex, int8-avx2; SECONDS > 0)\n");
     return 2;
 }

@@ -244,6 +244,7 @@ def test_peak_rates_follow_the_widest_vector_unit():
         return {"physical_cores": 2, "mhz": 2500.0, "flags": {f: True for f in flags}}
 
     assert peak_gops(info("avx2")) == {"fp32": 160.0, "int8": 320.0}                   # 2 × 2.5 GHz × 32 / 64
+    assert peak_gops(info("avx2", "avx_vnni")) == {"fp32": 160.0, "int8": 640.0}       # VEX vpdpbusd: 128
     assert peak_gops(info("avx2", "avx512f", "avx512_vnni")) == {"fp32": 320.0, "int8": 1280.0}
     assert peak_gops(info()) == {}                                                       # unknown unit: no claim
     zen4 = {**info("avx2", "avx512f", "avx512_vnni", "avx512_bf16"), "vendor": "AuthenticAMD"}
@@ -261,6 +262,7 @@ def test_measured_peaks_replace_the_nominal_ones_and_name_the_instruction_per_pr
     measured = {**nominal, "measured_peaks_gops": {"fp32": 233.0, "int8": 929.0}}
     assert machine.peak_gops(measured) == {"fp32": 233.0, "int8": 929.0}
     assert machine.probe_kinds({"avx2": True}) == {"fp32": "fp32-ymm", "int8": "int8-avx2"}
+    assert machine.probe_kinds({"avx2": True, "avx_vnni": True}) == {"fp32": "fp32-ymm", "int8": "int8-vex"}
     assert machine.probe_kinds({"avx2": True, "avx512f": True, "avx512_vnni": True, "avx512_bf16": True}) == {
         "fp32": "fp32-zmm", "bf16": "bf16-zmm", "int8": "int8-zmm"}
     assert machine.probe_kinds({}) == {}                     # no x86 vector unit: nothing measured

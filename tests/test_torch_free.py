@@ -10,7 +10,8 @@ from torch_blocked import BLOCKED, run_without_torch
 
 HEAVY = ("onnxruntime", "openvino", "torch", "transformers", "sentence_transformers", "optimum", "granite_export",
          "huggingface_hub", "tokenizers",
-         "importlib.metadata")  # stdlib, but ~60 ms of imports (email, zipfile, csv): asked for only when needed
+         "importlib.metadata",  # stdlib, but ~60 ms of imports (email, zipfile, csv): asked for only when needed
+         "asyncio")  # stdlib, ~30 ms (a quarter of importing granite_rt): only the async API needs it
 
 
 def test_import_loads_no_backend_and_no_torch():

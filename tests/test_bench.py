@@ -222,6 +222,16 @@ def test_cutter_makes_texts_of_exact_token_counts(tiny_embedder_checkpoint):
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_cold_start_processes_may_write_bytecode(monkeypatch):
+    """An installed granite-rt has its bytecode (pip writes it), so its cold start must not be timed compiling a
+    checkout's modules because the runner's environment forbids writing bytecode."""
+    from bench import run
+
+    monkeypatch.setitem(run.WORKER_ENV, "PYTHONDONTWRITEBYTECODE", "1")   # as the runner's environment had it
+    env = run.cold_start_env()
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["HF_HUB_OFFLINE"] == "1"
+
+
 def test_cold_start_peak_rss_is_the_childs_own_not_the_runners():
     """ru_maxrss of a child includes its parent's peak (folded in at exec); the cold start reports VmHWM."""
     import os

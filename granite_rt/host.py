@@ -117,9 +117,9 @@ def installed_version(distribution: str) -> str | None:
 
 
 def cache_dir() -> Path | None:
-    """Where TensorRT engines, compiled OpenVINO models and file checks are cached: $GRANITE_RT_CACHE or the
-    user cache (read at each call, so a process can change it). ``GRANITE_RT_CACHE=off`` turns every on-disk
-    cache off (None)."""
+    """Where TensorRT engines, compiled OpenVINO models, onnxruntime's optimized graphs and file checks are cached:
+    $GRANITE_RT_CACHE or the user cache (read at each call, so a process can change it). ``GRANITE_RT_CACHE=off``
+    turns every on-disk cache off (None)."""
     setting = os.environ.get("GRANITE_RT_CACHE", "")
     if setting.lower() in CACHE_OFF:
         return None
@@ -127,6 +127,16 @@ def cache_dir() -> Path | None:
         return Path(setting)
     base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
     return Path(base) / "granite-rt"
+
+
+def writable_dir(folder: Path) -> bool:
+    """Whether ``folder`` exists (made if need be) and this process may write in it: a cache that cannot be written
+    only costs time, so callers skip it instead of failing."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def trim_heap() -> None:

@@ -146,13 +146,51 @@ def test_openvino_compiles_once_then_loads_the_cached_model(folder, monkeypatch,
     np.testing.assert_array_equal(first.encode(texts), second.encode(texts))
 
 
+def test_onnxruntime_optimizes_the_graph_once_then_loads_it_optimized(folder, monkeypatch, tmp_path):
+    import os
+    import shutil
+
+    import onnx
+
+    monkeypatch.setenv("GRANITE_RT_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    shutil.copytree(folder, model)
+    assert (model / "onnx" / "model.onnx_data").exists()   # the cached graph reads the model's own external weights
+    texts = ["an optimized graph from the cache", "gives the same vectors as one optimized at load"]
+    first = Embedder(model, backend="onnx", dtype="fp32")
+    assert first.info["optimized_graph"] == "saved"
+    cached = list((tmp_path / "cache" / "onnxruntime").rglob("*.onnx"))
+    assert len(cached) == 1
+    graph = onnx.load(str(cached[0]), load_external_data=False)   # the weights are not copied into the cache
+    assert {entry.value for t in graph.graph.initializer for entry in t.external_data
+            if entry.key == "location"} == {"model.onnx_data"}
+    second = Embedder(model, backend="onnx", dtype="fp32")
+    assert second.info["optimized_graph"] == "loaded"
+    expected = first.encode(texts)
+    np.testing.assert_array_equal(second.encode(texts), expected)
+
+    cached[0].write_bytes(b"not an onnx graph")             # damaged: optimized again, and the file replaced
+    third = Embedder(model, backend="onnx", dtype="fp32")
+    assert third.info["optimized_graph"] == "saved"
+    np.testing.assert_array_equal(third.encode(texts), expected)
+    assert Embedder(model, backend="onnx", dtype="fp32").info["optimized_graph"] == "loaded"
+
+    weights = model / "onnx" / "model.onnx_data"            # a changed model file gets a graph of its own
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert Embedder(model, backend="onnx", dtype="fp32").info["optimized_graph"] == "saved"
+    assert len(list((tmp_path / "cache" / "onnxruntime").rglob("*.onnx"))) == 2
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
 def test_unwritable_or_disabled_cache_still_loads(folder, monkeypatch, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("GRANITE_RT_CACHE", str(blocker / "cache"))  # cannot be created under a file
     assert Embedder(folder, backend="openvino", dtype="fp32").info["cache_dir"] is None
+    assert Embedder(folder, backend="onnx", dtype="fp32").info["optimized_graph"] == "off"
     monkeypatch.setenv("GRANITE_RT_CACHE", "off")
     assert Embedder(folder, backend="openvino", dtype="fp32").info["cache_dir"] is None
+    assert Embedder(folder, backend="onnx", dtype="fp32").info["optimized_graph"] == "off"
 
 
 def test_throughput_workload_keeps_openvino_streams_busy_with_the_same_results(folder):

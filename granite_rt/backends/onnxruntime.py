@@ -7,6 +7,8 @@ module is imported with ``granite_rt`` and must stay light.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
 import platform
 import threading
 from dataclasses import dataclass, field, replace
@@ -56,13 +58,15 @@ class OrtOptions:
     output are bound on the device with IOBinding (CUDA, TensorRT) instead of host copies, whether
     batches run side by side, one intra-op thread each (``parallel_batches``: the CPU's workload="throughput"), and
     whether a latency load on several CPU threads runs a call of several batches so (``side_by_side``; off where
-    ``granite-rt tune`` measured it slower here)."""
+    ``granite-rt tune`` measured it slower here), and where a CPU session keeps its optimized graph between
+    processes (``graph_cache``, a folder; None: optimized at every load, see ``OnnxRuntimeBackend``)."""
 
     providers: tuple[str | tuple[str, Mapping[str, Any]], ...] = ()
     session_options: Mapping[str, Any] = field(default_factory=dict)
     io_binding: bool = False
     parallel_batches: bool = False
     side_by_side: bool = True
+    graph_cache: Path | None = None
 
 
 class OnnxRuntime(BackendType):
@@ -180,9 +184,11 @@ class OnnxRuntime(BackendType):
         else:
             providers = ("CPUExecutionProvider",)
         session = {"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"} if device == "directml" else {}
+        graphs = (ctx.cache_dir / "onnxruntime" / ctx.cache_key
+                  if device == "cpu" and ctx.cache_dir is not None and ctx.cache_key is not None else None)
         return OrtOptions(providers, session, io_binding=device in ("cuda", "tensorrt"),
                           parallel_batches=device == "cpu" and ctx.workload == "throughput",
-                          side_by_side=ctx.side_by_side)
+                          side_by_side=ctx.side_by_side, graph_cache=graphs)
 
     def open(self, folder: Path, placement: Placement, threads: int) -> "OnnxRuntimeBackend":
         return OnnxRuntimeBackend(folder, placement, threads, self.files(folder, placement.artifact))
@@ -237,29 +243,10 @@ class OnnxRuntimeBackend:
         self.path = folder / placement.artifact.path
         # batches side by side, one thread each; else one batch at a time on every thread
         self.parallel_requests = threads if self.options.parallel_batches else 1
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads // self.parallel_requests
-        options.inter_op_num_threads = 1
-        if placement.device == "cpu" and options.intra_op_num_threads > 1:
-            # The intra-op workers stop spinning when a run ends (they still spin between a run's ops). Left
-            # spinning, they burned 42-49 ms of a core after every run (97m INT8, 2 threads, Zen 4, 2026-12-08:
-            # process CPU over 0.2 s idle after a 16-token run; 0.1 ms so), taken from whatever ran next: a call's
-            # side-by-side batches right after threaded runs took 0.223 / 0.217 s against 0.190 / 0.183 s after
-            # side-by-side ones, and 0.181 / 0.191 against 0.179 / 0.187 s with this. Queries back to back:
-            # 0.98-0.99x the time (1 x 16 / 32 / 128 tokens, two sessions in one process, blocks of 40 alternating).
-            options.add_session_config_entry("session.force_spinning_stop", "1")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        session_options = {**(_SIDE_BY_SIDE_SESSION_OPTIONS if self.options.parallel_batches else {}),
-                           **self.options.session_options}
-        for key, value in session_options.items():  # device-specific (DirectML: no mem pattern, ...)
-            current = getattr(options, key)
-            setattr(options, key, getattr(type(current), value) if isinstance(value, str) and
-                    not isinstance(current, str) else value)
         providers = [p if isinstance(p, str) else (p[0], dict(p[1])) for p in self.options.providers]
+        self.graph_cache = "off"   # describe(): how the optimized graph was had (off | saved | loaded)
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options,
-                                                providers=providers or ["CPUExecutionProvider"])
+            self.session = self._session(ort, threads, providers or ["CPUExecutionProvider"], files)
         except Exception as exc:  # noqa: BLE001 - sorted into a file error or a device error below
             text = f"{type(exc).__name__}: {exc}"
             if any(marker in text.lower() for marker in _FILE_ERRORS):
@@ -281,6 +268,85 @@ class OnnxRuntimeBackend:
         self._sibling_lock = threading.Lock()
         self.side_by_side = (SideBySide(self._run_side_by_side, threads) if placement.device == "cpu" and threads > 1
                              and self.parallel_requests == 1 and self.options.side_by_side else None)
+
+    def _session_options(self, ort, threads: int):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads // self.parallel_requests
+        options.inter_op_num_threads = 1
+        if self.placement.device == "cpu" and options.intra_op_num_threads > 1:
+            # The intra-op workers stop spinning when a run ends (they still spin between a run's ops). Left
+            # spinning, they burned 42-49 ms of a core after every run (97m INT8, 2 threads, Zen 4, 2026-12-08:
+            # process CPU over 0.2 s idle after a 16-token run; 0.1 ms so), taken from whatever ran next: a call's
+            # side-by-side batches right after threaded runs took 0.223 / 0.217 s against 0.190 / 0.183 s after
+            # side-by-side ones, and 0.181 / 0.191 against 0.179 / 0.187 s with this. Queries back to back:
+            # 0.98-0.99x the time (1 x 16 / 32 / 128 tokens, two sessions in one process, blocks of 40 alternating).
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        session_options = {**(_SIDE_BY_SIDE_SESSION_OPTIONS if self.options.parallel_batches else {}),
+                           **self.options.session_options}
+        for key, value in session_options.items():  # device-specific (DirectML: no mem pattern, ...)
+            current = getattr(options, key)
+            setattr(options, key, getattr(type(current), value) if isinstance(value, str) and
+                    not isinstance(current, str) else value)
+        return options
+
+    def _session(self, ort, threads: int, providers: list, files: Sequence[Path]):
+        """The session, its graph optimized by onnxruntime, or read already optimized from ``graph_cache``.
+
+        onnxruntime optimizes the graph at every load (fusions, constant folding, layout): 124-169 ms of the
+        97m INT8 file's 0.35 s cold start (2-core Zen 4, 2026-12-08). A CPU session writes the optimized graph
+        once (``optimized_model_filepath``; ~1.5 MB, its weights still read from the model's own external data
+        file) and later loads read it with optimizations off: 80 ms, bitwise the same outputs, the same peak RSS.
+        The file is keyed by the model files (paths, sizes, mtimes), onnxruntime's version and this CPU (model and
+        flags: the optimized graph may hold CPU-specific layouts); one that fails to load is deleted and the graph
+        optimized again.
+        """
+        cached = self._graph_file(ort, providers, files)
+        if cached is not None and cached.is_file():
+            options = self._session_options(ort, threads)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                             str(self.path.parent))
+            try:
+                session = ort.InferenceSession(cached.read_bytes(), sess_options=options, providers=providers)
+            except Exception:  # noqa: BLE001 - a damaged or foreign cache file: optimize again, without it
+                cached.unlink(missing_ok=True)
+            else:
+                self.graph_cache = "loaded"
+                return session
+        options = self._session_options(ort, threads)
+        staged = None
+        if cached is not None and host.writable_dir(cached.parent):
+            staged = cached.with_name(f"{cached.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            options.optimized_model_filepath = str(staged)
+        try:
+            session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise
+        if staged is not None:
+            try:
+                os.replace(staged, cached)   # whole or not at all, for processes loading it at the same time
+                self.graph_cache = "saved"
+            except OSError:
+                staged.unlink(missing_ok=True)
+        return session
+
+    def _graph_file(self, ort, providers: list, files: Sequence[Path]) -> Path | None:
+        """Where this session's optimized graph is cached: CPU sessions with a cache folder only."""
+        if self.options.graph_cache is None or providers != ["CPUExecutionProvider"]:
+            return None
+        parts = [ort.__version__, host.cpu_model(), " ".join(sorted(host.cpu_flags()))]
+        for path in files or (self.path,):
+            try:
+                stat = path.stat()
+            except OSError:
+                return None   # a missing file: the load reports it
+            parts.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+        return self.options.graph_cache / f"{self.path.stem}-{key}.onnx"
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """One batch through the session (onnxruntime's run is safe to call from several threads)."""
@@ -308,6 +374,7 @@ class OnnxRuntimeBackend:
         """Backend, device, providers actually in use, precision and file."""
         return {"backend": "onnx", "device": self.placement.device, "dtype": self.placement.dtype,
                 "providers": self.session.get_providers(), "file": self.placement.artifact.path,
+                "optimized_graph": self.graph_cache,
                 "inputs": list(self.input_names), "output": self.output_name}
 
 

@@ -7,7 +7,6 @@ OpenVINO itself is imported only when a model is compiled or its devices are ask
 
 from __future__ import annotations
 
-import os
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -231,7 +230,7 @@ class OpenVINOBackend:
             self.config.setdefault("INFERENCE_NUM_THREADS", threads)
         if amx_bf16_streams_need_two_threads(self.device, placement.dtype):
             self._give_each_stream_two_threads()
-        if "CACHE_DIR" in self.config and not _writable(Path(self.config["CACHE_DIR"])):
+        if "CACHE_DIR" in self.config and not host.writable_dir(Path(self.config["CACHE_DIR"])):
             del self.config["CACHE_DIR"]  # a cache only saves time: an unwritable one must not stop loading
         # NPU: no dynamic shapes. One model per (batch, sequence) bucket, compiled on first use; the
         # smallest is compiled now so a device that cannot take the model fails at load (and falls back).
@@ -348,14 +347,6 @@ def _property(c: Any, device: str, name: str) -> Any:
         return c.get_property(device, name)
     except Exception:  # a plugin that does not report this property
         return None
-
-
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)
 
 
 def _ov_value(value: Any) -> Any:

@@ -137,21 +137,12 @@ def runs_export(name: str) -> bool:
     return contender.files == "granite-rt" and contender.family != "llama.cpp" and contender.options.get("backend") != "torch"
 
 
-def call_lengths(wl: dict) -> list[int]:
-    """Tokens of each item of one call: recorded since 2026-12-08; earlier results give one length for every item
-    of a uniform workload ((a), (c), (d)) and none for (b)'s mixed lengths (nothing to count then)."""
-    if wl.get("lengths"):
-        return list(wl["lengths"])
-    tokens = wl.get("tokens", {})
-    uniform = tokens.get("per_doc", tokens.get("pair"))
-    return [uniform] * wl["items"] if uniform else []
-
-
 def efficiency(results: dict, configs: dict[str, dict], machine: dict,
                first_position: dict[str, bool] | None = None) -> dict:
     """Achieved GOP/s of each contender on every workload against the CPU's peak for its precision.
 
-    ``configs``: the model config of each kind (embedder, reranker) whose workloads are counted.
+    ``configs``: the model config of each kind (embedder, reranker) whose workloads are counted, by the tokens of
+    each item of a call (``lengths``, recorded since 2026-12-08).
     ``first_position[kind]``: granite-rt's export of that kind is the first-position-only graph; the contenders
     running it are counted by its ops, the others (checkpoint, IBM-style files, GGUF) by the full model's.
     """
@@ -159,7 +150,7 @@ def efficiency(results: dict, configs: dict[str, dict], machine: dict,
     out: dict = {"peaks_gops": peaks, "peaks_measured": bool(machine.get("measured_peaks_gops")), "workloads": {}}
     for key, wl in results["workloads"].items():
         kind = wl.get("kind", "embedder")
-        lengths = call_lengths(wl)
+        lengths = wl.get("lengths")
         if kind not in configs or not lengths:
             continue
         full = sum(encoder_gop_per_doc(configs[kind], n) for n in lengths)

@@ -86,9 +86,9 @@ def _reranker_workloads(sizes: Sizes, rr_tok) -> list[Workload]:
     out = []
     for length in (256, 512):
         passages = Cutter(rr_tok).pieces(sizes.passages, length, seed=3)
+        pairs = token_lengths(rr_tok, [(rr_query, p) for p in passages])
         out.append(Workload(f"d_rerank{length}", f"(d) reranker, 1 query × {len(passages)} passages of {length} tokens",
                             "reranker", {"query": rr_query, "passages": passages}, len(passages), "s",
                             warmup={"query": rr_query, "passages": passages[:2]}, skip=("ST torch",),
-                            tokens={"per_passage": length, "pair": token_lengths(rr_tok, [rr_query])[0] + length - 1},
-                            lengths=tuple(token_lengths(rr_tok, [(rr_query, p) for p in passages]))))
+                            tokens={"per_passage": length, "pair": pairs[0]}, lengths=tuple(pairs)))
     return out

@@ -355,11 +355,10 @@ def test_efficiency_counts_every_workload_by_its_own_lengths_and_model():
                         "precision": {auto: "int8"}, "seconds": {auto: {"median": 0.5}, "ST torch": {"median": 2.0}}},
         "d_rerank256": {"kind": "reranker", "items": 20, "lengths": [274] * 20, "tokens": {"pair": 274},
                         "precision": {auto: "int8+bf16"}, "seconds": {auto: {"median": 2.5}}},
-        # results written before lengths were recorded: a uniform workload still counts, (b) does not
-        "c_query": {"kind": "embedder", "items": 1, "tokens": {"per_doc": 32}, "precision": {auto: "int8"},
-                    "seconds": {auto: {"median": 0.007}}},
+        "c_query": {"kind": "embedder", "items": 1, "tokens": {"per_doc": 32}, "lengths": [32],
+                    "precision": {auto: "int8"}, "seconds": {auto: {"median": 0.007}}},
     }
-    old_b = {**workloads["b_cranfield"], "lengths": None}
+    old_b = {**workloads["b_cranfield"], "lengths": None}   # written before lengths were recorded: not counted
     eff = efficiency({"workloads": {**workloads, "b_old": old_b}},
                      {"embedder": GRANITE_97M_SHAPE, "reranker": GRANITE_RERANKER_SHAPE}, zen4,
                      first_position={"embedder": True, "reranker": False})

@@ -168,7 +168,7 @@ def test_f16_efficiency_is_counted_against_the_fp32_peak():
             "mhz": 2500.0, "physical_cores": 2, "vendor": "AuthenticAMD"}
     config = {"num_hidden_layers": 12, "hidden_size": 384, "intermediate_size": 1536, "local_attention": 128,
               "global_attn_every_n_layers": 3}
-    workload = {"kind": "embedder", "tokens": {"per_doc": 512}, "items": 8, "precision": {"llama.cpp GGUF F16": "fp16", "llama.cpp GGUF Q8_0": "int8"},
+    workload = {"kind": "embedder", "tokens": {"per_doc": 512}, "lengths": [512] * 8, "items": 8, "precision": {"llama.cpp GGUF F16": "fp16", "llama.cpp GGUF Q8_0": "int8"},
                 "seconds": {"llama.cpp GGUF F16": {"median": 4.0}, "llama.cpp GGUF Q8_0": {"median": 4.0}}}
     eff = efficiency({"workloads": {"a_docs512": workload}}, {"embedder": config}, zen4)
     counted = eff["workloads"]["a_docs512"]["contenders"]

@@ -270,6 +270,7 @@ class OnnxRuntimeBackend:
                              and self.parallel_requests == 1 and self.options.side_by_side else None)
 
     def _session_options(self, ort, threads: int):
+        """A fresh SessionOptions for this placement (each session attempt gets its own)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads // self.parallel_requests
         options.inter_op_num_threads = 1

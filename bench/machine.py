@@ -24,18 +24,19 @@ def machine_info() -> dict:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     fields = dict(re.findall(r"^([^:\n]+):\s*(.*)$", lscpu, flags=re.M))
     cpuinfo = host.CPUINFO.read_text() if host.CPUINFO.exists() else ""
-    flags = host.cpu_flags()
+    flags = {f: f in host.cpu_flags() for f in FLAGS}
     mhz = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, flags=re.M)
     vendor = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, flags=re.M)
-    cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1)
+    cores = int(fields.get("Core(s) per socket", "0") or 0) * int(fields.get("Socket(s)", "1") or 1) \
+        or host.physical_cores()
     return {
         "cpu": fields.get("Model name") or host.cpu_model(),
         "vendor": vendor.group(1) if vendor else None,
         "logical_cpus": os.cpu_count(),
-        "physical_cores": cores or host.physical_cores(),
+        "physical_cores": cores,
         "mhz": float(mhz.group(1)) if mhz else None,
-        "flags": {f: f in flags for f in FLAGS},
-        **measured_peaks({f: f in flags for f in FLAGS}, cores or host.physical_cores()),
+        "flags": flags,
+        **measured_peaks(flags, cores),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -62,6 +62,12 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
     return _cpuinfo(cpuinfo)[0] or platform.processor() or platform.machine()
 
 
+def cpu_facts(cpuinfo: Path = CPUINFO) -> dict[str, object]:
+    """This CPU as the caches of measured and compiled things key it: model, architecture and every flag
+    (``granite-rt tune``'s decisions, onnxruntime's optimized graphs)."""
+    return {"cpu": cpu_model(cpuinfo), "machine": platform.machine(), "flags": sorted(cpu_flags(cpuinfo))}
+
+
 def cpu_int8_dot(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
     """This CPU's int8 dot-product extensions: numpy's runtime feature table, plus /proc/cpuinfo flags on Linux."""
     try:

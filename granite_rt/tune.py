@@ -54,7 +54,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -225,11 +224,6 @@ def identity(placement: Placement) -> dict[str, str]:
 
 # ---- the stored decision ------------------------------------------------------------------------------
 
-def host_facts(cpuinfo: Path = host.CPUINFO) -> dict[str, Any]:
-    """CPU model and every CPU flag (host.py's reading of /proc/cpuinfo; what platform says elsewhere)."""
-    return {"cpu": host.cpu_model(cpuinfo), "machine": platform.machine(), "flags": sorted(host.cpu_flags(cpuinfo))}
-
-
 def library_identity() -> dict[str, str]:
     """Each library that decides the speed, by its package file's path, size and mtime: an upgrade rewrites it.
 
@@ -262,7 +256,7 @@ def library_versions() -> dict[str, str]:
 def decision_key(artifact_keys: Sequence[str], host_: Mapping[str, Any] | None = None,
                  libraries: Mapping[str, str] | None = None) -> str:
     """Key of a decision: this CPU (model + flags), the libraries (``library_identity``) and the model files."""
-    payload = json.dumps({"version": DECISION_VERSION, "host": dict(host_ or host_facts()),
+    payload = json.dumps({"version": DECISION_VERSION, "host": dict(host_ or host.cpu_facts()),
                           "libraries": dict(libraries or library_identity()), "files": sorted(artifact_keys)},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -725,7 +719,7 @@ def measure(folder: Path, spec: Any, candidates: Sequence[Placement], opener: Op
                                     throughput_error=throughput_errors.get(i)))
     decision = Decision(key=key, kind=spec.kind,
                         measured_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                        host=host_facts(), libraries=library_versions(),
+                        host=host.cpu_facts(), libraries=library_versions(),
                         shapes={"query_tokens": int(shapes["query"]["input_ids"].shape[1]),
                                 "docs": int(shapes["docs"]["input_ids"].shape[0]),
                                 "doc_tokens": int(shapes["docs"]["input_ids"].shape[1])},

@@ -653,14 +653,6 @@ def test_decision_key_follows_cpu_libraries_and_model_files(tmp_path):
         tmp_path, [replace(ONNX32, sha256="b" * 64)])                                     # manifest sha256s
 
 
-def test_host_facts_read_the_cpu_model_and_flags(tmp_path):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_vnni\n\n"
-                       "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_vnni\n")
-    facts = tune.host_facts(cpuinfo)
-    assert facts["cpu"] == "AMD EPYC" and facts["flags"] == ["avx2", "avx512_vnni", "fpu"]
-
-
 # ---- devices: the hook ---------------------------------------------------------------------------------
 
 CPU_BF16 = devices.Inventory({"onnx": EngineInventory("1.32.0", ("CPUExecutionProvider",), distributions=("onnxruntime",)),

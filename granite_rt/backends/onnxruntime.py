@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import threading
@@ -339,7 +340,7 @@ class OnnxRuntimeBackend:
         """Where this session's optimized graph is cached: CPU sessions with a cache folder only."""
         if self.options.graph_cache is None or providers != ["CPUExecutionProvider"]:
             return None
-        parts = [ort.__version__, host.cpu_model(), " ".join(sorted(host.cpu_flags()))]
+        parts = [ort.__version__, json.dumps(host.cpu_facts())]
         for path in files or (self.path,):
             try:
                 stat = path.stat()

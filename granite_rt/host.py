@@ -11,6 +11,7 @@ import ctypes
 import functools
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -113,13 +114,74 @@ def accelerator_nodes(dev: Path = Path("/dev")) -> bool:
 
 
 def installed_version(distribution: str) -> str | None:
-    """The installed version of a Python distribution, without importing it; None when absent."""
-    from importlib.metadata import PackageNotFoundError, version  # 60 ms of imports: only when asked
+    """The installed version of a Python distribution, without importing it; None when absent.
+
+    Read from the names of the ``NAME-VERSION.dist-info`` folders on ``sys.path``, the first of a name as
+    importlib.metadata finds it. Measured in a fresh process (2-core AMD EPYC Zen 4, 2026-12-08), importlib.metadata
+    took 23-27 ms to import and 4 ms for the 14 names a load asks for (openvino and the onnxruntime distributions),
+    about a tenth of a cold start, while listing ``sys.path`` took 0.5 ms. importlib.metadata still answers what a
+    listing cannot tell: a name with an ``.egg-info``, a zip or ``.egg`` on ``sys.path``, or another finder of
+    distributions on ``sys.meta_path``.
+    """
+    project = _project_name(distribution)
+    listed = None if _other_distribution_finders() else _dist_info_versions(_path_state())
+    if listed is not None and project not in listed[1]:
+        return listed[0].get(project)
+    from importlib.metadata import PackageNotFoundError, version  # ~25 ms of imports: only where a listing can't tell
 
     try:
         return version(distribution)
     except PackageNotFoundError:
         return None
+
+
+def _project_name(name: str) -> str:
+    """A distribution name as Python packaging compares them (PEP 503): runs of ``-_.`` are one ``-``, lower case."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _other_distribution_finders() -> bool:
+    from importlib.machinery import PathFinder
+
+    return any(finder is not PathFinder and hasattr(finder, "find_distributions") for finder in sys.meta_path)
+
+
+def _path_state() -> tuple[tuple[str, int], ...]:
+    """``sys.path`` with each entry's modification time: an install or uninstall there changes it."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, -1))
+    return tuple(state)
+
+
+@functools.lru_cache(maxsize=4)
+def _dist_info_versions(path: tuple[tuple[str, int], ...]) -> tuple[dict[str, str], frozenset[str]] | None:
+    """({project name: version} of the dist-info folders in ``path``'s directories, the first of a name kept; the
+    project names of the ``.egg-info`` entries, whose versions are inside them), or None where ``path`` holds a
+    zip or an ``.egg``, whose distributions only importlib.metadata reads."""
+    versions: dict[str, str] = {}
+    eggs: set[str] = set()
+    for entry, _ in path:
+        if entry.endswith(".egg"):
+            return None
+        try:
+            names = os.listdir(entry or ".")
+        except NotADirectoryError:
+            return None
+        except OSError:  # absent, or an import hook's name: no distributions there for importlib.metadata either
+            continue
+        for name in names:
+            stem, _, kind = name.rpartition(".")
+            if kind == "dist-info":
+                project, _, version = stem.partition("-")
+                if version:
+                    versions.setdefault(_project_name(project), version)
+            elif kind == "egg-info":
+                eggs.add(_project_name(stem.partition("-")[0]))
+    return versions, frozenset(eggs)
 
 
 def cache_dir() -> Path | None:

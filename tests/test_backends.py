@@ -96,13 +96,9 @@ def test_probe_leaves_openvino_unimported_where_it_can_offer_only_the_cpu(monkey
 # ---- one onnxruntime distribution ------------------------------------------------------------------
 
 def fake_version(*installed):
-    """importlib.metadata.version over a fake environment (it normalises names as the real one does)."""
-    from importlib.metadata import PackageNotFoundError
-
+    """host.installed_version over a fake environment (it normalises names as the real one does)."""
     def version(name):
-        if name.replace("_", "-").lower() not in {n.replace("_", "-").lower() for n in installed}:
-            raise PackageNotFoundError(name)
-        return "1.0"
+        return "1.0" if name.replace("_", "-").lower() in {n.replace("_", "-").lower() for n in installed} else None
     return version
 
 

@@ -53,3 +53,45 @@ def test_cpu_facts_read_the_cpu_model_and_flags(tmp_path):
                        "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_vnni\n")
     facts = host.cpu_facts(cpuinfo)
     assert facts["cpu"] == "AMD EPYC" and facts["flags"] == ["avx2", "avx512_vnni", "fpu"]
+
+
+def test_installed_version_answers_as_importlib_metadata_for_every_installed_distribution():
+    from importlib.metadata import distributions, version
+
+    names = {d.metadata["Name"] for d in distributions()}
+    assert {"onnxruntime", "numpy", "tokenizers"} <= names
+    for name in names:
+        for spelling in (name, name.upper(), name.replace("-", "_"), name.replace("_", "-").replace(".", "-")):
+            assert host.installed_version(spelling) == version(spelling), spelling
+    assert host.installed_version("no-such-distribution") is None
+
+
+def _dist_info(folder: Path, name: str, version: str, kind: str = "dist-info") -> None:
+    info = folder / (f"{name}-{version}.dist-info" if kind == "dist-info" else f"{name}.egg-info")
+    info.mkdir(parents=True)
+    (info / ("METADATA" if kind == "dist-info" else "PKG-INFO")).write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_installed_version_takes_the_first_on_sys_path_and_sees_installs(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    _dist_info(first, "Foo_Bar", "1.0")
+    _dist_info(second, "foo.bar", "2.0")
+    monkeypatch.setattr("sys.path", [str(first), str(tmp_path / "absent"), str(second)])
+    assert host.installed_version("foo-bar") == "1.0"
+    assert host.installed_version("later") is None
+    _dist_info(second, "later", "0.3")  # installed while the process runs
+    assert host.installed_version("later") == "0.3"
+
+
+def test_installed_version_asks_importlib_metadata_what_a_listing_cannot_tell(tmp_path, monkeypatch):
+    import zipfile
+
+    _dist_info(tmp_path / "site", "eggy", "3.1", kind="egg-info")   # the version is inside, not in the name
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("zipped-4.2.dist-info/METADATA", "Metadata-Version: 2.1\nName: zipped\nVersion: 4.2\n")
+    monkeypatch.setattr("sys.path", [str(tmp_path / "site")])
+    assert host.installed_version("eggy") == "3.1"
+    monkeypatch.setattr("sys.path", [str(tmp_path / "site"), str(archive)])
+    assert host.installed_version("zipped") == "4.2"

@@ -25,6 +25,16 @@ def test_import_loads_no_backend_and_no_torch():
     assert proc.stdout.strip() == "Embedder"
 
 
+def test_a_load_on_onnxruntime_imports_no_importlib_metadata(tiny_embedder_folders):
+    """The installed versions a load asks for (the engines' probes) come from listing sys.path: importlib.metadata
+    would add ~25 ms to a cold start (granite_rt.host.installed_version)."""
+    code = ("import sys, json; from granite_rt import Embedder; "
+            f"emb = Embedder({str(tiny_embedder_folders['export'])!r}, backend='onnx'); emb.encode('water'); "
+            "print(json.dumps([emb.info['backend'], 'importlib.metadata' in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["onnx", False]
+
+
 def test_embed_and_rerank_with_torch_blocked(tiny_embedder_folders, tiny_reranker_folders):
     code = f"""
 import json, sys

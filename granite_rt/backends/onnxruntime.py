@@ -388,20 +388,11 @@ def _input_type(node, path: Path) -> type:
     return _NUMPY_TYPES[node.type]
 
 
-def distributions(version: Callable[[str], str] | None = None) -> tuple[str, ...]:
-    """Installed distributions that provide the ``onnxruntime`` package (``version`` is importlib.metadata's)."""
-    from importlib.metadata import PackageNotFoundError  # 60 ms of imports: only when asked
-
-    if version is None:
-        from importlib.metadata import version
-    found = []
-    for name in ORT_DISTRIBUTIONS:  # one lookup per known name: far cheaper than listing every distribution
-        try:
-            version(name)
-        except PackageNotFoundError:
-            continue
-        found.append(name)
-    return tuple(sorted(found))
+def distributions(version: Callable[[str], str | None] | None = None) -> tuple[str, ...]:
+    """Installed distributions that provide the ``onnxruntime`` package (``version``: a name's installed version or
+    None, ``host.installed_version`` by default); one lookup per known name, far cheaper than listing every one."""
+    version = version or host.installed_version
+    return tuple(sorted(name for name in ORT_DISTRIBUTIONS if version(name) is not None))
 
 
 def onnxruntime_conflict(dists: Sequence[str]) -> str | None:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from types import MethodType
 from typing import Iterator
 
-from .attention import MASK_VALUE, supported
+from .attention import MASK_VALUE, stepped_positions, supported
 
 SLIDING = "sliding_attention"
 GLOBAL = "full_attention"
@@ -80,9 +80,15 @@ def _first_position_layer_forward(self, hidden_states, attention_mask=None, posi
     query, key, value = (qkv[:, :, i].transpose(1, 2) for i in range(3))                 # [B, h, n, d]
     cos, sin = position_embeddings
     query, key = modeling.apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)   # fused in the export
-    scores = (query[:, :, :1] @ key.transpose(-1, -2)) * (head_dim ** -0.5)              # [B, h, 1, n]
-    scores = scores + ((~attention_mask).to(scores.dtype) * MASK_VALUE)[:, None, None, :]
-    out = (torch.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(batch, 1, heads * head_dim)
+    # The row of scores runs over n keys rounded up to SPAN_STEP (the extra ones read as the last key, masked), so its
+    # sums do not depend on how far the row is padded (attention.SPAN_STEP).
+    pos = torch.ones_like(attention_mask[0], dtype=torch.long).cumsum(0) - 1
+    keys = stepped_positions(pos)
+    kidx = torch.minimum(keys, pos[-1:])
+    allowed = attention_mask[:, kidx] & (keys <= pos[-1:])[None]                          # [B, n']
+    scores = (query[:, :, :1] @ key[:, :, kidx].transpose(-1, -2)) * (head_dim ** -0.5)   # [B, h, 1, n']
+    scores = scores + ((~allowed).to(scores.dtype) * MASK_VALUE)[:, None, None, :]
+    out = (torch.softmax(scores, dim=-1) @ value[:, :, kidx]).transpose(1, 2).reshape(batch, 1, heads * head_dim)
     first = hidden_states[:, :1] + attn.out_drop(attn.Wo(out))
     return first + self.mlp(self.mlp_norm(first))
 

@@ -185,3 +185,24 @@ def test_non_modernbert_models_are_left_alone():
     with blocked_attention(bert) as switched:
         assert not switched
         assert bert.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("folder", ["exported_tiny_embedder", "exported_tiny_reranker"])
+@pytest.mark.parametrize("artifact", ["model.onnx", "model_qint8.onnx"])
+def test_a_row_gives_the_same_bits_however_far_it_is_padded(request, folder, artifact):
+    """onnxruntime, fp32 and static INT8: a row alone and padded to any width (as a longer batch neighbour pads it)
+    gives bitwise the same output. A sliding block's key span, and the last layer's row of keys, start where the
+    block does and hold a number of keys set by the length's step (attention.SPAN_STEP), never by the padding."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(request.getfixturevalue(folder) / "onnx" / artifact),
+                                   providers=["CPUExecutionProvider"])
+    for length in (1, 5, 23, 24, 40, 57, 64, 100):
+        ids = _ids(1, length, seed=length)
+        alone = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+        for width in range(length + 1, length + 70):
+            padded = np.zeros((1, width), np.int64)
+            padded[0, :length] = ids[0]
+            mask = (np.arange(width) < length).astype(np.int64)[None]
+            got = session.run(None, {"input_ids": padded, "attention_mask": mask})[0]
+            assert np.array_equal(got, alone), f"{length} tokens padded to {width}: max |Δ| {np.abs(got - alone).max()}"
